@@ -1,0 +1,16 @@
+// Public API of virtio-ts.
+export * from './memory/guest-memory.js';
+export * from './vring/constants.js';
+export * from './vring/layout.js';
+export * from './vring/element.js';
+export * from './vring/virtqueue.js';
+export * from './virtio/constants.js';
+export * from './virtio/device.js';
+export * from './bus/virtio-bus.js';
+export * from './bus/virtio-mmio.js';
+export * from './devices/rng.js';
+export * from './clock/virtual-clock.js';
+export * from './trace/trace.js';
+export * from './migration/qemu-file.js';
+export * from './driver/split-ring.js';
+export * from './driver/mmio-driver.js';

@@ -1,0 +1,550 @@
+import { gpaFromHiLo, INVALID_GPA, type GuestMemory } from '../memory/guest-memory.js';
+import type { Tracer } from '../trace/trace.js';
+import {
+  VIRTIO_NO_VECTOR,
+  VIRTIO_PCI_VRING_ALIGN,
+  VIRTQUEUE_MAX_SIZE,
+  VRING_AVAIL_F_NO_INTERRUPT,
+  VRING_DESC_F_INDIRECT,
+  VRING_DESC_F_NEXT,
+  VRING_DESC_F_WRITE,
+  VRING_DESC_SIZE,
+  VRING_USED_F_NO_NOTIFY,
+  vringNeedEvent,
+} from './constants.js';
+import { VirtQueueElement } from './element.js';
+import { alignUp, availRingSize, AVAIL_ALIGN, DESC_ALIGN, isPowerOfTwo, usedRingSize, USED_ALIGN } from './layout.js';
+
+/** What a queue needs from the device that owns it. */
+export interface VirtQueueOwner {
+  readonly memory: GuestMemory;
+  /** Name used in traces. */
+  readonly name: string;
+  readonly tracer: Tracer | undefined;
+  /** QEMU's `virtio_device_disabled()`: broken, or disabled by the transport. */
+  readonly processingStopped: boolean;
+  /** QEMU's `virtio_error()`: mark the device broken. */
+  virtioError(message: string): void;
+}
+
+export type VirtQueueHandler = (vq: VirtQueue) => void;
+
+/** Largest total length of one chain (VIRTIO 1.2 §2.7.5.2: the sum must fit in 32 bits). */
+const MAX_CHAIN_BYTES = 0xffff_ffff;
+const EMPTY_VIEW: DataView<ArrayBufferLike> = new DataView(new ArrayBuffer(0));
+
+/**
+ * A split virtqueue, seen from the device (QEMU's VirtQueue; VIRTIO 1.2 §2.7).
+ *
+ * The device owns `usedIdx`: it is never read back from guest memory, so a driver scribbling on
+ * the used ring cannot confuse it. Descriptors are read once into locals and checked before use.
+ * The ring parts are resolved to RAM views once, when their addresses are set; the hot path then
+ * uses those views and never searches the memory map for ring accesses.
+ */
+export class VirtQueue {
+  /** Current queue size; 0 means the queue does not exist. */
+  num: number;
+  /** The size the device offers, restored by reset (QEMU's `num_default`). */
+  readonly numDefault: number;
+  /** Legacy layout alignment (QEMU's `vring.align`), set by transports with variable alignment. */
+  align = VIRTIO_PCI_VRING_ALIGN;
+  /** Guest-physical addresses of the three parts; 0 when not set. */
+  desc = 0;
+  avail = 0;
+  used = 0;
+
+  lastAvailIdx = 0;
+  /** Last avail.idx value read from the guest. */
+  shadowAvailIdx = 0;
+  /** The device's own used index. */
+  usedIdx = 0;
+  signalledUsed = 0;
+  signalledUsedValid = false;
+  /** Whether the device wants available-buffer notifications (`virtio_queue_set_notification`). */
+  notification = true;
+  /** Elements popped and not yet returned. */
+  inuse = 0;
+  /** MSI-X vector (transport state, kept here as QEMU does). */
+  vector = VIRTIO_NO_VECTOR;
+  /** Bumped by every reset; completions of elements from an older generation are dropped. */
+  generation = 0;
+
+  // Negotiated-feature flags the hot path needs, set by the device (`applyFeatures`).
+  eventIdx = false;
+  indirectDesc = false;
+  notifyOnEmpty = false;
+  /** Ring byte order: true for VERSION_1 and little-endian legacy guests. */
+  le = true;
+
+  handleOutput: VirtQueueHandler | undefined;
+
+  // Resolved ring views: valid only while `mapped` is true.
+  private mapped = false;
+  private descView = EMPTY_VIEW;
+  private descOff = 0;
+  private availView = EMPTY_VIEW;
+  private availOff = 0;
+  private usedView = EMPTY_VIEW;
+  private usedOff = 0;
+  private numMask = -1;
+
+  /** One reusable element per head; replaced wholesale on reset so stale holders keep theirs. */
+  private pool: (VirtQueueElement | undefined)[] = [];
+  /** Head popped at each avail position (mod 1024 ≥ num), so `rewind` knows what it returns. */
+  private readonly poppedHeads = new Uint16Array(VIRTQUEUE_MAX_SIZE);
+
+  constructor(
+    readonly owner: VirtQueueOwner,
+    readonly index: number,
+    numDefault: number,
+    handler?: VirtQueueHandler,
+  ) {
+    if (!Number.isInteger(numDefault) || numDefault < 1 || numDefault > VIRTQUEUE_MAX_SIZE) {
+      throw new RangeError(`queue size ${numDefault} must be 1..${VIRTQUEUE_MAX_SIZE}`);
+    }
+    this.num = numDefault;
+    this.numDefault = numDefault;
+    this.handleOutput = handler;
+  }
+
+  /** True once the rings are mapped and the device may process the queue. */
+  get isMapped(): boolean {
+    return this.mapped;
+  }
+
+  /** QEMU's `virtio_queue_ready()`: the avail ring address is set. */
+  get ready(): boolean {
+    return this.avail !== 0;
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Configuration by the transport
+
+  /**
+   * QEMU's `virtio_queue_set_num`: a write may not flip the queue between existing and not
+   * existing, nor exceed VIRTQUEUE_MAX_SIZE; such writes are ignored. Returns whether it applied.
+   * Non-power-of-two sizes are stored (QEMU does) and refused when the rings are mapped.
+   */
+  setNum(num: number): boolean {
+    if (!Number.isInteger(num) || num < 0 || num > VIRTQUEUE_MAX_SIZE || (num === 0) !== (this.num === 0)) return false;
+    this.num = num;
+    return true;
+  }
+
+  /** Legacy alignment for transports with variable alignment; 0 is ignored (QEMU). */
+  setAlign(align: number): void {
+    if (align === 0) return;
+    this.align = align >>> 0;
+    this.updateRings();
+  }
+
+  /** Legacy: set the ring area base and derive the rest (QEMU's `virtio_queue_set_addr`). */
+  setLegacyAddr(desc: number): void {
+    if (this.num === 0) return;
+    this.desc = desc;
+    this.updateRings();
+  }
+
+  /**
+   * Legacy layout (QEMU's `virtio_queue_update_rings`), but with the used ring placed as the spec
+   * and Linux place it: after `used_event`. Does nothing while size, base or alignment is 0.
+   */
+  updateRings(): void {
+    if (this.num === 0 || this.desc === 0 || this.align === 0) {
+      this.unmap();
+      return;
+    }
+    if (!isPowerOfTwo(this.align)) {
+      this.unmap();
+      this.guestError(`queue ${this.index}: alignment ${this.align} is not a power of two; ring not mapped`);
+      return;
+    }
+    this.avail = this.desc + VRING_DESC_SIZE * this.num;
+    this.used = alignUp(this.avail + availRingSize(this.num, true), this.align);
+    this.mapRings();
+  }
+
+  /** Modern: set the three addresses (QEMU's `virtio_queue_set_rings`). */
+  setRings(desc: number, avail: number, used: number): void {
+    if (this.num === 0) return;
+    this.desc = desc;
+    this.avail = avail;
+    this.used = used;
+    this.mapRings();
+  }
+
+  /** Refresh the feature-dependent flags; remaps when EVENT_IDX changes the ring sizes. */
+  applyFeatures(eventIdx: boolean, indirectDesc: boolean, notifyOnEmpty: boolean, le: boolean): void {
+    const remap = eventIdx !== this.eventIdx || le !== this.le;
+    this.eventIdx = eventIdx;
+    this.indirectDesc = indirectDesc;
+    this.notifyOnEmpty = notifyOnEmpty;
+    this.le = le;
+    if (remap && this.desc !== 0 && this.num !== 0) this.mapRings();
+  }
+
+  /**
+   * QEMU's `virtio_init_region_cache`: resolve the three parts to RAM. A part outside RAM (or
+   * a used ring in ROM), a misaligned part, or a size that is not a power of two is the
+   * driver's error: the device is marked broken and the queue stays unmapped.
+   */
+  mapRings(): void {
+    this.unmap();
+    const num = this.num;
+    if (num === 0 || this.desc === 0) return;
+    const tr = this.owner.tracer;
+    if (tr) tr({ type: 'virtqueue_set_rings', device: this.owner.name, queue: this.index, num, desc: this.desc, avail: this.avail, used: this.used });
+    if (!isPowerOfTwo(num)) {
+      this.owner.virtioError(`VQ ${this.index}: size ${num} is not a power of two`);
+      return;
+    }
+    if (this.desc % DESC_ALIGN !== 0 || this.avail % AVAIL_ALIGN !== 0 || this.used % USED_ALIGN !== 0) {
+      this.owner.virtioError(`VQ ${this.index}: misaligned ring (desc 0x${this.desc.toString(16)}, avail 0x${this.avail.toString(16)}, used 0x${this.used.toString(16)})`);
+      return;
+    }
+    const mem = this.owner.memory;
+    const d = mem.findRegion(this.desc, VRING_DESC_SIZE * num);
+    if (!d) return this.owner.virtioError(`Cannot map desc (VQ ${this.index})`);
+    const a = mem.findRegion(this.avail, availRingSize(num, this.eventIdx));
+    if (!a) return this.owner.virtioError(`Cannot map avail (VQ ${this.index})`);
+    const u = mem.findRegion(this.used, usedRingSize(num, this.eventIdx));
+    if (!u || u.readonly) return this.owner.virtioError(`Cannot map used (VQ ${this.index})`);
+    this.descView = d.view;
+    this.descOff = this.desc - d.base;
+    this.availView = a.view;
+    this.availOff = this.avail - a.base;
+    this.usedView = u.view;
+    this.usedOff = this.used - u.base;
+    this.numMask = num - 1;
+    this.mapped = true;
+  }
+
+  private unmap(): void {
+    this.mapped = false;
+    this.descView = this.availView = this.usedView = EMPTY_VIEW;
+  }
+
+  /** QEMU's `__virtio_queue_reset`. Alignment survives, as in QEMU. */
+  reset(): void {
+    this.desc = this.avail = this.used = 0;
+    this.lastAvailIdx = this.shadowAvailIdx = this.usedIdx = 0;
+    this.vector = VIRTIO_NO_VECTOR;
+    this.signalledUsed = 0;
+    this.signalledUsedValid = false;
+    this.notification = true;
+    this.num = this.numDefault;
+    this.inuse = 0;
+    this.generation++;
+    this.pool = [];
+    this.unmap();
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Ring field access (all through the resolved views)
+
+  /** avail.idx as the guest last wrote it (0 when unmapped). */
+  readAvailIdx(): number {
+    return this.mapped ? this.availView.getUint16(this.availOff + 2, this.le) : 0;
+  }
+  readAvailFlags(): number {
+    return this.mapped ? this.availView.getUint16(this.availOff, this.le) : 0;
+  }
+  /** used_event, at the end of the avail ring. */
+  readUsedEvent(): number {
+    return this.mapped ? this.availView.getUint16(this.availOff + 4 + 2 * this.num, this.le) : 0;
+  }
+  private writeAvailEvent(v: number): void {
+    this.usedView.setUint16(this.usedOff + 4 + 8 * this.num, v, this.le);
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Device-side operations
+
+  /** QEMU's `virtio_queue_empty`. */
+  isEmpty(): boolean {
+    if (!this.mapped || this.owner.processingStopped) return true;
+    if (this.shadowAvailIdx !== this.lastAvailIdx) return false;
+    this.shadowAvailIdx = this.readAvailIdx();
+    return this.shadowAvailIdx === this.lastAvailIdx;
+  }
+
+  /** Number of heads available now, or -1 after reporting a bogus avail index. */
+  availableHeads(): number {
+    if (!this.mapped) return 0;
+    const idx = this.readAvailIdx();
+    const n = (idx - this.lastAvailIdx) & 0xffff;
+    if (n > this.num) {
+      this.owner.virtioError(`Guest moved used index from ${this.lastAvailIdx} to ${idx}`);
+      return -1;
+    }
+    this.shadowAvailIdx = idx;
+    return n;
+  }
+
+  /**
+   * Take the next available chain (QEMU's `virtqueue_pop`). Returns null when the queue is empty,
+   * not mapped, the device is broken, or the chain is malformed (the device is then broken too).
+   * The element stays valid until it is pushed or detached, or the queue is reset.
+   */
+  pop(): VirtQueueElement | null {
+    if (!this.mapped || this.owner.processingStopped) return null;
+    const num = this.num;
+    const last = this.lastAvailIdx;
+    const le = this.le;
+    if (this.shadowAvailIdx === last) {
+      const idx = this.availView.getUint16(this.availOff + 2, le);
+      if (idx === last) return null;
+      // VIRTIO 1.2 §2.7.13.3: the driver never gets more than a ring's worth ahead.
+      if (((idx - last) & 0xffff) > num) {
+        this.owner.virtioError(`Guest moved used index from ${last} to ${idx}`);
+        return null;
+      }
+      this.shadowAvailIdx = idx;
+    }
+    if (this.inuse >= num) {
+      this.owner.virtioError('Virtqueue size exceeded');
+      return null;
+    }
+    const slot = this.numMask >= 0 ? last & this.numMask : last % num;
+    const head = this.availView.getUint16(this.availOff + 4 + 2 * slot, le);
+    this.lastAvailIdx = (last + 1) & 0xffff;
+    if (this.eventIdx && this.notification) this.writeAvailEvent(this.lastAvailIdx);
+    if (head >= num) {
+      this.owner.virtioError(`Guest says index ${head} is available`);
+      return null;
+    }
+    let elem = this.pool[head];
+    if (elem === undefined) {
+      elem = new VirtQueueElement(this.owner.memory);
+      elem.generation = this.generation;
+      this.pool[head] = elem;
+    } else if (elem.inFlight) {
+      this.owner.virtioError(`VQ ${this.index}: head ${head} made available again while in use`);
+      return null;
+    }
+    const err = this.readChain(head, elem);
+    if (err !== null) {
+      this.owner.virtioError(err);
+      return null;
+    }
+    elem.index = head;
+    elem.inFlight = true;
+    this.poppedHeads[last & (VIRTQUEUE_MAX_SIZE - 1)] = head;
+    this.inuse++;
+    const tr = this.owner.tracer;
+    if (tr) tr({ type: 'virtqueue_pop', device: this.owner.name, queue: this.index, head, outNum: elem.outNum, inNum: elem.inNum, outBytes: elem.outBytes, inBytes: elem.inBytes });
+    return elem;
+  }
+
+  /**
+   * Walk the chain starting at `head` into `elem`. Returns null on success or the error message.
+   * Every descriptor is read once into locals; the walk visits at most `num` descriptors of the
+   * table and at most the table's length inside an indirect table, and the element holds at most
+   * VIRTQUEUE_MAX_SIZE descriptors, so both work and memory are bounded.
+   */
+  private readChain(head: number, elem: VirtQueueElement): string | null {
+    const mem = this.owner.memory;
+    const le = this.le;
+    let view = this.descView;
+    let base = this.descOff;
+    let max = this.num;
+    let i = head;
+    let inTable = false;
+    let visits = 0;
+    let total = 0;
+    let outNum = 0;
+    let inNum = 0;
+    let outBytes = 0;
+    let inBytes = 0;
+    let ndescs = 0;
+    let sawWrite = false;
+    const lo = le ? 0 : 4;
+    const hi = le ? 4 : 0;
+    for (;;) {
+      const o = base + i * VRING_DESC_SIZE;
+      const addr = gpaFromHiLo(view.getUint32(o + lo, le), view.getUint32(o + hi, le));
+      const len = view.getUint32(o + 8, le);
+      const flags = view.getUint16(o + 12, le);
+      const next = view.getUint16(o + 14, le);
+      if (++visits > max) return 'Looped descriptor';
+      // QEMU maps at most VIRTQUEUE_MAX_SIZE buffers per element; the indirect pointer is extra.
+      if (++ndescs > VIRTQUEUE_MAX_SIZE + 1) return 'virtio: too many descriptors in one element';
+      if (flags & VRING_DESC_F_INDIRECT) {
+        // VIRTIO 1.2 §2.7.5.3: zero or more direct descriptors may lead to one indirect table;
+        // the WRITE flag on the indirect descriptor itself is ignored.
+        if (!this.indirectDesc) return 'Indirect descriptor used without VIRTIO_F_INDIRECT_DESC';
+        if (inTable) return 'Nested indirect descriptor';
+        if (flags & VRING_DESC_F_NEXT) return 'Indirect descriptor with NEXT set';
+        if (len === 0 || len % VRING_DESC_SIZE !== 0) return `Invalid size for indirect buffer table (${len})`;
+        const r = addr === INVALID_GPA ? undefined : mem.findRegion(addr, len);
+        if (!r) return 'Cannot map indirect buffer';
+        view = r.view;
+        base = addr - r.base;
+        max = len / VRING_DESC_SIZE;
+        i = 0;
+        visits = 0;
+        inTable = true;
+        continue;
+      }
+      if (flags & VRING_DESC_F_WRITE) {
+        if (len !== 0) {
+          const r = mem.findRegion(addr, len);
+          if (!r || r.readonly) return 'virtio: bogus descriptor or out of resources';
+        }
+        sawWrite = true;
+        inBytes += len;
+        if (len !== 0) inNum++;
+      } else {
+        if (sawWrite) return 'Incorrect order for descriptors';
+        if (len !== 0 && !mem.findRegion(addr, len)) return 'virtio: bogus descriptor or out of resources';
+        outBytes += len;
+        if (len !== 0) outNum++;
+      }
+      total += len;
+      if (total > MAX_CHAIN_BYTES) return 'Descriptor chain longer than 2^32-1 bytes';
+      // Zero-length buffers carry nothing: they are walked (and counted) but not mapped.
+      if (len !== 0) {
+        const k = outNum + inNum;
+        if (k > elem.sgLen.length) elem.ensureCapacity(k);
+        elem.sgAddr[k - 1] = addr;
+        elem.sgLen[k - 1] = len;
+      }
+      if (!(flags & VRING_DESC_F_NEXT)) break;
+      if (next >= max) return `Desc next is ${next}`;
+      i = next;
+    }
+    elem.outNum = outNum;
+    elem.inNum = inNum;
+    elem.outBytes = outBytes;
+    elem.inBytes = inBytes;
+    elem.ndescs = ndescs;
+    return null;
+  }
+
+  /**
+   * Write a used element `idx` places after the current used index (QEMU's `virtqueue_fill`).
+   * `len` is the number of bytes written into the chain; it is clamped to the chain's writable
+   * capacity so a device bug cannot report more than the driver gave.
+   */
+  fill(elem: VirtQueueElement, len: number, idx = 0): void {
+    if (this.release(elem)) this.writeUsed(elem, len, idx);
+  }
+
+  private writeUsed(elem: VirtQueueElement, len: number, idx: number): void {
+    if (!this.mapped || this.owner.processingStopped) return;
+    const n = len > elem.inBytes ? elem.inBytes : len >>> 0;
+    const pos = (this.usedIdx + idx) & 0xffff;
+    const slot = this.numMask >= 0 ? pos & this.numMask : pos % this.num;
+    const o = this.usedOff + 4 + 8 * slot;
+    this.usedView.setUint32(o, elem.index, this.le);
+    this.usedView.setUint32(o + 4, n, this.le);
+    const tr = this.owner.tracer;
+    if (tr) tr({ type: 'virtqueue_fill', device: this.owner.name, queue: this.index, head: elem.index, len: n, slot });
+  }
+
+  /** Publish `count` filled elements (QEMU's `virtqueue_flush`). */
+  flush(count: number): void {
+    if (!this.mapped || this.owner.processingStopped) {
+      this.inuse = Math.max(0, this.inuse - count);
+      return;
+    }
+    const old = this.usedIdx;
+    const next = (old + count) & 0xffff;
+    this.usedView.setUint16(this.usedOff + 2, next, this.le);
+    this.usedIdx = next;
+    this.inuse = Math.max(0, this.inuse - count);
+    // As QEMU: if the new index passed the last signalled one, the signalled value is stale.
+    if ((((next - this.signalledUsed) << 16) >> 16) < ((next - old) & 0xffff)) this.signalledUsedValid = false;
+    const tr = this.owner.tracer;
+    if (tr) tr({ type: 'virtqueue_flush', device: this.owner.name, queue: this.index, count, usedIdx: next });
+  }
+
+  /** fill + flush one element (QEMU's `virtqueue_push`). */
+  push(elem: VirtQueueElement, len: number): void {
+    if (!this.release(elem)) return;
+    this.writeUsed(elem, len, 0);
+    this.flush(1);
+  }
+
+  /** Give up an element without returning it to the driver (QEMU's `virtqueue_detach_element`). */
+  detach(elem: VirtQueueElement): void {
+    if (this.release(elem)) this.inuse = Math.max(0, this.inuse - 1);
+  }
+
+  /** Put an element back so the next pop returns it again (QEMU's `virtqueue_unpop`). */
+  unpop(elem: VirtQueueElement): void {
+    if (!this.release(elem)) return;
+    this.lastAvailIdx = (this.lastAvailIdx - 1) & 0xffff;
+    this.inuse = Math.max(0, this.inuse - 1);
+  }
+
+  /** Un-pop the last `n` elements (QEMU's `virtqueue_rewind`); false if fewer are in use. */
+  rewind(n: number): boolean {
+    if (n > this.inuse) return false;
+    for (let k = 1; k <= n; k++) {
+      const e = this.pool[this.poppedHeads[(this.lastAvailIdx - k) & (VIRTQUEUE_MAX_SIZE - 1)]!];
+      if (e) e.inFlight = false;
+    }
+    this.lastAvailIdx = (this.lastAvailIdx - n) & 0xffff;
+    this.inuse -= n;
+    return true;
+  }
+
+  /** Mark an element no longer in flight; false (and a trace) if it is stale or not in flight. */
+  private release(elem: VirtQueueElement): boolean {
+    if (elem.generation !== this.generation || !elem.inFlight || this.pool[elem.index] !== elem) {
+      this.dropStale(elem);
+      return false;
+    }
+    elem.inFlight = false;
+    return true;
+  }
+
+  private dropStale(elem: VirtQueueElement): void {
+    const tr = this.owner.tracer;
+    if (tr) tr({ type: 'virtqueue_stale_element', device: this.owner.name, queue: this.index, head: elem.index });
+  }
+
+  /**
+   * QEMU's `virtio_queue_set_notification`: ask for (or suppress) available-buffer
+   * notifications, through avail_event with EVENT_IDX or the used.flags NO_NOTIFY bit without.
+   */
+  setNotification(enable: boolean): void {
+    this.notification = enable;
+    if (!this.mapped) return;
+    if (this.eventIdx) {
+      this.writeAvailEvent(this.readAvailIdx());
+    } else {
+      const f = this.usedView.getUint16(this.usedOff, this.le);
+      this.usedView.setUint16(this.usedOff, enable ? f & ~VRING_USED_F_NO_NOTIFY : f | VRING_USED_F_NO_NOTIFY, this.le);
+    }
+  }
+
+  /**
+   * QEMU's `virtio_split_should_notify`: whether the driver wants a used-buffer notification
+   * now. Suppression fields are only hints; they never stop completions.
+   */
+  shouldNotify(): boolean {
+    if (!this.mapped) return false;
+    if (this.notifyOnEmpty && this.inuse === 0 && this.isEmpty()) return true;
+    if (!this.eventIdx) return (this.readAvailFlags() & VRING_AVAIL_F_NO_INTERRUPT) === 0;
+    const valid = this.signalledUsedValid;
+    this.signalledUsedValid = true;
+    const old = this.signalledUsed;
+    const now = (this.signalledUsed = this.usedIdx);
+    return !valid || vringNeedEvent(this.readUsedEvent(), now, old);
+  }
+
+  /** The in-flight elements, for migration and for devices that re-queue after load. */
+  inFlightElements(): VirtQueueElement[] {
+    return this.pool.filter((e): e is VirtQueueElement => e !== undefined && e.inFlight);
+  }
+
+  private guestError(message: string): void {
+    const tr = this.owner.tracer;
+    if (tr) tr({ type: 'guest_error', device: this.owner.name, message });
+  }
+}
+
+/** Convenience for transports: a guest address from two 32-bit register halves. */
+export { gpaFromHiLo };
