@@ -297,9 +297,15 @@ export class VirtioMmioTransport implements VirtioBus {
         return;
       case VIRTIO_MMIO_QUEUE_NUM: {
         const q = vdev.getQueue(sel);
-        q?.setNum(value);
-        if (this.legacy) q?.updateRings();
-        else pq.num = value;
+        if (this.legacy) {
+          q?.setNum(value);
+          q?.updateRings();
+        } else {
+          pq.num = value;
+          // QEMU resizes even a live queue here; the spec forbids the driver to, and a live
+          // queue keeps its geometry until QueueReady is written again (hostile-guest T-B7).
+          if (!pq.enabled) q?.setNum(value);
+        }
         return;
       }
       case VIRTIO_MMIO_QUEUE_ALIGN:

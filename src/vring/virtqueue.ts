@@ -127,7 +127,11 @@ export class VirtQueue {
    */
   setNum(num: number): boolean {
     if (!Number.isInteger(num) || num < 0 || num > VIRTQUEUE_MAX_SIZE || (num === 0) !== (this.num === 0)) return false;
+    if (num === this.num) return true;
     this.num = num;
+    // The ring views were validated for the old size: re-validate, or a larger size would index
+    // past what was checked (QEMU bounds its region caches instead; the effect is the same).
+    if (this.mapped) this.mapRings();
     return true;
   }
 
