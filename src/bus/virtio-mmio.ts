@@ -149,7 +149,9 @@ export class VirtioMmioTransport implements VirtioBus {
    */
   read(offset: number, size: number): number {
     if (!this.validAccess(offset, size) || size === 8) return 0;
-    const value = this.doRead(offset, size) >>> 0;
+    // QEMU's memory core keeps only the accessed bytes (an empty slot answers magic at any width).
+    const raw = this.doRead(offset, size);
+    const value = (size === 4 ? raw : raw & (size === 2 ? 0xffff : 0xff)) >>> 0;
     const tr = this.tracer;
     if (tr) tr({ type: 'mmio_read', device: this.name, offset, size, value, register: mmioRegisterName(offset) });
     return value;

@@ -125,7 +125,9 @@ export class VirtIORng extends VirtIODevice {
     if (!this.guestReady() || this.processingStopped) return;
     if (this.activateTimer && this.clock && Number.isFinite(this.maxBytes)) {
       const clock = this.clock;
-      this.timer = clock.setTimer(clock.now() + this.periodMs * 1e6, () => this.checkRateLimit());
+      // A millisecond timer, as QEMU's (timer_new_ms, deadline qemu_clock_get_ms() + period).
+      const deadline = (Math.floor(clock.now() / 1e6) + this.periodMs) * 1e6;
+      this.timer = clock.setTimer(deadline, () => this.checkRateLimit());
       this.activateTimer = false;
     }
     const vq = this.requestq;
@@ -157,6 +159,10 @@ export class VirtIORng extends VirtIODevice {
     this.quotaRemaining = this.maxBytes;
     this.process();
     this.activateTimer = true;
+    // QEMU's chr_read runs after this (the backend answers asynchronously) and, finding requests
+    // still waiting, calls virtio_rng_process again, which arms the next period. Without it the
+    // waiting requests would stall until the guest kicked again.
+    if (!this.requestq.isEmpty()) this.process();
   }
 
   /** Stop the rate-limit timer (when the device is removed). */

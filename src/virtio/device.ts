@@ -280,6 +280,9 @@ export abstract class VirtIODevice implements VirtQueueOwner {
     this.startOnKick = false;
     this.started = false;
     this.broken = false;
+    // Queues first: clearing EVENT_IDX (or the byte order) must not remap, and re-check, rings
+    // that are going away; a bad old geometry would call virtioError and leave us broken.
+    for (const q of this.vq) q.reset();
     this.setFeaturesNocheck(0n);
     this.queueSel = 0;
     this.status = 0;
@@ -287,10 +290,7 @@ export abstract class VirtIODevice implements VirtQueueOwner {
     this.isr = 0;
     this.configVector = VIRTIO_NO_VECTOR;
     this.notifyVector(VIRTIO_NO_VECTOR);
-    for (const q of this.vq) {
-      q.reset();
-      this.refreshQueueFlags(q);
-    }
+    for (const q of this.vq) this.refreshQueueFlags(q);
   }
 
   // ---------------------------------------------------------------------------------------

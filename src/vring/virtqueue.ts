@@ -129,9 +129,12 @@ export class VirtQueue {
     if (!Number.isInteger(num) || num < 0 || num > VIRTQUEUE_MAX_SIZE || (num === 0) !== (this.num === 0)) return false;
     if (num === this.num) return true;
     this.num = num;
-    // The ring views were validated for the old size: re-validate, or a larger size would index
-    // past what was checked (QEMU bounds its region caches instead; the effect is the same).
-    if (this.mapped) this.mapRings();
+    // The ring views were validated for the old size: drop them, or a larger size would index
+    // past what was checked. Every transport sets the ring addresses right after (legacy
+    // updateRings, modern QueueReady), which maps and checks the new geometry; checking the new
+    // size against the old addresses now would report errors QEMU never sees (its set_num only
+    // stores the size).
+    if (this.mapped) this.unmap();
     return true;
   }
 
@@ -268,8 +271,15 @@ export class VirtQueue {
   isEmpty(): boolean {
     if (!this.mapped || this.owner.processingStopped) return true;
     if (this.shadowAvailIdx !== this.lastAvailIdx) return false;
-    this.shadowAvailIdx = this.readAvailIdx();
-    return this.shadowAvailIdx === this.lastAvailIdx;
+    const idx = this.readAvailIdx();
+    if (idx === this.lastAvailIdx) return true;
+    // The shadow index is trusted by pop, so it only ever takes a validated value.
+    if (((idx - this.lastAvailIdx) & 0xffff) > this.num) {
+      this.owner.virtioError(`Guest moved used index from ${this.lastAvailIdx} to ${idx}`);
+      return true;
+    }
+    this.shadowAvailIdx = idx;
+    return false;
   }
 
   /** Number of heads available now, or -1 after reporting a bogus avail index. */
@@ -436,7 +446,7 @@ export class VirtQueue {
 
   private writeUsed(elem: VirtQueueElement, len: number, idx: number): void {
     if (!this.mapped || this.owner.processingStopped) return;
-    const n = len > elem.inBytes ? elem.inBytes : len >>> 0;
+    const n = len > elem.inBytes ? elem.inBytes : len > 0 ? len >>> 0 : 0;
     const pos = (this.usedIdx + idx) & 0xffff;
     const slot = this.numMask >= 0 ? pos & this.numMask : pos % this.num;
     const o = this.usedOff + 4 + 8 * slot;
@@ -517,7 +527,9 @@ export class VirtQueue {
     this.notification = enable;
     if (!this.mapped) return;
     if (this.eventIdx) {
-      this.writeAvailEvent(this.readAvailIdx());
+      // As QEMU's vring_set_avail_event: only when enabling. Disabling leaves avail_event behind
+      // the driver, which is what suppresses its kicks; writing avail.idx would re-arm them.
+      if (enable) this.writeAvailEvent(this.readAvailIdx());
     } else {
       const f = this.usedView.getUint16(this.usedOff, this.le);
       this.usedView.setUint16(this.usedOff, enable ? f & ~VRING_USED_F_NO_NOTIFY : f | VRING_USED_F_NO_NOTIFY, this.le);
