@@ -324,8 +324,17 @@ export abstract class VirtIODevice implements VirtQueueOwner {
     this.bus?.notify(vector);
   }
 
-  /** Re-evaluate the interrupt line after the ISR changed (QEMU's `virtio_update_irq`). */
+  /**
+   * Re-evaluate the interrupt line after the ISR changed (QEMU's `virtio_update_irq`). A broken
+   * device may still lower its line once the driver has acknowledged everything: QEMU 7.2 drops
+   * this update too, which leaves a level-triggered line stuck high and the guest in an
+   * interrupt storm until it resets the device.
+   */
   updateIrq(): void {
+    if (this.processingStopped && this.isr === 0) {
+      this.bus?.notify(VIRTIO_NO_VECTOR);
+      return;
+    }
     this.notifyVector(VIRTIO_NO_VECTOR);
   }
 

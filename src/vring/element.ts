@@ -87,6 +87,8 @@ export class VirtQueueElement {
   }
 
   private copy(from: number, to: number, offset: number, buf: Uint8Array, toGuest: boolean): number {
+    // A returned element, or one made stale by a reset, no longer owns its buffers.
+    if (!this.inFlight) return 0;
     const mem = this.memory;
     let done = 0;
     let skip = offset;

@@ -242,6 +242,9 @@ export class VirtQueue {
     this.num = this.numDefault;
     this.inuse = 0;
     this.generation++;
+    // Elements held across the reset are stale: their buffers may already be reused by the
+    // guest, so they must not be read or written any more (VirtQueueElement.copy checks).
+    for (const e of this.pool) if (e) e.inFlight = false;
     this.pool = [];
     this.unmap();
   }

@@ -490,15 +490,22 @@ describe('virtio-mmio interrupts', () => {
     });
   }
 
-  it('v2: after virtioError the line stays up until reset (QEMU: no notify while broken)', () => {
+  it('v2: after virtioError, acknowledging lowers the line (QEMU 7.2 leaves it high: difference 17)', () => {
     const r = ready(false);
     r.rng.virtioError('test');
     expect(r.drv.interruptStatus()).toBe(3);
     expect(r.irqLevel()).toBe(true);
-    r.mmio.write(VIRTIO_MMIO_INTERRUPT_ACK, 4, 3);
-    expect(r.drv.interruptStatus()).toBe(0);
-    // virtio_update_irq -> virtio_notify_vector returns early for a broken device.
+    r.mmio.write(VIRTIO_MMIO_INTERRUPT_ACK, 4, 1);
+    // One bit still pending: the line stays up, and nothing new can raise it.
+    expect(r.drv.interruptStatus()).toBe(2);
     expect(r.irqLevel()).toBe(true);
+    r.mmio.write(VIRTIO_MMIO_INTERRUPT_ACK, 4, 2);
+    expect(r.drv.interruptStatus()).toBe(0);
+    expect(r.irqLevel()).toBe(false);
+    // A broken device raises nothing more, even when asked to.
+    r.rng.setIsr(1);
+    r.rng.updateIrq();
+    expect(r.irqLevel()).toBe(false);
     r.drv.reset();
     expect(r.irqLevel()).toBe(false);
   });
