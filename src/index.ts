@@ -8,9 +8,16 @@ export * from './virtio/constants.js';
 export * from './virtio/device.js';
 export * from './bus/virtio-bus.js';
 export * from './bus/virtio-mmio.js';
+export * from './bus/pci/pci-bus.js';
+export * from './bus/pci/pci-device.js';
+export * from './bus/pci/msix.js';
+export * from './bus/virtio-pci.js';
 export * from './devices/rng.js';
 export * from './clock/virtual-clock.js';
 export * from './trace/trace.js';
 export * from './migration/qemu-file.js';
 export * from './driver/split-ring.js';
 export * from './driver/mmio-driver.js';
+// The async guest-side driver library (browser-safe part), namespaced to keep this list flat and
+// clash-free; `virtio-ts/node` exports it flat with the Node-only parts.
+export * as driver from './driver/index.js';

@@ -1,0 +1,8 @@
+// `virtio-ts/node`: the guest-side driver library with its Node-only parts (sockets,
+// child_process, fs): the qtest protocol client, the QMP client and the launcher that starts
+// qemu-system-x86_64 or virtio-ts-qemu. Never imported by src/index.ts, so the browser bundle
+// stays free of Node modules.
+export * from './driver/index.js';
+export * from './driver/qtest-client.js';
+export * from './driver/qmp-client.js';
+export * from './driver/qemu-launcher.js';
