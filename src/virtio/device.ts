@@ -127,6 +127,10 @@ export abstract class VirtIODevice implements VirtQueueOwner {
   protected validateFeatures(): boolean {
     return true;
   }
+  /** Device-specific part of a per-queue reset (QEMU's `queue_reset`), before the core's. */
+  protected queueResetHook(_n: number): void {}
+  /** React to the driver enabling queue `n` (QEMU's `queue_enable`). */
+  protected queueEnableHook(_n: number): void {}
   /** React to a status write; `this.status` still holds the old value (QEMU's `set_status`). */
   protected setStatusHook(_status: number): void {}
   /** Device-specific reset (QEMU's `reset`); queues are reset by the core afterwards. */
@@ -358,6 +362,23 @@ export abstract class VirtIODevice implements VirtQueueOwner {
     this.setIsr(3);
     this.generation = (this.generation + 1) >>> 0;
     this.notifyVector(this.configVector);
+  }
+
+  /**
+   * QEMU's `virtio_queue_reset` (VIRTIO_F_RING_RESET): the device's hook, then queue `n` back to
+   * its initial state. Queues the device lacks are ignored.
+   */
+  queueReset(n: number): void {
+    const q = this.getQueue(n);
+    if (!q) return;
+    this.guarded(() => this.queueResetHook(n));
+    q.reset();
+  }
+
+  /** QEMU's `virtio_queue_enable`: tell the device type that the driver enabled queue `n`. */
+  queueEnable(n: number): void {
+    if (!this.getQueue(n)) return;
+    this.guarded(() => this.queueEnableHook(n));
   }
 
   /**

@@ -1,4 +1,11 @@
-import type { GuestMemory } from '../memory/guest-memory.js';
+import type { GuestMemory, RamRegion } from '../memory/guest-memory.js';
+
+/**
+ * Copies of at most this many bytes are done with a loop rather than a Uint8Array.set call. (A
+ * host buffer that is itself a view of the guest RAM being copied, overlapping it, then gets a
+ * forward copy, as with QEMU's memcpy-based iov helpers, rather than set()'s memmove.)
+ */
+const SMALL_COPY = 32;
 
 /**
  * One popped request: QEMU's VirtQueueElement. The chain's buffers are kept as a scatter list
@@ -26,6 +33,12 @@ export class VirtQueueElement {
   generation = 0;
   /** True from pop until fill/detach. */
   inFlight = false;
+
+  // Per entry, the last view of guest RAM that readOut copied from, with the region and offset
+  // it covers: copying out of the same buffers again then allocates nothing (`rangeView`).
+  private readonly views: (Uint8Array | undefined)[] = [];
+  private readonly viewRegion: (RamRegion | undefined)[] = [];
+  private readonly viewOff: number[] = [];
 
   /** Guest address of each entry (safe integers). */
   sgAddr: Float64Array;
@@ -61,7 +74,54 @@ export class VirtQueueElement {
    * QEMU's `iov_to_buf` on `out_sg`.
    */
   readOut(offset: number, dst: Uint8Array): number {
-    return this.copy(0, this.outNum, offset, dst, false);
+    // A returned element, or one made stale by a reset, no longer owns its buffers; an offset
+    // before the chain's start (negative, NaN) would reach bytes the chain does not own.
+    if (!this.inFlight || !(offset >= 0)) return 0;
+    const mem = this.memory;
+    const sgAddr = this.sgAddr;
+    const sgLen = this.sgLen;
+    const to = this.outNum;
+    const want = dst.length;
+    let done = 0;
+    let skip = offset;
+    for (let i = 0; i < to && done < want; i++) {
+      const len = sgLen[i]!;
+      if (skip >= len) {
+        skip -= len;
+        continue;
+      }
+      const n = Math.min(len - skip, want - done);
+      const addr = sgAddr[i]! + skip;
+      const r = mem.findRegion(addr, n);
+      if (r === undefined) break;
+      const off = addr - r.base;
+      if (n > SMALL_COPY) {
+        dst.set(this.rangeView(i, r, off, n), done);
+      } else {
+        // A few bytes: cheaper than a Uint8Array.set call. Whole words where the offset allows
+        // (`off | 0` is exact below 2^31), then the odd bytes.
+        const o = off | 0;
+        const ram = r.bytes;
+        if (o === off) {
+          const dv = r.view;
+          let j = 0;
+          for (; j + 4 <= n; j += 4) {
+            const w = dv.getUint32(o + j, true);
+            const d = done + j;
+            dst[d] = w & 0xff;
+            dst[d + 1] = (w >>> 8) & 0xff;
+            dst[d + 2] = (w >>> 16) & 0xff;
+            dst[d + 3] = w >>> 24;
+          }
+          for (; j < n; j++) dst[done + j] = ram[o + j]!;
+        } else {
+          for (let j = 0; j < n; j++) dst[done + j] = ram[off + j]!;
+        }
+      }
+      done += n;
+      skip = 0;
+    }
+    return done;
   }
 
   /**
@@ -69,7 +129,65 @@ export class VirtQueueElement {
    * Returns the number of bytes written: QEMU's `iov_from_buf` on `in_sg`.
    */
   writeIn(offset: number, src: Uint8Array): number {
-    return this.copy(this.outNum, this.outNum + this.inNum, offset, src, true);
+    // A returned element, or one made stale by a reset, no longer owns its buffers; an offset
+    // before the chain's start (negative, NaN) would reach bytes the chain does not own.
+    if (!this.inFlight || !(offset >= 0)) return 0;
+    const mem = this.memory;
+    const sgAddr = this.sgAddr;
+    const sgLen = this.sgLen;
+    const to = this.outNum + this.inNum;
+    const want = src.length;
+    let done = 0;
+    let skip = offset;
+    for (let i = this.outNum; i < to && done < want; i++) {
+      const len = sgLen[i]!;
+      if (skip >= len) {
+        skip -= len;
+        continue;
+      }
+      const n = Math.min(len - skip, want - done);
+      const addr = sgAddr[i]! + skip;
+      const r = mem.findRegion(addr, n);
+      if (r === undefined || r.readonly) break;
+      const off = addr - r.base;
+      const ram = r.bytes;
+      if (n > SMALL_COPY) {
+        // The whole of src needs no view of it; only a part of it does.
+        ram.set(n === want ? src : src.subarray(done, done + n), off);
+      } else {
+        // A few bytes: whole words where the offset allows, then the odd bytes.
+        const o = off | 0;
+        if (o === off) {
+          const dv = r.view;
+          let j = 0;
+          for (; j + 4 <= n; j += 4) {
+            const d = done + j;
+            // (Masked, so that any typed array passed in converts to bytes as set() would.)
+            dv.setUint32(o + j, (src[d]! & 0xff) | ((src[d + 1]! & 0xff) << 8) | ((src[d + 2]! & 0xff) << 16) | (src[d + 3]! << 24), true);
+          }
+          for (; j < n; j++) ram[o + j] = src[done + j]!;
+        } else {
+          for (let j = 0; j < n; j++) ram[off + j] = src[done + j]!;
+        }
+      }
+      done += n;
+      skip = 0;
+    }
+    return done;
+  }
+
+  /**
+   * The view of `r.bytes[off, off+n)` that readOut copies from through entry `i`: the one made
+   * last time when it covers exactly these bytes, else a new one (kept for next time).
+   */
+  private rangeView(i: number, r: RamRegion, off: number, n: number): Uint8Array {
+    const v = this.views[i];
+    if (v !== undefined && this.viewRegion[i] === r && this.viewOff[i] === off && v.length === n) return v;
+    const fresh = r.bytes.subarray(off, off + n);
+    this.views[i] = fresh;
+    this.viewRegion[i] = r;
+    this.viewOff[i] = off;
+    return fresh;
   }
 
   /** Zero-copy view of scatter entry `i` (0 ≤ i < sgNum). */
@@ -84,35 +202,5 @@ export class VirtQueueElement {
   /** Is scatter entry `i` device-writable? */
   isWritable(i: number): boolean {
     return i >= this.outNum && i < this.outNum + this.inNum;
-  }
-
-  private copy(from: number, to: number, offset: number, buf: Uint8Array, toGuest: boolean): number {
-    // A returned element, or one made stale by a reset, no longer owns its buffers.
-    if (!this.inFlight) return 0;
-    const mem = this.memory;
-    let done = 0;
-    let skip = offset;
-    const want = buf.length;
-    for (let i = from; i < to && done < want; i++) {
-      const len = this.sgLen[i]!;
-      if (skip >= len) {
-        skip -= len;
-        continue;
-      }
-      const n = Math.min(len - skip, want - done);
-      const addr = this.sgAddr[i]! + skip;
-      const r = mem.findRegion(addr, n);
-      if (!r) break;
-      const off = addr - r.base;
-      if (toGuest) {
-        if (r.readonly) break;
-        r.bytes.set(n === want && done === 0 ? buf : buf.subarray(done, done + n), off);
-      } else {
-        buf.set(r.bytes.subarray(off, off + n), done);
-      }
-      done += n;
-      skip = 0;
-    }
-    return done;
   }
 }

@@ -312,45 +312,52 @@ export class VirtQueue {
       const idx = this.availView.getUint16(this.availOff + 2, le);
       if (idx === last) return null;
       // VIRTIO 1.2 §2.7.13.3: the driver never gets more than a ring's worth ahead.
-      if (((idx - last) & 0xffff) > num) {
-        this.owner.virtioError(`Guest moved used index from ${last} to ${idx}`);
-        return null;
-      }
+      if (((idx - last) & 0xffff) > num) return this.availIdxError(last, idx);
       this.shadowAvailIdx = idx;
     }
-    if (this.inuse >= num) {
-      this.owner.virtioError('Virtqueue size exceeded');
-      return null;
-    }
+    if (this.inuse >= num) return this.popError('Virtqueue size exceeded');
     const slot = this.numMask >= 0 ? last & this.numMask : last % num;
     const head = this.availView.getUint16(this.availOff + 4 + 2 * slot, le);
-    this.lastAvailIdx = (last + 1) & 0xffff;
-    if (this.eventIdx && this.notification) this.writeAvailEvent(this.lastAvailIdx);
-    if (head >= num) {
-      this.owner.virtioError(`Guest says index ${head} is available`);
-      return null;
-    }
+    const nextAvail = (last + 1) & 0xffff;
+    this.lastAvailIdx = nextAvail;
+    if (this.eventIdx && this.notification) this.writeAvailEvent(nextAvail);
+    if (head >= num) return this.headError(head, false);
     let elem = this.pool[head];
     if (elem === undefined) {
-      elem = new VirtQueueElement(this.owner.memory);
-      elem.generation = this.generation;
-      this.pool[head] = elem;
+      elem = this.newElement(head);
     } else if (elem.inFlight) {
-      this.owner.virtioError(`VQ ${this.index}: head ${head} made available again while in use`);
-      return null;
+      return this.headError(head, true);
     }
     const err = this.readChain(head, elem);
-    if (err !== null) {
-      this.owner.virtioError(err);
-      return null;
-    }
+    if (err !== null) return this.popError(err);
     elem.index = head;
     elem.inFlight = true;
     this.poppedHeads[last & (VIRTQUEUE_MAX_SIZE - 1)] = head;
     this.inuse++;
     const tr = this.owner.tracer;
-    if (tr) tr({ type: 'virtqueue_pop', device: this.owner.name, queue: this.index, head, outNum: elem.outNum, inNum: elem.inNum, outBytes: elem.outBytes, inBytes: elem.inBytes });
+    if (tr !== undefined) this.tracePop(tr, elem);
     return elem;
+  }
+
+  // Cold paths of pop, kept out of it so that it stays small enough to be inlined.
+  private popError(message: string): null {
+    this.owner.virtioError(message);
+    return null;
+  }
+  private availIdxError(last: number, idx: number): null {
+    return this.popError(`Guest moved used index from ${last} to ${idx}`);
+  }
+  private headError(head: number, inUse: boolean): null {
+    return this.popError(inUse ? `VQ ${this.index}: head ${head} made available again while in use` : `Guest says index ${head} is available`);
+  }
+  private newElement(head: number): VirtQueueElement {
+    const elem = new VirtQueueElement(this.owner.memory);
+    elem.generation = this.generation;
+    this.pool[head] = elem;
+    return elem;
+  }
+  private tracePop(tr: Tracer, elem: VirtQueueElement): void {
+    tr({ type: 'virtqueue_pop', device: this.owner.name, queue: this.index, head: elem.index, outNum: elem.outNum, inNum: elem.inNum, outBytes: elem.outBytes, inBytes: elem.inBytes });
   }
 
   /**
@@ -360,73 +367,99 @@ export class VirtQueue {
    * VIRTQUEUE_MAX_SIZE descriptors, so both work and memory are bounded.
    */
   private readChain(head: number, elem: VirtQueueElement): string | null {
+    // Module constants copied to locals: the loop then does not reload them on every turn.
+    const F_NEXT = VRING_DESC_F_NEXT;
+    const F_WRITE = VRING_DESC_F_WRITE;
+    const F_INDIRECT = VRING_DESC_F_INDIRECT;
+    const maxDescs = VIRTQUEUE_MAX_SIZE + 1;
+    const maxBytes = MAX_CHAIN_BYTES;
     const mem = this.owner.memory;
     const le = this.le;
     let view = this.descView;
     let base = this.descOff;
     let max = this.num;
     let i = head;
+    // Descriptors walked before the current table: `ndescs - tableStart` is the walk in it.
+    let tableStart = 0;
     let inTable = false;
-    let visits = 0;
-    let total = 0;
     let outNum = 0;
     let inNum = 0;
     let outBytes = 0;
     let inBytes = 0;
     let ndescs = 0;
     let sawWrite = false;
-    const lo = le ? 0 : 4;
-    const hi = le ? 4 : 0;
+    let sgAddr = elem.sgAddr;
+    let sgLen = elem.sgLen;
     for (;;) {
       const o = base + i * VRING_DESC_SIZE;
-      const addr = gpaFromHiLo(view.getUint32(o + lo, le), view.getUint32(o + hi, le));
-      const len = view.getUint32(o + 8, le);
-      const flags = view.getUint16(o + 12, le);
-      const next = view.getUint16(o + 14, le);
-      if (++visits > max) return 'Looped descriptor';
+      // Each field is read once, with the byte order a constant in each branch.
+      let alo: number, ahi: number, len: number, flags: number, next: number;
+      if (le) {
+        alo = view.getUint32(o, true);
+        ahi = view.getUint32(o + 4, true);
+        len = view.getUint32(o + 8, true);
+        flags = view.getUint16(o + 12, true);
+        next = view.getUint16(o + 14, true);
+      } else {
+        ahi = view.getUint32(o, false);
+        alo = view.getUint32(o + 4, false);
+        len = view.getUint32(o + 8, false);
+        flags = view.getUint16(o + 12, false);
+        next = view.getUint16(o + 14, false);
+      }
+      // The high half is almost always 0: skip the 64-bit assembly then.
+      const addr = ahi === 0 ? alo : gpaFromHiLo(alo, ahi);
+      ndescs++;
+      if (ndescs - tableStart > max) return 'Looped descriptor';
       // QEMU maps at most VIRTQUEUE_MAX_SIZE buffers per element; the indirect pointer is extra.
-      if (++ndescs > VIRTQUEUE_MAX_SIZE + 1) return 'virtio: too many descriptors in one element';
-      if (flags & VRING_DESC_F_INDIRECT) {
+      if (ndescs > maxDescs) return 'virtio: too many descriptors in one element';
+      if (flags & F_INDIRECT) {
         // VIRTIO 1.2 §2.7.5.3: zero or more direct descriptors may lead to one indirect table;
         // the WRITE flag on the indirect descriptor itself is ignored.
         if (!this.indirectDesc) return 'Indirect descriptor used without VIRTIO_F_INDIRECT_DESC';
         if (inTable) return 'Nested indirect descriptor';
-        if (flags & VRING_DESC_F_NEXT) return 'Indirect descriptor with NEXT set';
-        if (len === 0 || len % VRING_DESC_SIZE !== 0) return `Invalid size for indirect buffer table (${len})`;
+        if (flags & F_NEXT) return 'Indirect descriptor with NEXT set';
+        // len is a uint32, so `len & 15` is `len % VRING_DESC_SIZE` and `len >>> 4` the entry count.
+        if (len === 0 || (len & (VRING_DESC_SIZE - 1)) !== 0) return `Invalid size for indirect buffer table (${len})`;
         const r = addr === INVALID_GPA ? undefined : mem.findRegion(addr, len);
         if (!r) return 'Cannot map indirect buffer';
         view = r.view;
         base = addr - r.base;
-        max = len / VRING_DESC_SIZE;
+        max = len >>> 4;
         i = 0;
-        visits = 0;
+        tableStart = ndescs;
         inTable = true;
         continue;
       }
-      if (flags & VRING_DESC_F_WRITE) {
-        if (len !== 0) {
-          const r = mem.findRegion(addr, len);
-          if (!r || r.readonly) return 'virtio: bogus descriptor or out of resources';
-        }
-        sawWrite = true;
-        inBytes += len;
-        if (len !== 0) inNum++;
-      } else {
-        if (sawWrite) return 'Incorrect order for descriptors';
-        if (len !== 0 && !mem.findRegion(addr, len)) return 'virtio: bogus descriptor or out of resources';
-        outBytes += len;
-        if (len !== 0) outNum++;
-      }
-      total += len;
-      if (total > MAX_CHAIN_BYTES) return 'Descriptor chain longer than 2^32-1 bytes';
-      // Zero-length buffers carry nothing: they are walked (and counted) but not mapped.
       if (len !== 0) {
-        const k = outNum + inNum;
-        if (k > elem.sgLen.length) elem.ensureCapacity(k);
-        elem.sgAddr[k - 1] = addr;
-        elem.sgLen[k - 1] = len;
+        if (flags & F_WRITE) {
+          const r = mem.findRegion(addr, len);
+          if (r === undefined || r.readonly) return 'virtio: bogus descriptor or out of resources';
+          sawWrite = true;
+          inBytes += len;
+          inNum++;
+        } else {
+          if (sawWrite) return 'Incorrect order for descriptors';
+          if (mem.findRegion(addr, len) === undefined) return 'virtio: bogus descriptor or out of resources';
+          outBytes += len;
+          outNum++;
+        }
+        if (outBytes + inBytes > maxBytes) return 'Descriptor chain longer than 2^32-1 bytes';
+        const k = outNum + inNum - 1;
+        if (k >= sgLen.length) {
+          elem.ensureCapacity(k + 1);
+          sgAddr = elem.sgAddr;
+          sgLen = elem.sgLen;
+        }
+        sgAddr[k] = addr;
+        sgLen[k] = len;
+      } else if (flags & F_WRITE) {
+        // Zero-length buffers carry nothing: they are walked (and counted) but not mapped.
+        sawWrite = true;
+      } else if (sawWrite) {
+        return 'Incorrect order for descriptors';
       }
-      if (!(flags & VRING_DESC_F_NEXT)) break;
+      if (!(flags & F_NEXT)) break;
       if (next >= max) return `Desc next is ${next}`;
       i = next;
     }
@@ -476,11 +509,36 @@ export class VirtQueue {
     if (tr) tr({ type: 'virtqueue_flush', device: this.owner.name, queue: this.index, count, usedIdx: next });
   }
 
-  /** fill + flush one element (QEMU's `virtqueue_push`). */
+  /**
+   * fill + flush one element (QEMU's `virtqueue_push`). Untraced, the two are done in one step
+   * with the same checks and ring writes; traced, they run as they are, event for event.
+   */
   push(elem: VirtQueueElement, len: number): void {
     if (!this.release(elem)) return;
-    this.writeUsed(elem, len, 0);
-    this.flush(1);
+    if (this.owner.tracer !== undefined) {
+      this.writeUsed(elem, len, 0);
+      this.flush(1);
+      return;
+    }
+    if (!this.mapped || this.owner.processingStopped) {
+      this.inuse = Math.max(0, this.inuse - 1);
+      return;
+    }
+    const le = this.le;
+    const view = this.usedView;
+    const usedOff = this.usedOff;
+    const n = len > elem.inBytes ? elem.inBytes : len > 0 ? len >>> 0 : 0;
+    const old = this.usedIdx;
+    const slot = this.numMask >= 0 ? old & this.numMask : old % this.num;
+    const o = usedOff + 4 + 8 * slot;
+    view.setUint32(o, elem.index, le);
+    view.setUint32(o + 4, n, le);
+    const next = (old + 1) & 0xffff;
+    view.setUint16(usedOff + 2, next, le);
+    this.usedIdx = next;
+    this.inuse = Math.max(0, this.inuse - 1);
+    // As flush: if the new index passed the last signalled one, the signalled value is stale.
+    if ((((next - this.signalledUsed) << 16) >> 16) < ((next - old) & 0xffff)) this.signalledUsedValid = false;
   }
 
   /** Give up an element without returning it to the driver (QEMU's `virtqueue_detach_element`). */
