@@ -34,12 +34,13 @@ export class QEMUFileWriter {
     return at;
   }
 
-  putByte(v: number): void { this.buf[this.reserve(1)] = v & 0xff; }
+  // `reserve` may replace `buf` and `view`: take the offset first, then touch the (new) buffer.
+  putByte(v: number): void { const at = this.reserve(1); this.buf[at] = v & 0xff; }
   putBool(v: boolean): void { this.putByte(v ? 1 : 0); }
-  putBe16(v: number): void { this.view.setUint16(this.reserve(2), v & 0xffff); }
-  putBe32(v: number): void { this.view.setUint32(this.reserve(4), v >>> 0); }
-  putBe64(v: bigint): void { this.view.setBigUint64(this.reserve(8), BigInt.asUintN(64, v)); }
-  putBuffer(b: Uint8Array): void { this.buf.set(b, this.reserve(b.length)); }
+  putBe16(v: number): void { const at = this.reserve(2); this.view.setUint16(at, v & 0xffff); }
+  putBe32(v: number): void { const at = this.reserve(4); this.view.setUint32(at, v >>> 0); }
+  putBe64(v: bigint): void { const at = this.reserve(8); this.view.setBigUint64(at, BigInt.asUintN(64, v)); }
+  putBuffer(b: Uint8Array): void { const at = this.reserve(b.length); this.buf.set(b, at); }
 
   /** The bytes written so far (a copy). */
   bytes(): Uint8Array {
