@@ -2,6 +2,7 @@
 // Build virtio-ts into dist/:
 //   dist/node/index.js     ESM bundle of src/index.ts for Node (platform node)
 //   dist/node/cli.js       ESM bundle of src/cli/main.ts for Node (the `virtio-ts` command)
+//   dist/node/qemu.js      ESM bundle of src/cli/qemu-main.ts for Node (the `virtio-ts-qemu` command)
 //   dist/node/node.js      ESM bundle of src/node.ts (`virtio-ts/node`: driver library with qtest/QMP/launcher)
 //   dist/browser/index.js  ESM bundle of src/index.ts for browsers (platform browser)
 //   dist/types/            declarations from `tsc -p tsconfig.build.json`
@@ -34,7 +35,7 @@ const builds = [
     ...common,
     platform: 'node',
     target: 'node20',
-    entryPoints: { index: 'src/index.ts', cli: 'src/cli/main.ts', node: 'src/node.ts' },
+    entryPoints: { index: 'src/index.ts', cli: 'src/cli/main.ts', node: 'src/node.ts', qemu: 'src/cli/qemu-main.ts' },
     outdir: 'dist/node',
   },
   {

@@ -21,3 +21,6 @@ export * from './driver/mmio-driver.js';
 // The async guest-side driver library (browser-safe part), namespaced to keep this list flat and
 // clash-free; `virtio-ts/node` exports it flat with the Node-only parts.
 export * as driver from './driver/index.js';
+// The reference machines (pc, microvm), the qtest and QMP protocol engines and QEMU's command
+// line, browser-safe; the socket/stdio front end is the `virtio-ts-qemu` command.
+export * as machine from './machine/index.js';

@@ -1,10 +1,12 @@
 // The `virtio-ts` command. Runs when imported (bin/virtio-ts.js imports it).
 import { runDemo } from './demo.js';
+import { runQemu } from './qemu.js';
 
 const USAGE = `usage: virtio-ts <command>
 
 commands:
   demo [--legacy]   drive a virtio-rng over virtio-mmio from a guest-side script and print a trace
+  qemu ARGS...      a qtest server with QEMU's command line (the same as virtio-ts-qemu ARGS...)
   help              this text`;
 
 function main(argv: string[]): number {
@@ -25,4 +27,13 @@ function main(argv: string[]): number {
   }
 }
 
-process.exitCode = main(process.argv.slice(2));
+const argv = process.argv.slice(2);
+if (argv[0] === 'qemu') {
+  // Long-running: it exits by itself (QMP quit, a signal, or a start-up error).
+  void runQemu(argv.slice(1), { prog: 'virtio-ts qemu' }).catch((e: unknown) => {
+    console.error(`virtio-ts qemu: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+    process.exit(1);
+  });
+} else {
+  process.exitCode = main(argv);
+}

@@ -1,0 +1,210 @@
+/**
+ * `virtio-ts-qemu` (also `virtio-ts qemu ...`): our reference machine behind QEMU's command line,
+ * qtest protocol and QMP, so that a harness written for `qemu-system-x86_64` can start it with
+ * the same arguments. Node-only.
+ *
+ * Lifetime follows QEMU's: the process runs until QMP `quit` (exit 0) or a signal (SIGTERM,
+ * SIGINT, SIGHUP: exit 0); closing the qtest connection does not stop it. Start-up errors print
+ * `<program>: <message>` and exit 1.
+ */
+import { readFileSync, openSync, closeSync, statSync, writeSync } from 'node:fs';
+import { openChardev, ChardevError, strerror, type CharChannel, type PendingChannel } from '../machine/chardev.js';
+import { CmdlineError, parseQemuCommandLine, SUPPORTED_DEVICES, type QemuCommandLine } from '../machine/cmdline.js';
+import { buildMachine, type BuiltMachine } from '../machine/qemu-machine.js';
+import { QmpServer, QEMU_VERSION } from '../machine/qmp-server.js';
+import { QtestServer } from '../machine/qtest-server.js';
+import { validBiosSize } from '../machine/memory-layout.js';
+
+export const VIRTIO_TS_VERSION = '0.1.0';
+
+const HELP = `usage: virtio-ts-qemu [options]
+
+A QEMU 7.2 stand-in for qtest harnesses: the virtio-ts reference machine behind QEMU's command
+line, the qtest protocol and QMP.
+
+  -machine/-M pc|microvm[,acpi=on|off][,ioapic2=on|off][,accel=qtest|tcg]
+  -accel qtest|tcg      -bios FILE      -m SIZE      -nodefaults      -no-user-config
+  -display none         -nographic      -S           -incoming defer
+  -qtest unix:PATH[,server=on,wait=off] | tcp:HOST:PORT | stdio | chardev:ID
+  -qtest-log none|FILE  -qmp unix:PATH[,server=on,wait=off] | chardev:ID
+  -mon chardev=ID,mode=control
+  -chardev null|stdio|socket,id=ID[,path=PATH|host=H,port=P][,server=on][,wait=off]
+  -drive if=none,id=ID,file=FILE,format=raw[,readonly=on]
+  -device ${SUPPORTED_DEVICES.join('|')}[,prop=value...]
+  -global DRIVER.PROP=VALUE
+  -version  -help`;
+
+const MACHINE_HELP = `Supported machines are:
+microvm              microvm (i386)
+pc                   Standard PC (i440FX + PIIX, 1996) (alias of pc-i440fx-7.2)
+pc-i440fx-7.2        Standard PC (i440FX + PIIX, 1996) (default)`;
+
+function deviceHelp(driver: string | undefined): string {
+  if (driver === undefined) return SUPPORTED_DEVICES.map((d) => `name "${d}", bus ${d.endsWith('-device') ? 'virtio-bus' : 'PCI'}`).join('\n');
+  const common = ['any_layout=<bool>', 'event_idx=<bool>', 'indirect_desc=<bool>', 'max-bytes=<uint64>', 'notify_on_empty=<bool>', 'period=<uint32>', 'queue_reset=<bool>'];
+  const pci = ['addr=<int32>', 'disable-legacy=<OnOffAuto>', 'disable-modern=<bool>', 'ioeventfd=<bool>', 'multifunction=<bool>', 'page-per-vq=<bool>', 'vectors=<uint32>'];
+  const props = driver.endsWith('-device') ? common : [...pci, ...common];
+  return `${driver} options:\n${props.sort().map((p) => `  ${p}`).join('\n')}`;
+}
+
+/** Resolve -bios: a readable file of a multiple of 64 KiB, or QEMU's default names (zeros). */
+function loadBios(cl: QemuCommandLine): Uint8Array | undefined {
+  const name = cl.bios;
+  if (name === undefined) return undefined;
+  let data: Uint8Array | undefined;
+  try {
+    if (statSync(name).isFile()) data = readFileSync(name);
+  } catch {
+    data = undefined;
+  }
+  if (data === undefined && !name.includes('/') && ['bios-256k.bin', 'bios.bin', 'bios-microvm.bin', 'qboot.rom'].includes(name)) {
+    // QEMU's own firmware names, looked up in its data directory: we stand in with zeros.
+    return undefined;
+  }
+  // QEMU prints this one with a literal "qemu: " prefix (x86_bios_rom_init).
+  if (data === undefined || !validBiosSize(data.length)) throw new CmdlineError(`qemu: could not load PC BIOS '${name}'`);
+  return data;
+}
+
+/** -drive files are opened at start-up, as QEMU does (the devices that use them come later). */
+function checkDrives(cl: QemuCommandLine): void {
+  for (const d of cl.drives) {
+    if (d.file === undefined) continue;
+    try {
+      closeSync(openSync(d.file, d.readonly ? 'r' : 'r+'));
+    } catch (e) {
+      throw new CmdlineError(`${d.loc}: Could not open '${d.file}': ${strerror(e)}`);
+    }
+  }
+}
+
+export interface RunQemuOptions {
+  /** Program name in messages (default `virtio-ts-qemu`). */
+  prog?: string;
+  /** Exit the process (default `process.exit`). */
+  exit?: (code: number) => void;
+}
+
+/**
+ * Run the machine for `argv` (QEMU's arguments, without the program name). Resolves once the
+ * machine is up; the process then lives until `quit` or a signal.
+ */
+export async function runQemu(argv: readonly string[], opts: RunQemuOptions = {}): Promise<void> {
+  const prog = opts.prog ?? 'virtio-ts-qemu';
+  const exit = opts.exit ?? ((code: number) => process.exit(code));
+  const err = (msg: string) => process.stderr.write(`${prog}: ${msg}\n`);
+
+  let cl: QemuCommandLine;
+  let built: BuiltMachine;
+  try {
+    cl = parseQemuCommandLine(argv);
+    switch (cl.action?.kind) {
+      case 'version':
+        process.stdout.write(`QEMU emulator version ${QEMU_VERSION.major}.${QEMU_VERSION.minor}.${QEMU_VERSION.micro} (virtio-ts ${VIRTIO_TS_VERSION})\nCopyright (c) virtio-ts contributors; modelled on QEMU 7.2 (c) 2003-2022 Fabrice Bellard and the QEMU Project developers\n`);
+        return exit(0);
+      case 'help':
+        process.stdout.write(HELP + '\n');
+        return exit(0);
+      case 'machine-help':
+        process.stdout.write(MACHINE_HELP + '\n');
+        return exit(0);
+      case 'device-help':
+        process.stdout.write(deviceHelp(cl.action.driver) + '\n');
+        return exit(0);
+    }
+    for (const w of cl.warnings) err(w);
+    const bios = loadBios(cl);
+    checkDrives(cl);
+    built = buildMachine(cl, bios ? { bios } : {});
+    for (const w of built.warnings) err(w);
+  } catch (e) {
+    if (e instanceof CmdlineError) {
+      if (e.message.startsWith('qemu: ')) process.stderr.write(e.message + '\n');
+      else if (e.everyLine) for (const line of e.message.split('\n')) err(line);
+      else err(e.message);
+      return exit(1);
+    }
+    throw e;
+  }
+  const machine = built.machine;
+
+  // qtest log: default stderr, `none`, or a file (QEMU ignores a file it cannot open).
+  let log: ((text: string) => void) | undefined;
+  if (cl.qtest !== undefined) {
+    if (cl.qtestLog === undefined) log = (t) => process.stderr.write(t);
+    else if (cl.qtestLog !== 'none') {
+      try {
+        const fd = openSync(cl.qtestLog, 'w+');
+        log = (t) => {
+          try {
+            writeSync(fd, t);
+          } catch {
+            /* QEMU does not stop for a full disk either */
+          }
+        };
+      } catch {
+        log = undefined;
+      }
+    }
+  }
+
+  // Open every chardev in command-line order; a failure is fatal, worded as QEMU's.
+  const channels = new Map<string, PendingChannel>();
+  const open: CharChannel[] = [];
+  try {
+    for (const spec of cl.chardevs) {
+      const ch = await openChardev(spec, { onWaiting: (m) => err(m) });
+      channels.set(spec.id, ch);
+      open.push(ch.channel);
+    }
+  } catch (e) {
+    for (const c of open) c.close();
+    if (e instanceof ChardevError) {
+      const spec = cl.chardevs[open.length];
+      if (spec && spec.id === cl.qtest) {
+        err(e.message);
+        err(`Failed to initialize device for qtest: "${argOf(argv, '-qtest') ?? spec.id}"`);
+      } else {
+        const mon = cl.monitors.find((m) => m.chardev === spec?.id);
+        err(mon && spec?.id.startsWith('compat_monitor') ? `${mon.arg}: ${e.message}` : e.message);
+      }
+      return exit(1);
+    }
+    throw e;
+  }
+
+  let quitting = false;
+  const quit = async (code: number) => {
+    if (quitting) return;
+    quitting = true;
+    await Promise.race([Promise.all(open.map((c) => c.flush())), new Promise((r) => setTimeout(r, 500))]);
+    for (const c of open) c.close();
+    exit(code);
+  };
+
+  if (cl.qtest !== undefined) {
+    const p = channels.get(cl.qtest)!;
+    const ch = p.channel;
+    const server = new QtestServer(machine, { send: (t) => ch.write(t), ...(log ? { log } : {}) });
+    ch.onOpen = () => server.open();
+    ch.onClose = () => server.close();
+    ch.onData = (d) => server.feed(d);
+  }
+  for (const mon of cl.monitors) {
+    const ch = channels.get(mon.chardev)!.channel;
+    const server = new QmpServer(machine, { send: (t) => ch.write(t), onQuit: () => void quit(0), incoming: cl.incoming !== undefined });
+    ch.onOpen = () => server.open();
+    ch.onClose = () => server.close();
+    ch.onData = (d) => server.feed(d);
+  }
+  for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(signal, () => void quit(0));
+  // QEMU runs until told to stop, whatever its connections do.
+  setInterval(() => undefined, 1 << 30);
+  for (const p of channels.values()) p.start();
+}
+
+function argOf(argv: readonly string[], opt: string): string | undefined {
+  let v: string | undefined;
+  for (let i = 0; i < argv.length - 1; i++) if (argv[i] === opt || argv[i] === '-' + opt) v = argv[i + 1];
+  return v;
+}

@@ -1,0 +1,255 @@
+/**
+ * Character devices for virtio-ts-qemu (QEMU's chardev/char-socket.c, char-stdio.c,
+ * char-null.c): byte channels the qtest and QMP servers talk through. Node-only; never exported
+ * from src/index.ts.
+ *
+ * - `socket` client (`-qtest unix:PATH`): connects at start-up, as QEMU does; failure is fatal.
+ * - `socket` server (`unix:PATH,server=on[,wait=off]`): listens (replacing a stale socket file);
+ *   with `wait=on` start-up waits for the first client. One client at a time: a second
+ *   connection waits until the first closes, as in QEMU's backlog.
+ * - `stdio`: stdin/stdout. `null`: swallows output, never sends input.
+ *
+ * Bytes are passed as latin1 strings (one character per byte).
+ */
+import { unlinkSync } from 'node:fs';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import type { ChardevSpec } from './cmdline.js';
+
+export interface CharChannel {
+  readonly id: string;
+  /** Send bytes (latin1 string). Dropped while no peer is connected. */
+  write(text: string): void;
+  /** Resolves once everything written so far has been handed to the OS. */
+  flush(): Promise<void>;
+  /** Stop: close connections and listening sockets. */
+  close(): void;
+  onData: ((chunk: string) => void) | undefined;
+  onOpen: (() => void) | undefined;
+  onClose: (() => void) | undefined;
+  /** True while a peer is connected. */
+  readonly connected: boolean;
+}
+
+/** Start-up failure: the message as QEMU prints it (after the program name). */
+export class ChardevError extends Error {
+  override name = 'ChardevError';
+}
+
+const ERRNO_TEXT: Record<string, string> = {
+  ENOENT: 'No such file or directory',
+  ECONNREFUSED: 'Connection refused',
+  EACCES: 'Permission denied',
+  ENOTDIR: 'Not a directory',
+  EADDRINUSE: 'Address already in use',
+  ENAMETOOLONG: 'File name too long',
+  ENOTSOCK: 'Socket operation on non-socket',
+  EISDIR: 'Is a directory',
+  ETIMEDOUT: 'Connection timed out',
+};
+
+/** strerror() text for a Node error. */
+export function strerror(e: unknown): string {
+  const code = (e as { code?: string }).code;
+  return (code && ERRNO_TEXT[code]) ?? (e instanceof Error ? e.message : String(e));
+}
+
+function describe(spec: ChardevSpec): string {
+  if (spec.backend !== 'socket') return spec.backend;
+  return spec.path !== undefined ? spec.path : `${spec.host}:${spec.port}`;
+}
+
+class SocketChannel implements CharChannel {
+  onData: ((chunk: string) => void) | undefined;
+  onOpen: (() => void) | undefined;
+  onClose: (() => void) | undefined;
+  private sock: Socket | undefined;
+  private readonly waiting: Socket[] = [];
+  server: Server | undefined;
+  private closed = false;
+
+  constructor(readonly id: string) {}
+
+  get connected(): boolean {
+    return this.sock !== undefined;
+  }
+
+  attach(sock: Socket): void {
+    if (this.closed) {
+      sock.destroy();
+      return;
+    }
+    if (this.sock) {
+      // QEMU leaves further clients in the listen backlog until the current one goes away.
+      sock.pause();
+      this.waiting.push(sock);
+      sock.once('close', () => {
+        const i = this.waiting.indexOf(sock);
+        if (i >= 0) this.waiting.splice(i, 1);
+      });
+      return;
+    }
+    this.sock = sock;
+    sock.setNoDelay?.(true);
+    sock.setEncoding('latin1');
+    sock.on('data', (d: string) => this.onData?.(d));
+    sock.on('error', () => undefined);
+    sock.once('close', () => {
+      if (this.sock !== sock) return;
+      this.sock = undefined;
+      this.onClose?.();
+      const next = this.waiting.shift();
+      if (next && this.server) {
+        next.resume();
+        this.attach(next);
+      }
+    });
+    this.onOpen?.();
+    sock.resume();
+  }
+
+  write(text: string): void {
+    const s = this.sock;
+    if (s && !s.destroyed) s.write(text, 'latin1');
+  }
+
+  flush(): Promise<void> {
+    const s = this.sock;
+    if (!s || s.destroyed || s.writableLength === 0) return Promise.resolve();
+    return new Promise((resolve) => s.write('', () => resolve()));
+  }
+
+  close(): void {
+    this.closed = true;
+    this.sock?.end();
+    this.sock?.destroy();
+    for (const w of this.waiting) w.destroy();
+    this.server?.close();
+  }
+}
+
+class StdioChannel implements CharChannel {
+  onData: ((chunk: string) => void) | undefined;
+  onOpen: (() => void) | undefined;
+  onClose: (() => void) | undefined;
+  connected = true;
+
+  constructor(readonly id: string) {}
+
+  start(): void {
+    process.stdin.setEncoding('latin1');
+    process.stdin.on('data', (d: string) => this.onData?.(d));
+    // QEMU keeps running when stdin reaches its end; so do we.
+    process.stdin.on('end', () => {
+      this.connected = false;
+      this.onClose?.();
+    });
+    process.stdout.on('error', () => undefined);
+    this.onOpen?.();
+  }
+
+  write(text: string): void {
+    process.stdout.write(text, 'latin1');
+  }
+
+  flush(): Promise<void> {
+    return new Promise((resolve) => process.stdout.write('', () => resolve()));
+  }
+
+  close(): void {
+    process.stdin.pause();
+  }
+}
+
+class NullChannel implements CharChannel {
+  onData: ((chunk: string) => void) | undefined;
+  onOpen: (() => void) | undefined;
+  onClose: (() => void) | undefined;
+  readonly connected = true;
+  constructor(readonly id: string) {}
+  start(): void {
+    this.onOpen?.();
+  }
+  write(): void {}
+  flush(): Promise<void> {
+    return Promise.resolve();
+  }
+  close(): void {}
+}
+
+/** An opened channel; call `start()` once the consumer's handlers are installed. */
+export interface PendingChannel {
+  channel: CharChannel;
+  start(): void;
+}
+
+export interface OpenOptions {
+  /** Printed while a `wait=on` server waits for its first client (QEMU's info line). */
+  onWaiting?: (message: string) => void;
+}
+
+/**
+ * Open `spec`. Client sockets connect now (rejecting with QEMU's "Failed to connect to ..."),
+ * server sockets listen now (and with wait=on resolve only once a client is there).
+ */
+export async function openChardev(spec: ChardevSpec, opts: OpenOptions = {}): Promise<PendingChannel> {
+  switch (spec.backend) {
+    case 'null': {
+      const ch = new NullChannel(spec.id);
+      return { channel: ch, start: () => ch.start() };
+    }
+    case 'stdio': {
+      const ch = new StdioChannel(spec.id);
+      return { channel: ch, start: () => ch.start() };
+    }
+    case 'socket': {
+      const ch = new SocketChannel(spec.id);
+      const target = describe(spec);
+      if (!spec.server) {
+        const sock = await new Promise<Socket>((resolve, reject) => {
+          const s = spec.path !== undefined ? connect({ path: spec.path }) : connect({ host: spec.host ?? 'localhost', port: spec.port ?? 0 });
+          s.pause();
+          s.once('connect', () => {
+            s.removeAllListeners('error');
+            resolve(s);
+          });
+          s.once('error', (e) => reject(new ChardevError(`Failed to connect to '${target}': ${strerror(e)}`)));
+        });
+        return { channel: ch, start: () => ch.attach(sock) };
+      }
+      const server = createServer({ pauseOnConnect: true });
+      ch.server = server;
+      const early: Socket[] = [];
+      let started = false;
+      server.on('connection', (s) => {
+        if (started) ch.attach(s);
+        else early.push(s);
+      });
+      if (spec.path !== undefined) {
+        try {
+          unlinkSync(spec.path);
+        } catch {
+          /* not there */
+        }
+      }
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', (e) => reject(new ChardevError(`Failed to bind socket to ${target}: ${strerror(e)}`)));
+        if (spec.path !== undefined) server.listen(spec.path, () => resolve());
+        else server.listen(spec.port ?? 0, spec.host || undefined, () => resolve());
+      });
+      server.removeAllListeners('error');
+      server.on('error', () => undefined);
+      if (spec.wait && early.length === 0) {
+        const where = spec.path !== undefined ? `unix:${spec.path}` : `tcp:${target}`;
+        opts.onWaiting?.(`info: QEMU waiting for connection on: disconnected:${where},server=on`);
+        await new Promise<void>((resolve) => server.once('connection', () => resolve()));
+      }
+      return {
+        channel: ch,
+        start: () => {
+          started = true;
+          for (const s of early.splice(0)) ch.attach(s);
+        },
+      };
+    }
+  }
+}

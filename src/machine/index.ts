@@ -1,0 +1,52 @@
+// The reference machines (issue 3, "Reference machine"): the browser-safe parts, exported from
+// src/index.ts as the `machine` namespace. The Node-only parts (chardev.ts: sockets and stdio;
+// src/cli/qemu.ts) are not reachable from here.
+import { parseQemuCommandLine } from './cmdline.js';
+import { buildMachine, type BuildOptions, type BuiltMachine } from './qemu-machine.js';
+import { QmpServer } from './qmp-server.js';
+import type { QtestTarget } from './qtest-target.js';
+
+export * from './address-space.js';
+export * from './qtest-target.js';
+export * from './system-memory.js';
+export * from './qom.js';
+export * from './machine.js';
+export * from './ioapic.js';
+export * from './memory-layout.js';
+export * from './pci-host.js';
+export * from './pc-chipset.js';
+export * from './pc.js';
+export * from './microvm.js';
+export * from './cmdline.js';
+export * from './qemu-machine.js';
+export * from './qtest-server.js';
+export * from './qmp-server.js';
+
+/** What `createMachineFromArgs` returns: the machine as a qtest target, and its QMP. */
+export interface MachineFromArgs {
+  target: QtestTarget;
+  built: BuiltMachine;
+  /** QMP commands run directly (no socket): resolves with the `return` value, rejects with QEMU's error. */
+  qmp: { execute(command: string, args?: Record<string, unknown>): Promise<unknown> };
+  close(): void;
+}
+
+/**
+ * Build one of our machines in-process from QEMU's argv (without the program name), exactly as
+ * virtio-ts-qemu would, minus the sockets: `-qtest`/`-qmp`/`-chardev` are parsed and ignored,
+ * and `-bios` must be passed as bytes in `opts.bios` (no file system here). Throws
+ * `CmdlineError` with QEMU's message.
+ */
+export function createMachineFromArgs(argv: readonly string[], opts: BuildOptions = {}): MachineFromArgs {
+  const cl = parseQemuCommandLine(argv);
+  const built = buildMachine({ ...cl, bios: undefined }, opts);
+  const server = new QmpServer(built.machine, { send: () => undefined, incoming: cl.incoming !== undefined });
+  return {
+    target: built.machine,
+    built,
+    qmp: {
+      execute: async (command, args) => server.call(command, args ?? {}),
+    },
+    close: () => server.dispose(),
+  };
+}

@@ -1,0 +1,241 @@
+/**
+ * What the two reference machines (`pc`, `microvm`) share: the system bus (RAM, MMIO, ports),
+ * the virtual clock, the QOM tree, the global system interrupts (GSIs) wired to one or two
+ * IOAPICs, qtest IRQ interception, and the run state QMP reports. Implements `QtestTarget`, so
+ * the qtest server and the in-process driver both drive a machine through the same calls.
+ *
+ * No Node imports: part of the browser bundle.
+ */
+import { VirtualClock } from '../clock/virtual-clock.js';
+import type { GuestMemory } from '../memory/guest-memory.js';
+import type { QtestTarget } from './qtest-target.js';
+import { DEVICE_PROPS, IrqLines, QomObject, resolveQomPath } from './qom.js';
+import { SystemMemory } from './system-memory.js';
+import { IO_APIC_DEFAULT_ADDRESS, IOAPIC_NUM_PINS, IOAPIC_WINDOW_SIZE, IoapicRegisters } from './ioapic.js';
+
+/** QEMU's RunState names as `query-status` reports them. */
+export type RunState = 'running' | 'paused' | 'prelaunch' | 'inmigrate' | 'postmigrate' | 'shutdown';
+
+export { IOAPIC_NUM_PINS };
+/** First GSI of the second IOAPIC on microvm (QEMU's IO_APIC_SECONDARY_IRQBASE). */
+export const IO_APIC_SECONDARY_IRQBASE = 24;
+
+export const IOAPIC_PROPS = [...DEVICE_PROPS, { name: 'version', type: 'uint8' }, { name: 'ioapic[0]', type: 'child<memory-region>' }];
+
+export abstract class ReferenceMachine implements QtestTarget {
+  readonly clock = new VirtualClock();
+  readonly sys: SystemMemory;
+  readonly endianness = 'little' as const;
+  onIrq: ((line: number, level: boolean) => void) | undefined;
+
+  /** The QOM root ("/") and the usual containers under /machine. */
+  readonly qomRoot = new QomObject('container');
+  readonly qomMachine: QomObject;
+  readonly unattached: QomObject;
+  readonly peripheral: QomObject;
+  readonly peripheralAnon: QomObject;
+  private anonCount = 0;
+
+  /** The first IOAPIC (GSI 0..23), named `ioapic` in the tree. */
+  readonly ioapic: QomObject;
+  /** The second IOAPIC of microvm (GSI 24..47), if any. */
+  ioapic2: QomObject | undefined;
+  /** The first IOAPIC's register window at 0xfec00000. */
+  readonly ioapicRegs = new IoapicRegisters();
+
+  runState: RunState = 'running';
+  /** QMP event listeners (every monitor gets every event, as in QEMU). */
+  readonly eventListeners = new Set<(name: string, data?: Record<string, unknown>) => void>();
+
+  private interceptDev: QomObject | undefined;
+  /** Levels last reported through `onIrq` (QEMU's `irq_levels`). */
+  private readonly reported = new Uint8Array(256);
+
+  protected constructor(ram: GuestMemory, machineType: string) {
+    this.sys = new SystemMemory(ram);
+    this.qomRoot.addChild('objects', new QomObject('container'));
+    this.qomRoot.addChild('chardevs', new QomObject('container'));
+    this.qomMachine = this.qomRoot.addChild('machine', new QomObject(machineType));
+    this.peripheral = this.qomMachine.addChild('peripheral', new QomObject('container'));
+    this.peripheralAnon = this.qomMachine.addChild('peripheral-anon', new QomObject('container'));
+    this.unattached = this.qomMachine.addChild('unattached', new QomObject('container'));
+    this.ioapic = new QomObject('ioapic', IOAPIC_PROPS);
+    this.ioapic.gpioIn = new IrqLines(IOAPIC_NUM_PINS);
+    this.sys.mmio.map(IO_APIC_DEFAULT_ADDRESS, IOAPIC_WINDOW_SIZE, this.ioapicRegs, 'ioapic');
+  }
+
+  /** Raise or lower global system interrupt `n` (QEMU's `gsi_handler`): an IOAPIC pin. */
+  setGsi(n: number, level: boolean): void {
+    if (n < IOAPIC_NUM_PINS) this.ioapic.gpioIn!.set(n, level);
+    else if (this.ioapic2 && n < IO_APIC_SECONDARY_IRQBASE + IOAPIC_NUM_PINS) this.ioapic2.gpioIn!.set(n - IO_APIC_SECONDARY_IRQBASE, level);
+  }
+
+  /** Level of GSI `n` as the IOAPIC sees it. */
+  gsiLevel(n: number): boolean {
+    if (n < IOAPIC_NUM_PINS) return this.ioapic.gpioIn!.level(n);
+    if (this.ioapic2 && n < IO_APIC_SECONDARY_IRQBASE + IOAPIC_NUM_PINS) return this.ioapic2.gpioIn!.level(n - IO_APIC_SECONDARY_IRQBASE);
+    return false;
+  }
+
+  /**
+   * Place a `-device` object in the tree: `/machine/peripheral/ID` with an id, else
+   * `/machine/peripheral-anon/device[N]`. Returns its path.
+   */
+  addPeripheral(obj: QomObject, id?: string): string {
+    if (id !== undefined) {
+      if (this.peripheral.children.has(id)) throw new Error(`Duplicate ID '${id}' for device`);
+      this.peripheral.addChild(id, obj);
+    } else {
+      this.peripheralAnon.addChild(`device[${this.anonCount++}]`, obj);
+    }
+    return obj.path;
+  }
+
+  /** Machine reset (QEMU's `qemu_system_reset`): devices back to power-on state. */
+  abstract reset(): void;
+
+  /**
+   * QMP `stop` / `cont` and friends: the state `query-status` reports, with QEMU's STOP and
+   * RESUME events. Devices are not paused by it (see docs: a limitation of this machine).
+   */
+  setRunState(state: RunState): void {
+    const prev = this.runState;
+    if (prev === state) return;
+    this.runState = state;
+    if (prev === 'running') this.emitEvent('STOP');
+    else if (state === 'running') this.emitEvent('RESUME');
+  }
+
+  /** Send a QMP event to every listener. */
+  emitEvent(name: string, data?: Record<string, unknown>): void {
+    for (const l of this.eventListeners) l(name, data);
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // QtestTarget: ports and memory
+
+  inb(port: number): number {
+    return this.sys.in(port, 1);
+  }
+  inw(port: number): number {
+    return this.sys.in(port, 2);
+  }
+  inl(port: number): number {
+    return this.sys.in(port, 4);
+  }
+  outb(port: number, value: number): void {
+    this.sys.out(port, 1, value & 0xff);
+  }
+  outw(port: number, value: number): void {
+    this.sys.out(port, 2, value & 0xffff);
+  }
+  outl(port: number, value: number): void {
+    this.sys.out(port, 4, value >>> 0);
+  }
+
+  readb(addr: number): number {
+    return this.sys.readN(addr, 1);
+  }
+  readw(addr: number): number {
+    return this.sys.readN(addr, 2);
+  }
+  readl(addr: number): number {
+    return this.sys.readN(addr, 4);
+  }
+  readq(addr: number): bigint {
+    return this.sys.readQ(addr);
+  }
+  writeb(addr: number, value: number): void {
+    this.sys.writeN(addr, 1, value & 0xff);
+  }
+  writew(addr: number, value: number): void {
+    this.sys.writeN(addr, 2, value & 0xffff);
+  }
+  writel(addr: number, value: number): void {
+    this.sys.writeN(addr, 4, value >>> 0);
+  }
+  writeq(addr: number, value: bigint): void {
+    this.sys.writeQ(addr, value);
+  }
+
+  readBytes(addr: number, len: number): Uint8Array {
+    const out = new Uint8Array(len);
+    this.sys.read(addr, out);
+    return out;
+  }
+  writeBytes(addr: number, data: Uint8Array): void {
+    this.sys.write(addr, data);
+  }
+  memset(addr: number, len: number, value: number): void {
+    this.sys.fill(addr, len, value & 0xff);
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // QtestTarget: clock
+
+  /**
+   * qtest `clock_step`: advance by `ns`, or with no argument to the next timer deadline (no
+   * timer: no change, as QEMU). Timers fire in deadline order on the way. Returns the new time.
+   */
+  clockStep(ns?: number): number {
+    const now = this.clock.now();
+    if (ns === undefined) {
+      const d = this.clock.nextDeadline();
+      if (d === undefined) return now;
+      return this.clock.advanceTo(Math.max(d, now));
+    }
+    if (!(ns > 0)) return now;
+    return this.clock.advanceTo(Math.min(now + ns, Number.MAX_SAFE_INTEGER));
+  }
+
+  /** qtest `clock_set`: advance to `ns` (time never goes back). Returns the new time. */
+  clockSet(ns: number): number {
+    const now = this.clock.now();
+    if (!(ns > now)) return now;
+    return this.clock.advanceTo(Math.min(ns, Number.MAX_SAFE_INTEGER));
+  }
+
+  clockNow(): number {
+    return this.clock.now();
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // QtestTarget: interrupts
+
+  /** Resolve a QOM path as QEMU does (absolute or partial; ambiguous resolves to nothing). */
+  resolve(path: string): QomObject | undefined {
+    return resolveQomPath(this.qomRoot, path).object;
+  }
+
+  irqIntercept(kind: 'in' | 'out', qomPath: string): string | null {
+    const dev = this.resolve(qomPath);
+    if (!dev) return 'Unknown device';
+    if (this.interceptDev) return this.interceptDev === dev ? null : 'IRQ intercept already enabled';
+    const lines = kind === 'in' ? dev.gpioIn : dev.gpioOut;
+    if (lines) lines.listener = (line, level) => this.report(line, level);
+    this.interceptDev = dev;
+    return null;
+  }
+
+  /** The device whose lines are intercepted, if any. */
+  get interceptedDevice(): QomObject | undefined {
+    return this.interceptDev;
+  }
+
+  setIrqIn(qomPath: string, name: string, line: number, level: number): string | null {
+    const dev = this.resolve(qomPath);
+    if (!dev) return 'Unknown device';
+    // QEMU asserts on a GPIO name or line the device lacks; we refuse instead.
+    if (name !== 'unnamed-gpio-in' || !dev.gpioIn) return `No GPIO input '${name}' on ${dev.path}`;
+    if (!Number.isInteger(line) || line < 0 || line >= dev.gpioIn.count) return `GPIO input ${line} out of range on ${dev.path}`;
+    dev.gpioIn.set(line, level !== 0);
+    return null;
+  }
+
+  private report(line: number, level: boolean): void {
+    const v = level ? 1 : 0;
+    if (line >= this.reported.length || this.reported[line] === v) return;
+    this.reported[line] = v;
+    this.onIrq?.(line, level);
+  }
+}

@@ -1,0 +1,306 @@
+/**
+ * Build a reference machine from a parsed QEMU command line: the machine type with its options,
+ * the `-global`s, and each `-device` with QEMU 7.2's property names, types, defaults and checks
+ * (messages worded as QEMU's). Files are already loaded by the caller (`bios`).
+ *
+ * No Node imports: part of the browser bundle.
+ */
+import { createVirtioPci, parsePciAddr, type VirtIOPCIProxy, type VirtioPciOptions } from '../bus/virtio-pci.js';
+import type { VirtioMmioTransport } from '../bus/virtio-mmio.js';
+import { VirtIORng, type EntropySource } from '../devices/rng.js';
+import type { Tracer } from '../trace/trace.js';
+import { bit, VIRTIO_F_ANY_LAYOUT, VIRTIO_F_NOTIFY_ON_EMPTY, VIRTIO_F_RING_RESET, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC } from '../virtio/constants.js';
+import type { VirtIODevice } from '../virtio/device.js';
+import { CmdlineError, parseBool, parseOnOffAuto, type DeviceSpec, type GlobalSpec, type PropValue, type QemuCommandLine } from './cmdline.js';
+import type { ReferenceMachine } from './machine.js';
+import { MicrovmMachine } from './microvm.js';
+import { PcMachine } from './pc.js';
+import { DEVICE_PROPS, QomObject } from './qom.js';
+import { parseStrtoull } from './qtest-server.js';
+
+export interface BuildOptions {
+  /** The -bios image, loaded by the caller. */
+  bios?: Uint8Array;
+  /** Entropy for virtio-rng devices (default: the platform's crypto generator). */
+  entropy?: EntropySource;
+  tracer?: Tracer;
+}
+
+/** One `-device` as built. */
+export interface BuiltDevice {
+  spec: DeviceSpec;
+  device: VirtIODevice;
+  /** QOM path of the device (`/machine/peripheral-anon/device[0]`). */
+  path: string;
+  /** pc: the PCI function and its "SS.F". */
+  pci?: { proxy: VirtIOPCIProxy; addr: string };
+  /** microvm: the transport index and base. */
+  mmio?: { index: number; base: number; gsi: number; transport: VirtioMmioTransport };
+}
+
+export interface BuiltMachine {
+  machine: PcMachine | MicrovmMachine;
+  devices: BuiltDevice[];
+  /** Warnings QEMU would print while creating devices (already located). */
+  warnings: string[];
+}
+
+/** Type ancestry for -global matching (QEMU's class hierarchy, the parts that have properties). */
+const TYPE_CHAIN: Record<string, string[]> = {
+  'virtio-rng-pci': ['virtio-rng-pci', 'virtio-rng-pci-base', 'virtio-pci', 'pci-device', 'device'],
+  'virtio-rng-pci-transitional': ['virtio-rng-pci-transitional', 'virtio-rng-pci-base', 'virtio-pci', 'pci-device', 'device'],
+  'virtio-rng-pci-non-transitional': ['virtio-rng-pci-non-transitional', 'virtio-rng-pci-base', 'virtio-pci', 'pci-device', 'device'],
+  'virtio-rng-device': ['virtio-rng-device', 'virtio-device', 'device'],
+};
+
+/** Class names we know of for -global (others get QEMU's "invalid class name" warning). */
+const KNOWN_CLASSES = new Set([
+  ...Object.values(TYPE_CHAIN).flat(), 'virtio-mmio', 'sys-bus-device', 'i440FX', 'PIIX3', 'piix3-ide', 'PIIX4_PM',
+  'i440FX-pcihost', 'ioapic', 'kvm-pit', 'isa-pit', 'mc146818rtc', 'hpet', 'isa-fdc', 'i8042', 'cfi.pflash01',
+  'virtio-blk-pci', 'virtio-blk-device', 'virtio-net-pci', 'virtio-net-device', 'virtio-serial-pci', 'virtio-serial-device',
+  'virtio-balloon-pci', 'virtio-balloon-device', 'virtio-keyboard-pci', 'virtio-mouse-pci', 'virtio-tablet-pci',
+  'virtconsole', 'virtserialport', 'e1000', 'VGA', 'isa-serial', 'fw_cfg_io', 'fw_cfg', 'virtio-blk-pci-base',
+  'virtio-net-pci-base', 'virtio-serial-pci-base', 'virtio-balloon-pci-base', 'virtio-input-pci', 'virtio-input-device',
+]);
+
+type PropKind = 'bool' | 'u32' | 'u64' | 'onoffauto' | 'str' | 'addr';
+
+/** Properties of the virtio device proper (QEMU's DEFINE_VIRTIO_COMMON_FEATURES + virtio-rng). */
+const RNG_PROPS: Record<string, PropKind> = {
+  'max-bytes': 'u64', period: 'u32', event_idx: 'bool', indirect_desc: 'bool', notify_on_empty: 'bool', any_layout: 'bool',
+  queue_reset: 'bool', packed: 'bool', iommu_platform: 'bool', 'use-started': 'bool', 'use-disabled-flag': 'bool',
+  'x-disable-legacy-check': 'bool', rng: 'str',
+};
+/** Properties of the virtio-pci proxy (and PCIDevice). */
+const PCI_PROPS: Record<string, PropKind> = {
+  addr: 'addr', bus: 'str', 'disable-legacy': 'onoffauto', 'disable-modern': 'bool', ioeventfd: 'bool', vectors: 'u32',
+  'page-per-vq': 'bool', multifunction: 'bool', romfile: 'str', rombar: 'u32', romsize: 'u32', 'acpi-index': 'u32',
+  failover_pair_id: 'str', aer: 'bool', ats: 'bool', 'x-ats-page-aligned': 'bool', 'migrate-extra': 'bool',
+  'modern-pio-notify': 'bool', 'virtio-pci-bus-master-bug-migration': 'bool', 'x-disable-pcie': 'bool',
+  'x-ignore-backend-features': 'bool', 'x-pcie-deverr-init': 'bool', 'x-pcie-extcap-init': 'bool', 'x-pcie-flr-init': 'bool',
+  'x-pcie-lnkctl-init': 'bool', 'x-pcie-lnksta-dllla': 'bool', 'x-pcie-pm-init': 'bool',
+};
+/** Accepted only at QEMU's default value (they change nothing a driver can see at the default). */
+const DEFAULT_ONLY: Record<string, PropValue> = {
+  packed: false, iommu_platform: false, 'use-started': true, 'use-disabled-flag': true, 'x-disable-legacy-check': false,
+  aer: false, ats: false, 'x-ats-page-aligned': true, 'migrate-extra': true, 'modern-pio-notify': false,
+  'virtio-pci-bus-master-bug-migration': false, 'x-disable-pcie': false, 'x-ignore-backend-features': false,
+  'x-pcie-deverr-init': true, 'x-pcie-extcap-init': true, 'x-pcie-flr-init': true, 'x-pcie-lnkctl-init': true,
+  'x-pcie-lnksta-dllla': true, 'x-pcie-pm-init': true, romfile: '', failover_pair_id: '',
+};
+const MMIO_GLOBAL_PROPS: Record<string, PropKind> = { 'force-legacy': 'bool', ioeventfd: 'bool', format_transport_address: 'bool' };
+
+const INT64_MAX = 0x7fff_ffff_ffff_ffffn;
+
+/**
+ * Parse one property value of `kind`; messages as QEMU's visitors word them. `json`: the value
+ * came from a JSON -device, whose types QEMU checks strictly (no "on" for a boolean).
+ */
+function propValue(name: string, kind: PropKind, v: PropValue, json = false): PropValue | undefined {
+  if (json) {
+    if ((kind === 'bool' && typeof v !== 'boolean') || ((kind === 'str' || kind === 'onoffauto') && typeof v !== 'string')) {
+      throw new CmdlineError(`Invalid parameter type for '${name}', expected: ${kind === 'bool' ? 'boolean' : 'string'}`);
+    }
+    if ((kind === 'u32' || kind === 'u64') && (typeof v !== 'number' || !Number.isInteger(v))) throw new CmdlineError(`Parameter '${name}' expects uint64`);
+    if ((kind === 'u32' || kind === 'u64') && (v as number) < 0) throw new CmdlineError(`Parameter '${name}' expects ${kind === 'u32' ? 'uint32_t' : 'uint64'}`);
+  }
+  switch (kind) {
+    case 'bool':
+      if (typeof v === 'boolean') return v;
+      if (typeof v !== 'string') throw new CmdlineError(`Invalid parameter type for '${name}', expected: boolean`);
+      return parseBool(name, v);
+    case 'onoffauto':
+      if (typeof v === 'boolean') return v;
+      if (typeof v !== 'string') throw new CmdlineError(`Invalid parameter type for '${name}', expected: string`);
+      return parseOnOffAuto(name, v);
+    case 'u32':
+    case 'u64': {
+      let n: bigint;
+      if (typeof v === 'number') {
+        if (!Number.isInteger(v)) throw new CmdlineError(`Parameter '${name}' expects integer`);
+        n = BigInt.asUintN(64, BigInt(v));
+      } else if (typeof v === 'string') {
+        const r = parseStrtoull(v);
+        if (!r.ok) throw new CmdlineError(`Parameter '${name}' expects integer`);
+        n = r.value;
+      } else {
+        throw new CmdlineError(`Parameter '${name}' expects uint64`);
+      }
+      if (kind === 'u32' && n > 0xffff_ffffn) throw new CmdlineError(`Parameter '${name}' expects uint32_t`);
+      return kind === 'u32' ? Number(n) : n.toString();
+    }
+    case 'str':
+      return String(v);
+    case 'addr':
+      return typeof v === 'number' ? v : String(v);
+  }
+}
+
+/** Build the machine and its devices. Throws `CmdlineError` with QEMU-worded messages. */
+export function buildMachine(cl: QemuCommandLine, opts: BuildOptions = {}): BuiltMachine {
+  const warnings: string[] = [];
+  // -global: warn about classes we do not know, as QEMU warns about invalid class names.
+  for (const g of cl.globals) {
+    if (!KNOWN_CLASSES.has(g.driver)) warnings.push(`warning: global ${g.driver}.${g.property} has invalid class name`);
+  }
+
+  let machine: PcMachine | MicrovmMachine;
+  const ramError = () => new CmdlineError("cannot set up guest memory 'pc.ram': Cannot allocate memory");
+  if (cl.machine === 'pc') {
+    try {
+      machine = new PcMachine({ ramSize: cl.ramSize, ...(opts.bios ? { bios: opts.bios } : {}) });
+    } catch (e) {
+      if (e instanceof RangeError) throw ramError();
+      throw e;
+    }
+  } else {
+    let forceLegacy = true;
+    for (const g of cl.globals) {
+      if (g.driver !== 'virtio-mmio' && g.driver !== 'sys-bus-device' && g.driver !== 'device') continue;
+      const kind = MMIO_GLOBAL_PROPS[g.property];
+      if (!kind) {
+        if (g.driver === 'virtio-mmio') throw new CmdlineError(`can't apply global ${g.driver}.${g.property}=${g.value}: Property 'virtio-mmio.${g.property}' not found`);
+        continue;
+      }
+      let v: PropValue | undefined;
+      try {
+        v = propValue(g.property, kind, g.value);
+      } catch (e) {
+        throw new CmdlineError(`can't apply global ${g.driver}.${g.property}=${g.value}: ${(e as Error).message}`);
+      }
+      if (g.property === 'force-legacy') forceLegacy = v as boolean;
+    }
+    try {
+      machine = new MicrovmMachine({
+        ramSize: cl.ramSize,
+        ...(opts.bios ? { bios: opts.bios } : {}),
+        acpi: cl.acpi ?? true,
+        ...(cl.ioapic2 === false ? { ioapic2: false } : {}),
+        forceLegacy,
+        ...(opts.tracer ? { tracer: opts.tracer } : {}),
+      });
+    } catch (e) {
+      if (e instanceof RangeError) throw ramError();
+      throw e;
+    }
+  }
+  if (cl.startPaused) machine.runState = 'prelaunch';
+  if (cl.incoming !== undefined) machine.runState = 'inmigrate';
+
+  const devices: BuiltDevice[] = [];
+  for (const spec of cl.devices) {
+    try {
+      devices.push(buildDevice(machine, spec, cl.globals, opts, warnings));
+    } catch (e) {
+      if (e instanceof CmdlineError) throw new CmdlineError(`${spec.loc}: ${e.message}`);
+      throw new CmdlineError(`${spec.loc}: ${(e as Error).message}`);
+    }
+  }
+  return { machine, devices, warnings };
+}
+
+function buildDevice(machine: ReferenceMachine, spec: DeviceSpec, globals: GlobalSpec[], opts: BuildOptions, warnings: string[]): BuiltDevice {
+  const type = spec.driver;
+  const isPci = type !== 'virtio-rng-device';
+  const variant = type.endsWith('-non-transitional') ? 'non-transitional' : type.endsWith('-transitional') ? 'transitional' : undefined;
+  const known: Record<string, PropKind> = { ...RNG_PROPS, ...(isPci ? PCI_PROPS : { bus: 'str' }) };
+  if (variant) {
+    delete known['disable-legacy'];
+    delete known['disable-modern'];
+  }
+
+  // Globals for the type and its ancestors first, then the -device properties (which win).
+  const chain = TYPE_CHAIN[type] ?? [type];
+  const values = new Map<string, PropValue>();
+  for (const g of globals) {
+    if (!chain.includes(g.driver)) continue;
+    const kind = known[g.property];
+    if (!kind) throw new CmdlineError(`can't apply global ${g.driver}.${g.property}=${g.value}: Property '${type}.${g.property}' not found`);
+    try {
+      const v = propValue(g.property, kind, g.value);
+      values.set(g.property, v === undefined ? 'auto' : v);
+    } catch (e) {
+      throw new CmdlineError(`can't apply global ${g.driver}.${g.property}=${g.value}: ${(e as Error).message}`);
+    }
+  }
+  for (const [k, raw] of spec.props) {
+    const kind = known[k];
+    if (!kind) throw new CmdlineError(`Property '${type}.${k}' not found`);
+    const v = propValue(k, kind, raw, spec.json);
+    values.set(k, v === undefined ? 'auto' : v);
+  }
+  for (const [k, v] of values) {
+    if (k in DEFAULT_ONLY && v !== DEFAULT_ONLY[k]) throw new CmdlineError(`property '${k}=${String(v)}' of ${type} is not supported by virtio-ts-qemu`);
+    if (k === 'rng') throw new CmdlineError(`property 'rng' of ${type} is not supported by virtio-ts-qemu (the device uses the built-in entropy source)`);
+  }
+  const bool = (k: string, d: boolean) => (values.has(k) ? (values.get(k) as boolean) : d);
+
+  // virtio_rng_device_realize checks.
+  const period = values.has('period') ? (values.get('period') as number) : 65536;
+  if (period === 0) throw new CmdlineError("'period' parameter expects a positive integer");
+  const maxBytes = values.has('max-bytes') ? BigInt(values.get('max-bytes') as string) : INT64_MAX;
+  if (maxBytes > INT64_MAX) throw new CmdlineError("'max-bytes' parameter must be non-negative, and less than 2^63");
+
+  let disabled = 0n;
+  if (!bool('event_idx', true)) disabled |= bit(VIRTIO_RING_F_EVENT_IDX);
+  if (!bool('indirect_desc', true)) disabled |= bit(VIRTIO_RING_F_INDIRECT_DESC);
+  if (!bool('notify_on_empty', true)) disabled |= bit(VIRTIO_F_NOTIFY_ON_EMPTY);
+  if (!bool('any_layout', true)) disabled |= bit(VIRTIO_F_ANY_LAYOUT);
+  if (!bool('queue_reset', true)) disabled |= bit(VIRTIO_F_RING_RESET);
+
+  const rng = new VirtIORng({
+    memory: machine.sys.ram,
+    clock: machine.clock,
+    // QEMU's default is INT64_MAX bytes per period: no limit in practice, but the period timer
+    // runs all the same (and `clock_step` with no argument finds its deadline).
+    maxBytes: Number(maxBytes),
+    periodMs: period,
+    disabledFeatures: disabled,
+    ...(opts.entropy ? { entropy: opts.entropy } : {}),
+    ...(opts.tracer ? { tracer: opts.tracer } : {}),
+  });
+
+  const qom = new QomObject(type, DEVICE_PROPS);
+  if (isPci) {
+    if (!(machine instanceof PcMachine)) throw new CmdlineError(`No 'PCI' bus found for device '${type}'`);
+    const bus = values.get('bus');
+    if (bus !== undefined && bus !== 'pci.0') throw new CmdlineError(`Bus '${String(bus)}' not found`);
+    if (values.get('disable-legacy') === true && bool('disable-modern', false)) {
+      throw new CmdlineError('device cannot work as neither modern nor legacy mode is enabled\nSet either disable-modern or disable-legacy to off');
+    }
+    let devfn: number | undefined;
+    if (values.has('addr')) {
+      try {
+        devfn = parsePciAddr(values.get('addr') as string | number);
+      } catch {
+        throw new CmdlineError(`Property '${type}.addr' doesn't take value '${String(values.get('addr'))}'`);
+      }
+    }
+    const dl = values.get('disable-legacy');
+    const pciOpts: VirtioPciOptions = {
+      name: type,
+      disableLegacy: variant === 'non-transitional' ? true : variant === 'transitional' ? false : dl === undefined || dl === 'auto' ? 'auto' : (dl as boolean),
+      disableModern: variant ? false : bool('disable-modern', false),
+      pagePerVq: bool('page-per-vq', false),
+      ioeventfd: bool('ioeventfd', true),
+      onWarning: (m) => warnings.push(`${spec.loc}: warning: ${m}`),
+      ...(values.has('vectors') ? { vectors: values.get('vectors') as number } : {}),
+      ...(opts.tracer ? { tracer: opts.tracer } : {}),
+    };
+    const proxy = createVirtioPci(rng, pciOpts);
+    if (bool('multifunction', false)) proxy.config[0x0e] = proxy.config[0x0e]! | 0x80;
+    qom.addChild('virtio-backend', new QomObject('virtio-rng-device', DEVICE_PROPS));
+    const at = machine.addPciFunction(proxy, { ...(devfn !== undefined ? { devfn } : {}), typeName: type, ...(spec.id !== undefined ? { id: spec.id } : {}), qom });
+    return { spec, device: rng, path: qom.path, pci: { proxy, addr: machine.addressOf(proxy) ?? String(at) } };
+  }
+  if (!(machine instanceof MicrovmMachine)) throw new CmdlineError(`No 'virtio-bus' bus found for device '${type}'`);
+  let index: number | undefined;
+  const bus = values.get('bus');
+  if (bus !== undefined) {
+    const m = /^virtio-mmio-bus\.(\d+)$/.exec(String(bus));
+    if (!m || Number(m[1]) >= machine.transportCount) throw new CmdlineError(`Bus '${String(bus)}' not found`);
+    index = Number(m[1]);
+  }
+  const slot = machine.addDevice(rng, { ...(index !== undefined ? { index } : {}), ...(spec.id !== undefined ? { id: spec.id } : {}), qom, typeName: type });
+  return { spec, device: rng, path: qom.path, mmio: { index: slot.index, base: slot.base, gsi: slot.gsi, transport: slot.transport } };
+}
