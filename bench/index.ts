@@ -8,11 +8,15 @@
 // Reported per case: median ns per chain over several runs, chains per second, the time the
 // same payload copies take as bare Uint8Array.set calls over the same guest buffers, and the
 // difference ("device-side overhead per chain"), plus V8 heap bytes allocated per chain.
+//
+// Then the qtest round-trip section (bench/qtest.ts): our virtio-ts-qemu beside QEMU 7.2.
+// BENCH_ONLY=ring or BENCH_ONLY=qtest runs one section only.
 
 import os from 'node:os';
 import { GuestMemory } from '../src/memory/guest-memory.js';
 import { deviceLoops, host4k, host64, hostHdr, hostStatus, plainCopiesFor, type PlainCopy } from './cases.js';
 import { allocPerChain, calibrate, median, runFor, timeRun } from './measure.js';
+import { runQtestBench } from './qtest.js';
 import { BATCH, BLK_DIRECT_CHAINS, buildRig, PAGE, QUEUE_SIZE, RAM_SIZE, type CaseKind, type Rig } from './rig.js';
 
 // BENCH_QUICK=1 shortens everything (for iterating on the code, not for reporting).
@@ -22,6 +26,16 @@ const RUN_MS = QUICK ? 30 : 150;
 const WARMUP_ROUNDS = QUICK ? 2 : 4;
 const WARMUP_MS = QUICK ? 40 : 100;
 const ALLOC_BATCHES = 40;
+
+const ONLY = process.env['BENCH_ONLY'];
+if (ONLY !== undefined && ONLY !== '' && ONLY !== 'ring' && ONLY !== 'qtest') {
+  console.error(`BENCH_ONLY=${ONLY}: expected ring or qtest`);
+  process.exit(2);
+}
+if (ONLY === 'qtest') {
+  await runQtestBench({ quick: QUICK });
+  process.exit(0);
+}
 
 interface CaseDef {
   kind: CaseKind;
@@ -207,3 +221,5 @@ if (probe) {
     `alloc probe: ${ALLOC_BATCHES * BATCH} chains per window, gc() before; a deliberate 16-byte subarray() per op reads ${fmt(probe.perChain, 1)} B/op (so the probe does see allocation).`,
   );
 }
+
+if (ONLY !== 'ring') await runQtestBench({ quick: QUICK });

@@ -64,6 +64,8 @@ export interface QtestClientOptions {
   log?: (line: string) => void;
 }
 
+const IRQ_LINE = /^IRQ (raise|lower) (-?\d+)$/;
+
 /** The raw protocol: send a command line, get the text after `OK`. */
 export class QtestClient {
   readonly irq = new IrqLog();
@@ -103,7 +105,7 @@ export class QtestClient {
    * goes away. Commands issued in the same synchronous run are written together (pipelined).
    */
   command(line: string): Promise<string> {
-    if (/[\r\n]/.test(line) || line.length === 0) {
+    if (line.length === 0 || line.indexOf('\n') >= 0 || line.indexOf('\r') >= 0) {
       return Promise.reject(new RangeError(`qtest command must be one non-empty line: ${JSON.stringify(line)}`));
     }
     if (this.closedReason !== undefined) {
@@ -143,7 +145,8 @@ export class QtestClient {
 
   private onLine(line: string): void {
     this.log?.(`< ${line}`);
-    const irq = /^IRQ (raise|lower) (-?\d+)$/.exec(line);
+    // Replies start with O, F or E: only lines starting "IRQ" need the pattern.
+    const irq = line.charCodeAt(0) === 0x49 ? IRQ_LINE.exec(line) : null;
     if (irq) {
       this.irq.push(Number(irq[2]), irq[1] === 'raise');
       return;
@@ -233,49 +236,48 @@ export class QtestMachine implements Machine {
     return this.client.irq;
   }
 
-  private async num(cmd: string): Promise<number> {
-    return parseNum(cmd, await this.client.command(cmd));
-  }
-  private async none(cmd: string): Promise<void> {
-    await this.client.command(cmd);
-  }
-
   async inb(port: number): Promise<number> {
     checkPort(port);
-    return this.num(`inb ${hex(port)}`);
+    const cmd = `inb ${hex(port)}`;
+    return parseNum(cmd, await this.client.command(cmd));
   }
   async inw(port: number): Promise<number> {
     checkPort(port);
-    return this.num(`inw ${hex(port)}`);
+    const cmd = `inw ${hex(port)}`;
+    return parseNum(cmd, await this.client.command(cmd));
   }
   async inl(port: number): Promise<number> {
     checkPort(port);
-    return this.num(`inl ${hex(port)}`);
+    const cmd = `inl ${hex(port)}`;
+    return parseNum(cmd, await this.client.command(cmd));
   }
   async outb(port: number, value: number): Promise<void> {
     checkPort(port);
-    return this.none(`outb ${hex(port)} ${hex(value & 0xff)}`);
+    await this.client.command(`outb ${hex(port)} ${hex(value & 0xff)}`);
   }
   async outw(port: number, value: number): Promise<void> {
     checkPort(port);
-    return this.none(`outw ${hex(port)} ${hex(value & 0xffff)}`);
+    await this.client.command(`outw ${hex(port)} ${hex(value & 0xffff)}`);
   }
   async outl(port: number, value: number): Promise<void> {
     checkPort(port);
-    return this.none(`outl ${hex(port)} ${hex(value >>> 0)}`);
+    await this.client.command(`outl ${hex(port)} ${hex(value >>> 0)}`);
   }
 
   async readb(addr: number): Promise<number> {
     checkAddr(addr);
-    return this.num(`readb ${hex(addr)}`);
+    const cmd = `readb ${hex(addr)}`;
+    return parseNum(cmd, await this.client.command(cmd));
   }
   async readw(addr: number): Promise<number> {
     checkAddr(addr);
-    return this.num(`readw ${hex(addr)}`);
+    const cmd = `readw ${hex(addr)}`;
+    return parseNum(cmd, await this.client.command(cmd));
   }
   async readl(addr: number): Promise<number> {
     checkAddr(addr);
-    return this.num(`readl ${hex(addr)}`);
+    const cmd = `readl ${hex(addr)}`;
+    return parseNum(cmd, await this.client.command(cmd));
   }
   async readq(addr: number): Promise<bigint> {
     checkAddr(addr);
@@ -286,19 +288,19 @@ export class QtestMachine implements Machine {
   }
   async writeb(addr: number, value: number): Promise<void> {
     checkAddr(addr);
-    return this.none(`writeb ${hex(addr)} ${hex(value & 0xff)}`);
+    await this.client.command(`writeb ${hex(addr)} ${hex(value & 0xff)}`);
   }
   async writew(addr: number, value: number): Promise<void> {
     checkAddr(addr);
-    return this.none(`writew ${hex(addr)} ${hex(value & 0xffff)}`);
+    await this.client.command(`writew ${hex(addr)} ${hex(value & 0xffff)}`);
   }
   async writel(addr: number, value: number): Promise<void> {
     checkAddr(addr);
-    return this.none(`writel ${hex(addr)} ${hex(value >>> 0)}`);
+    await this.client.command(`writel ${hex(addr)} ${hex(value >>> 0)}`);
   }
   async writeq(addr: number, value: bigint): Promise<void> {
     checkAddr(addr);
-    return this.none(`writeq ${hex(addr)} ${hex(BigInt.asUintN(64, value))}`);
+    await this.client.command(`writeq ${hex(addr)} ${hex(BigInt.asUintN(64, value))}`);
   }
 
   async readBytes(addr: number, len: number): Promise<Uint8Array> {
@@ -339,23 +341,25 @@ export class QtestMachine implements Machine {
     checkAddr(addr);
     if (!Number.isSafeInteger(len) || len < 0) throw new RangeError(`bad length ${len}`);
     if (len === 0) return;
-    await this.none(`memset ${hex(addr)} ${len} ${hex(value & 0xff)}`);
+    await this.client.command(`memset ${hex(addr)} ${len} ${hex(value & 0xff)}`);
   }
 
   async clockStep(ns?: number): Promise<number> {
     if (!this.hasClock) throw new UnsupportedError(`${this.name}: clock_step needs the qtest accelerator`);
     if (ns !== undefined && (!Number.isSafeInteger(ns) || ns < 0)) throw new RangeError(`bad ns ${ns}`);
-    return this.num(ns === undefined ? 'clock_step' : `clock_step ${ns}`);
+    const cmd = ns === undefined ? 'clock_step' : `clock_step ${ns}`;
+    return parseNum(cmd, await this.client.command(cmd));
   }
   async clockSet(ns: number): Promise<number> {
     if (!this.hasClock) throw new UnsupportedError(`${this.name}: clock_set needs the qtest accelerator`);
     if (!Number.isSafeInteger(ns) || ns < 0) throw new RangeError(`bad ns ${ns}`);
-    return this.num(`clock_set ${ns}`);
+    const cmd = `clock_set ${ns}`;
+    return parseNum(cmd, await this.client.command(cmd));
   }
 
   async irqIntercept(kind: 'in' | 'out', qomPath: string): Promise<void> {
     checkQomPath(qomPath);
-    await this.none(`irq_intercept_${kind} ${qomPath}`);
+    await this.client.command(`irq_intercept_${kind} ${qomPath}`);
   }
 
   /** qtest `set_irq_in`: drive a named GPIO input of a device. */
@@ -363,7 +367,7 @@ export class QtestMachine implements Machine {
     checkQomPath(qomPath);
     checkQomPath(name);
     if (!Number.isSafeInteger(line) || line < 0) throw new RangeError(`bad line ${line}`);
-    await this.none(`set_irq_in ${qomPath} ${name} ${line} ${Math.trunc(level)}`);
+    await this.client.command(`set_irq_in ${qomPath} ${name} ${line} ${Math.trunc(level)}`);
   }
 
   async endianness(): Promise<string> {

@@ -46,6 +46,10 @@ type Parsed<T> = { ok: true; value: T } | { ok: false; error: string };
  * the whole string must be consumed and the value must fit 64 bits.
  */
 export function parseStrtoull(s: string | undefined): Parsed<bigint> {
+  if (s !== undefined) {
+    const small = parseSmallUnsigned(s);
+    if (small >= 0) return { ok: true, value: BigInt(small) };
+  }
   const r = parseCInteger(s);
   if (!r.ok) return r;
   const { negative, magnitude } = r.value;
@@ -71,6 +75,52 @@ export function parseStrtoi(s: string | undefined): Parsed<number> {
 }
 
 const C_INTEGER = /^[ \t\n\v\f\r]*([+-]?)(?:0[xX]([0-9a-fA-F]+)|(0[0-7]*)|([1-9][0-9]*))$/;
+
+/**
+ * The common case of `strtoull` without BigInt: a bare `0x` hex number of at most 13 digits, a
+ * decimal of at most 15 digits, or an octal of at most 17 digits after the `0` (all below 2^53).
+ * Returns -1 for anything else (white space, signs, longer or malformed numbers): the caller then
+ * takes the exact path, which gives the same value or the FAIL reason.
+ */
+function parseSmallUnsigned(s: string): number {
+  const n = s.length;
+  if (n === 0) return -1;
+  const c0 = s.charCodeAt(0);
+  if (c0 === 0x30) {
+    if (n === 1) return 0;
+    const c1 = s.charCodeAt(1);
+    if (c1 === 0x78 || c1 === 0x58) {
+      if (n < 3 || n > 15) return -1;
+      let v = 0;
+      for (let i = 2; i < n; i++) {
+        const c = s.charCodeAt(i);
+        let d: number;
+        if (c >= 0x30 && c <= 0x39) d = c - 0x30;
+        else if (c >= 0x61 && c <= 0x66) d = c - 0x57;
+        else if (c >= 0x41 && c <= 0x46) d = c - 0x37;
+        else return -1;
+        v = v * 16 + d;
+      }
+      return v;
+    }
+    if (n > 18) return -1;
+    let v = 0;
+    for (let i = 1; i < n; i++) {
+      const d = s.charCodeAt(i) - 0x30;
+      if (d < 0 || d > 7) return -1;
+      v = v * 8 + d;
+    }
+    return v;
+  }
+  if (c0 < 0x31 || c0 > 0x39 || n > 15) return -1;
+  let v = 0;
+  for (let i = 0; i < n; i++) {
+    const d = s.charCodeAt(i) - 0x30;
+    if (d < 0 || d > 9) return -1;
+    v = v * 10 + d;
+  }
+  return v;
+}
 
 function parseCInteger(s: string | undefined): Parsed<{ negative: boolean; magnitude: bigint }> {
   if (s === undefined) return { ok: false, error: 'missing argument' };
@@ -270,7 +320,7 @@ export class QtestServer {
 
   private processLine(line: string): void {
     // g_strsplit(cmd, " ", 0): an empty line gives no words at all.
-    const words = line.length ? line.split(' ') : [];
+    const words = line.length ? splitSpaces(line) : [];
     if (this.log) this.log(`[R +${this.elapsed()}]${words.map((w) => ' ' + w).join('')}\n`);
     if (words.length === 0) {
       this.reply('FAIL empty command\n');
@@ -309,10 +359,10 @@ export class QtestServer {
       case 'outw':
       case 'outl': {
         const port = port16(w, 1);
-        const value = u64(w, 2);
-        if (cmd === 'outb') t.outb(port, Number(value & 0xffn));
-        else if (cmd === 'outw') t.outw(port, Number(value & 0xffffn));
-        else t.outl(port, Number(value & 0xffff_ffffn));
+        const value = low32(w, 2);
+        if (cmd === 'outb') t.outb(port, value & 0xff);
+        else if (cmd === 'outw') t.outw(port, value & 0xffff);
+        else t.outl(port, value);
         return 'OK\n';
       }
       case 'inb':
@@ -327,6 +377,13 @@ export class QtestServer {
       case 'writel':
       case 'writeq': {
         const addr = address(w, 1);
+        if (addr !== undefined && cmd !== 'writeq') {
+          const value = low32(w, 2);
+          if (cmd === 'writeb') t.writeb(addr, value & 0xff);
+          else if (cmd === 'writew') t.writew(addr, value & 0xffff);
+          else t.writel(addr, value);
+          return 'OK\n';
+        }
         const value = u64(w, 2);
         if (addr === undefined) {
           const size = cmd === 'writeb' ? 1 : cmd === 'writew' ? 2 : cmd === 'writel' ? 4 : 8;
@@ -335,10 +392,7 @@ export class QtestServer {
           this.writeWrapped(u64(w, 1), bytes.subarray(0, size));
           return 'OK\n';
         }
-        if (cmd === 'writeb') t.writeb(addr, Number(value & 0xffn));
-        else if (cmd === 'writew') t.writew(addr, Number(value & 0xffffn));
-        else if (cmd === 'writel') t.writel(addr, Number(value & 0xffff_ffffn));
-        else t.writeq(addr, value);
+        t.writeq(addr, value);
         return 'OK\n';
       }
       case 'readb':
@@ -346,16 +400,17 @@ export class QtestServer {
       case 'readl':
       case 'readq': {
         const addr = address(w, 1);
+        if (addr !== undefined && cmd !== 'readq') {
+          const v = cmd === 'readb' ? t.readb(addr) & 0xff : cmd === 'readw' ? t.readw(addr) & 0xffff : t.readl(addr) >>> 0;
+          return `OK 0x${v.toString(16).padStart(16, '0')}\n`;
+        }
         let v: bigint;
         if (addr === undefined) {
           const size = cmd === 'readb' ? 1 : cmd === 'readw' ? 2 : cmd === 'readl' ? 4 : 8;
           const bytes = new Uint8Array(8);
           bytes.set(this.readWrapped(u64(w, 1), size));
           v = new DataView(bytes.buffer).getBigUint64(0, true);
-        } else if (cmd === 'readb') v = BigInt(t.readb(addr) & 0xff);
-        else if (cmd === 'readw') v = BigInt(t.readw(addr) & 0xffff);
-        else if (cmd === 'readl') v = BigInt(t.readl(addr) >>> 0);
-        else v = BigInt.asUintN(64, t.readq(addr));
+        } else v = BigInt.asUintN(64, t.readq(addr));
         return `OK 0x${v.toString(16).padStart(16, '0')}\n`;
       }
       case 'read': {
@@ -494,7 +549,19 @@ function int(w: string[], i: number): number {
   return r.value;
 }
 
+/** The low 32 bits of a u64 argument (the value of `out*` and `write[bwl]`), as an unsigned number. */
+function low32(w: string[], i: number): number {
+  const s = w[i];
+  const small = s === undefined ? -1 : parseSmallUnsigned(s);
+  // ToUint32 is exact modulo 2^32 for integers below 2^53.
+  if (small >= 0) return small >>> 0;
+  return Number(u64(w, i) & 0xffff_ffffn);
+}
+
 function port16(w: string[], i: number): number {
+  const s = w[i];
+  const small = s === undefined ? -1 : parseSmallUnsigned(s);
+  if (small >= 0 && small <= 0xffff) return small;
   const v = u64(w, i);
   if (v > 0xffffn) throw new CommandFailure(`port 0x${v.toString(16)} is above 0xffff`);
   return Number(v);
@@ -502,6 +569,9 @@ function port16(w: string[], i: number): number {
 
 /** A guest address; undefined above 2^53 (nothing of ours lives there: unassigned). */
 function address(w: string[], i: number): number | undefined {
+  const s = w[i];
+  const small = s === undefined ? -1 : parseSmallUnsigned(s);
+  if (small >= 0) return small;
   const v = u64(w, i);
   return v > BigInt(Number.MAX_SAFE_INTEGER) ? undefined : Number(v);
 }
@@ -509,6 +579,21 @@ function address(w: string[], i: number): number | undefined {
 function safe(v: bigint): number {
   if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new CommandFailure(`time ${v} ns is beyond what this machine's clock can count (2^53 ns)`);
   return Number(v);
+}
+
+/** `line.split(' ')` (two spaces make an empty word), without the runtime call split makes. */
+function splitSpaces(line: string): string[] {
+  const words: string[] = [];
+  let start = 0;
+  for (;;) {
+    const sp = line.indexOf(' ', start);
+    if (sp < 0) {
+      words.push(start === 0 ? line : line.slice(start));
+      return words;
+    }
+    words.push(line.slice(start, sp));
+    start = sp + 1;
+  }
 }
 
 function hexEncode(data: Uint8Array): string {

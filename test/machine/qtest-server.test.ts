@@ -43,6 +43,36 @@ describe('qtest numbers: strtoull(s, NULL, 0) with QEMU checks', () => {
     }
     expect(parseStrtoull(undefined).ok).toBe(false);
   });
+  it('gives the same values on both sides of the short-number fast path (13 hex, 15 decimal, 17 octal digits)', () => {
+    const cases: [string, bigint][] = [
+      ['0xfffffffffffff', 0xf_ffff_ffff_ffffn],
+      ['0x10000000000000', 0x10_0000_0000_0000n],
+      ['0x0000000000000001', 1n],
+      ['999999999999999', 999_999_999_999_999n],
+      ['1000000000000000', 1_000_000_000_000_000n],
+      ['9007199254740993', 9_007_199_254_740_993n],
+      ['077777777777777777', 0o77777777777777777n],
+      ['0777777777777777777', 0o777777777777777777n],
+      ['00', 0n],
+    ];
+    for (const [s, v] of cases) expect(parseStrtoull(s)).toEqual({ ok: true, value: v });
+    for (const s of ['0x', '0xg', '09', '1a', '0x12 ', '1.5']) expect(parseStrtoull(s).ok).toBe(false);
+  });
+  it('number-based command paths keep the 64-bit semantics (masking, ports above 0xffff, huge addresses)', () => {
+    const { send } = setup();
+    expect(send('writel 0x1000 0x1ffffffff', 'readl 0x1000', 'writeb 0x1004 0xfffffffffffffff7', 'readb 0x1004')).toEqual([
+      'OK',
+      'OK 0x00000000ffffffff',
+      'OK',
+      'OK 0x00000000000000f7',
+    ]);
+    expect(send('outb 0x10000 0', 'inb 0xfffffffffffff', 'inb 0xffff')).toEqual([
+      'FAIL port 0x10000 is above 0xffff',
+      'FAIL port 0xfffffffffffff is above 0xffff',
+      'OK 0x00ff',
+    ]);
+    expect(send('readl 0x20000000000000', 'readl 9007199254740991')).toEqual(['OK 0x0000000000000000', 'OK 0x0000000000000000']);
+  });
   it('signed parsing for clock_step', () => {
     expect(parseStrtoll('-5')).toEqual({ ok: true, value: -5n });
     expect(parseStrtoll('9223372036854775808').ok).toBe(false);
