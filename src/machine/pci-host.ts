@@ -49,12 +49,21 @@ export interface PciSlotEntry {
   label: string;
 }
 
+/** A mapped BAR window and what it was mapped as (`type:addr:size` and the handler). */
+interface BarWindow {
+  key: string;
+  handler: unknown;
+  mapping: Mapping;
+  io: boolean;
+}
+
 export class PciHost implements PciBusHost {
   /** QEMU's `config_reg`: the last dword written to 0xcf8. */
   configReg = 0;
   private readonly devices: (PciSlotEntry | undefined)[] = new Array(256).fill(undefined);
   private readonly byFn = new Map<PciFunction, PciSlotEntry>();
-  private readonly windows = new Map<PciFunction, Mapping[]>();
+  /** Each function's mapped BAR windows by BAR index, with what each was mapped as. */
+  private readonly windows = new Map<PciFunction, Map<number, BarWindow>>();
   /** Levels of each function's INTx pins (bit per pin), QEMU's `irq_state`, as the host saw them. */
   private readonly pinLevels = new Map<PciFunction, number>();
   /** QEMU's `irq_count`: how many asserted pins drive each PIRQ line. */
@@ -188,18 +197,34 @@ export class PciHost implements PciBusHost {
   // ---------------------------------------------------------------------------------------
   // PciBusHost
 
+  /**
+   * QEMU's `pci_update_mappings`: only a BAR whose place changed is unmapped and mapped again
+   * (as the newest window); an unchanged BAR keeps its place. Where two BARs overlap, the one
+   * placed last answers, as with QEMU's equal-priority subregions (the last one added wins).
+   */
   barsChanged(fn: PciFunction): void {
-    for (const m of this.windows.get(fn) ?? []) {
-      if (this.sys.io.list().includes(m)) this.sys.io.unmap(m);
-      else this.sys.mmio.unmap(m);
+    const old = this.windows.get(fn) ?? new Map<number, BarWindow>();
+    const next = new Map<number, BarWindow>();
+    const active = fn.activeBars();
+    const keyOf = (bar: PciActiveBar): string => `${bar.type}:${bar.addr}:${bar.size}`;
+    for (const bar of active) {
+      const w = old.get(bar.index);
+      if (w && w.key === keyOf(bar) && w.handler === bar.handler) {
+        next.set(bar.index, w);
+        old.delete(bar.index);
+      }
     }
-    const maps: Mapping[] = [];
+    for (const w of old.values()) {
+      if (w.io) this.sys.io.unmap(w.mapping);
+      else this.sys.mmio.unmap(w.mapping);
+    }
     const label = this.byFn.get(fn)?.label ?? fn.name;
-    for (const bar of fn.activeBars()) {
+    for (const bar of active) {
+      if (next.has(bar.index)) continue;
       const m = this.mapBar(bar, label);
-      if (m) maps.push(m);
+      if (m) next.set(bar.index, { key: keyOf(bar), handler: bar.handler, mapping: m, io: bar.type === 'io' });
     }
-    this.windows.set(fn, maps);
+    this.windows.set(fn, next);
   }
 
   private mapBar(bar: PciActiveBar, label: string): Mapping | undefined {

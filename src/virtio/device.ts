@@ -261,7 +261,10 @@ export abstract class VirtIODevice implements VirtQueueOwner {
       this.setStarted((val & VIRTIO_CONFIG_S_DRIVER_OK) !== 0);
     }
     this.guarded(() => this.setStatusHook(val));
-    this.status = val;
+    // A broken device keeps reporting it: a driver that writes the status after the error (say,
+    // DRIVER_OK after a queue failed to map at enable) must not make NEEDS_RESET disappear while
+    // the device stays stopped. QEMU stores the value as written (docs/qemu-differences.md #27).
+    this.status = val !== 0 && this.broken && this.hasFeature(VIRTIO_F_VERSION_1) ? val | VIRTIO_CONFIG_S_NEEDS_RESET : val;
     return true;
   }
 

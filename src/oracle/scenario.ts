@@ -1,0 +1,46 @@
+/**
+ * Oracle scenarios: guest-side scripts written once against a `RecordingMachine`, run on QEMU
+ * 7.2 and on our machines with the same command line, and judged by comparing what they
+ * recorded. Browser-safe types; the Node runner is `runner.ts`.
+ */
+import type { GuestAllocator } from '../driver/alloc.js';
+import type { ExpectedDifference } from './compare.js';
+import type { RecordingMachine } from './recorder.js';
+import type { HostileFacts } from './verdict.js';
+
+/** A machine as QEMU's command line describes it (the options after the harness's own flags). */
+export interface OracleMachineSpec {
+  /** `-machine` value. */
+  machine: string;
+  /** `-device`, `-global`, ... */
+  args: readonly string[];
+}
+
+/** What only our in-process machine can tell (never part of a transcript). */
+export interface OracleProbe {
+  /** Messages our devices passed to `virtioError` since the last call, oldest first. */
+  takeErrors(): string[];
+}
+
+export interface OracleContext {
+  m: RecordingMachine;
+  /** Fresh for every scenario: guest RAM from 1 MiB up. */
+  alloc: GuestAllocator;
+}
+
+export interface OracleScenario {
+  name: string;
+  /** Hostile-guest test ids (hostile-guest-bugs.md T-xx, virtio-villain tNNNN). */
+  ids?: string;
+  /** Differences from QEMU we make on purpose, and the sections where they show. */
+  expected?: readonly ExpectedDifference[];
+  /** Hostile scenarios return their observations, from which each side's verdict follows. */
+  run(ctx: OracleContext): Promise<HostileFacts | void>;
+}
+
+export interface OracleGroup {
+  name: string;
+  spec: OracleMachineSpec;
+  /** Run in order on one machine per side; each scenario leaves the device reset. */
+  scenarios: readonly OracleScenario[];
+}
