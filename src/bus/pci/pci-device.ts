@@ -524,11 +524,27 @@ export class PCIDevice implements PciFunction {
     if (!this.busMasterEnabled || !this.host) return false;
     addr = BigInt.asUintN(64, addr);
     if (addr > BigInt(Number.MAX_SAFE_INTEGER - 3)) return false;
+    // A message aimed at a device register re-enters device code; if that raises another
+    // message, the guest has built an unbounded loop (hostile-guest H3, QEMU CVE-2024-3446,
+    // fixed in QEMU 8.0 by its re-entrancy guard). Nested writes are dropped.
+    if (this.dmaDepth > 0) {
+      const tr = this.tracer;
+      if (tr) tr({ type: 'guest_error', device: this.name, message: `re-entrant bus-master write to 0x${addr.toString(16)} blocked` });
+      return false;
+    }
     const b = new Uint8Array(4);
     new DataView(b.buffer).setUint32(0, data >>> 0, true);
-    this.host.dmaWrite(this, Number(addr), b);
+    this.dmaDepth++;
+    try {
+      this.host.dmaWrite(this, Number(addr), b);
+    } finally {
+      this.dmaDepth--;
+    }
     return true;
   }
+
+  /** Bus-master writes being delivered right now (see dmaWrite32). */
+  private dmaDepth = 0;
 
   // ---------------------------------------------------------------------------------------
   // Migration: QEMU's vmstate "PCIDevice" (pci_device_save / pci_device_load)
