@@ -11,6 +11,25 @@ export class MigrationError extends Error {
   }
 }
 
+const LATIN1 = {
+  encode(s: string): Uint8Array {
+    const b = new Uint8Array(s.length);
+    for (let i = 0; i < s.length; i++) {
+      const c = s.charCodeAt(i);
+      if (c > 0xff) throw new RangeError(`name '${s}' is not 8-bit text`);
+      b[i] = c;
+    }
+    return b;
+  },
+};
+
+/** Bytes as 8-bit text (names in streams are C strings, compared byte by byte). */
+export function latin1(b: Uint8Array): string {
+  let s = '';
+  for (let i = 0; i < b.length; i++) s += String.fromCharCode(b[i]!);
+  return s;
+}
+
 export class QEMUFileWriter {
   private buf = new Uint8Array(256);
   private view = new DataView(this.buf.buffer);
@@ -41,6 +60,20 @@ export class QEMUFileWriter {
   putBe32(v: number): void { const at = this.reserve(4); this.view.setUint32(at, v >>> 0); }
   putBe64(v: bigint): void { const at = this.reserve(8); this.view.setBigUint64(at, BigInt.asUintN(64, v)); }
   putBuffer(b: Uint8Array): void { const at = this.reserve(b.length); this.buf.set(b, at); }
+  /** `n` zero bytes. */
+  putZeros(n: number): void { const at = this.reserve(n); this.buf.fill(0, at, at + n); }
+  /** A length-prefixed name (u8 length, then the bytes), as section and subsection headers use. */
+  putName(name: string): void {
+    const b = LATIN1.encode(name);
+    if (b.length > 255) throw new RangeError(`name '${name}' is longer than 255 bytes`);
+    this.putByte(b.length);
+    this.putBuffer(b);
+  }
+  /** Overwrite a be32 already written at `offset` (a length known only afterwards). */
+  patchBe32(offset: number, v: number): void {
+    if (offset < 0 || offset + 4 > this.pos) throw new RangeError(`patch at ${offset} outside what was written`);
+    this.view.setUint32(offset, v >>> 0);
+  }
 
   /** The bytes written so far (a copy). */
   bytes(): Uint8Array {
@@ -86,6 +119,42 @@ export class QEMUFileReader {
   getBuffer(n: number, field: string): Uint8Array {
     const at = this.take(n, field);
     return this.buf.slice(at, at + n);
+  }
+  /** `n` bytes without a copy: a view valid as long as the stream's buffer is not changed. */
+  getView(n: number, field: string): Uint8Array {
+    const at = this.take(n, field);
+    return this.buf.subarray(at, at + n);
+  }
+  /** Skip `n` bytes (they must be there). */
+  skip(n: number, field: string): void {
+    this.take(n, field);
+  }
+  /**
+   * The byte `ahead` bytes from the current position without consuming it, or -1 past the end
+   * (QEMU's `qemu_peek_byte` returns 0 there; callers here need to tell the two apart).
+   */
+  peekByte(ahead = 0): number {
+    const at = this.pos + ahead;
+    return at >= 0 && at < this.buf.length ? this.buf[at]! : -1;
+  }
+  /** Up to `n` bytes from `ahead` on, without consuming them (fewer at the end of the stream). */
+  peekBytes(ahead: number, n: number): Uint8Array {
+    const from = Math.min(this.pos + ahead, this.buf.length);
+    return this.buf.subarray(from, Math.min(from + n, this.buf.length));
+  }
+  /** Move to an absolute offset inside the stream (for parsers that found a length elsewhere). */
+  seek(offset: number): void {
+    if (!Number.isInteger(offset) || offset < 0 || offset > this.buf.length) throw new RangeError(`seek to ${offset} outside the stream`);
+    this.pos = offset;
+  }
+  /** The stream's whole length. */
+  get length(): number {
+    return this.buf.length;
+  }
+  /** A length-prefixed name (u8 length, then the bytes). */
+  getName(field: string): string {
+    const n = this.getByte(field);
+    return latin1(this.getView(n, field));
   }
   error(field: string, message: string, at = this.pos): MigrationError {
     return new MigrationError(at, field, message);
