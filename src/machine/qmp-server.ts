@@ -458,12 +458,20 @@ export class QmpServer {
         checkArgs(args, {});
         return { status: m.runState, singlestep: false, running: m.runState === 'running' };
       case 'stop':
+        // qmp_stop: during `inmigrate` it only cancels the start after the load.
         checkArgs(args, {});
-        if (m.runState === 'running') m.setRunState('paused');
+        if (m.runState === 'inmigrate') m.autostart = false;
+        else m.vmStop('paused');
         return {};
       case 'cont':
+        // qmp_cont: refused after a shutdown or while the migration completes; during `inmigrate`
+        // it asks for a start once the load is done.
         checkArgs(args, {});
-        if (m.runState === 'paused' || m.runState === 'prelaunch' || m.runState === 'postmigrate') m.setRunState('running');
+        if (m.runState === 'internal-error' || m.runState === 'shutdown') throw new QmpError('GenericError', 'Resetting the Virtual Machine is required');
+        if (m.runState === 'suspended') return {};
+        if (m.runState === 'finish-migrate') throw new QmpError('GenericError', 'Migration is not finalized yet');
+        if (m.runState === 'inmigrate') m.autostart = true;
+        else m.vmStart();
         return {};
       case 'quit':
         checkArgs(args, {});
