@@ -40,7 +40,7 @@ export interface MachineFromArgs {
 export function createMachineFromArgs(argv: readonly string[], opts: BuildOptions = {}): MachineFromArgs {
   const cl = parseQemuCommandLine(argv);
   const built = buildMachine({ ...cl, bios: undefined }, opts);
-  const server = new QmpServer(built.machine, { send: () => undefined, incoming: cl.incoming !== undefined });
+  const server = new QmpServer(built.machine, { send: () => undefined });
   return {
     target: built.machine,
     built,
