@@ -59,7 +59,16 @@ export class Workdir {
       }
       await new Promise((r) => setTimeout(r, 10));
     }
-    await p.connect(sock);
+    // The socket file appears at bind(), a moment before listen(): retry a refused connect.
+    for (;;) {
+      try {
+        await p.connect(sock);
+        break;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ECONNREFUSED' || p.exit || Date.now() > deadline) throw e;
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    }
     await p.waitLine((l) => l.startsWith('{"QMP"'), 5000);
     p.lines.length = 0;
     if (opts.negotiate ?? true) await p.cmd({ execute: 'qmp_capabilities' });
