@@ -6,3 +6,6 @@ export * from './driver/index.js';
 export * from './driver/qtest-client.js';
 export * from './driver/qmp-client.js';
 export * from './driver/qemu-launcher.js';
+// Migration channels for QMP `migrate`/`migrate-incoming` (`exec:`, opt-in `file:`), for
+// embedders that run a machine's QMP in a Node process.
+export * from './cli/migration-channels.js';

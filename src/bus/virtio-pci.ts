@@ -438,6 +438,15 @@ export class VirtIOPCIProxy extends PCIDevice implements VirtioBus {
     }
   }
 
+  /**
+   * The VM started or stopped: the device follows (QEMU's `virtio_vmstate_change`, which also
+   * calls the transport's `virtio_pci_vmstate_change`; that one only starts or stops ioeventfd,
+   * which we do not model: notifies are handled synchronously).
+   */
+  vmStateChange(running: boolean): void {
+    this.vdev.vmStateChange(running);
+  }
+
   // ---------------------------------------------------------------------------------------
   // Queue vectors (QEMU's virtio_queue_vector / virtio_queue_set_vector, for all 1024 queues)
 

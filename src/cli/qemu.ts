@@ -5,13 +5,19 @@
  *
  * Lifetime follows QEMU's: the process runs until QMP `quit` (exit 0) or a signal (SIGTERM,
  * SIGINT, SIGHUP: exit 0); closing the qtest connection does not stop it. Start-up errors print
- * `<program>: <message>` and exit 1.
+ * `<program>: <message>` and exit 1, and so does an incoming migration that fails to load.
+ *
+ * Migration: `-incoming defer` + QMP `migrate-incoming`, or `-incoming exec:CMD` (loaded at
+ * start-up), and QMP `migrate` with `exec:CMD` (src/cli/migration-channels.ts).
  */
 import { readFileSync, openSync, closeSync, statSync, writeSync } from 'node:fs';
 import { openChardev, ChardevError, strerror, type CharChannel, type PendingChannel } from '../machine/chardev.js';
 import { CmdlineError, parseQemuCommandLine, SUPPORTED_DEVICES, type QemuCommandLine } from '../machine/cmdline.js';
 import { buildMachine, type BuiltMachine } from '../machine/qemu-machine.js';
 import { QmpServer, QEMU_VERSION } from '../machine/qmp-server.js';
+import { MigrationCommandError, MigrationController, type MigrationEngine } from '../machine/migration.js';
+import { globalStateOnlyEngine } from '../machine/migration-placeholder.js';
+import { createNodeMigrationChannels } from './migration-channels.js';
 import { QtestServer } from '../machine/qtest-server.js';
 import { validBiosSize } from '../machine/memory-layout.js';
 
@@ -24,7 +30,7 @@ line, the qtest protocol and QMP.
 
   -machine/-M pc|microvm[,acpi=on|off][,ioapic2=on|off][,accel=qtest|tcg]
   -accel qtest|tcg      -bios FILE      -m SIZE      -nodefaults      -no-user-config
-  -display none         -nographic      -S           -incoming defer
+  -display none         -nographic      -S           -incoming defer|exec:CMD
   -qtest unix:PATH[,server=on,wait=off] | tcp:HOST:PORT | stdio | chardev:ID
   -qtest-log none|FILE  -qmp unix:PATH[,server=on,wait=off] | chardev:ID
   -mon chardev=ID,mode=control
@@ -173,10 +179,22 @@ export async function runQemu(argv: readonly string[], opts: RunQemuOptions = {}
     throw e;
   }
 
+  // The migration stream: a stand-in that carries only the run state until savevm.ts is wired:
+  // replace with { save: (rs) => saveVm(machine, { runState: rs }), load: (b) => loadVm(machine, b) }.
+  const engine: MigrationEngine = globalStateOnlyEngine(cl.machineTypeName);
+  const migration = new MigrationController(machine, {
+    engine,
+    channels: createNodeMigrationChannels(),
+    report: (m) => err(m),
+    // QEMU exits with status 1 when an incoming stream fails to load.
+    onIncomingFailure: () => void quit(1),
+  });
+
   let quitting = false;
   const quit = async (code: number) => {
     if (quitting) return;
     quitting = true;
+    migration.dispose();
     await Promise.race([Promise.all(open.map((c) => c.flush())), new Promise((r) => setTimeout(r, 500))]);
     for (const c of open) c.close();
     exit(code);
@@ -192,7 +210,7 @@ export async function runQemu(argv: readonly string[], opts: RunQemuOptions = {}
   }
   for (const mon of cl.monitors) {
     const ch = channels.get(mon.chardev)!.channel;
-    const server = new QmpServer(machine, { send: (t) => ch.write(t), onQuit: () => void quit(0), incoming: cl.incoming !== undefined });
+    const server = new QmpServer(machine, { send: (t) => ch.write(t), onQuit: () => void quit(0), migration });
     ch.onOpen = () => server.open();
     ch.onClose = () => server.close();
     ch.onData = (d) => server.feed(d);
@@ -201,6 +219,17 @@ export async function runQemu(argv: readonly string[], opts: RunQemuOptions = {}
   // QEMU runs until told to stop, whatever its connections do.
   setInterval(() => undefined, 1 << 30);
   for (const p of channels.values()) p.start();
+  // -incoming URI: the load starts now, as QEMU's qmp_x_exit_preconfig does once the machine
+  // and its monitors exist.
+  if (cl.incoming !== undefined && cl.incoming !== 'defer') {
+    try {
+      migration.migrateIncoming(cl.incoming);
+    } catch (e) {
+      if (!(e instanceof MigrationCommandError)) throw e;
+      err(`-incoming ${cl.incoming}: ${e.message}`);
+      await quit(1);
+    }
+  }
 }
 
 function argOf(argv: readonly string[], opt: string): string | undefined {

@@ -26,6 +26,7 @@ export class VirtualClock implements Clock {
   private t = 0;
   private seq = 0;
   private timers: Timer[] = [];
+  private on = true;
 
   now(): number {
     return this.t;
@@ -43,8 +44,26 @@ export class VirtualClock implements Clock {
     this.timers = this.timers.filter((x) => x !== t);
   }
 
-  /** Deadline of the earliest pending timer, or undefined. */
+  /** Whether timers fire (QEMU's `QEMUClock.enabled`). */
+  get enabled(): boolean {
+    return this.on;
+  }
+
+  /**
+   * QEMU's `qemu_clock_enable`: the virtual clock is disabled while the VM is stopped. Time can
+   * still be moved (qtest's `clock_step` does so in QEMU too), but no timer fires and no
+   * deadline is reported; timers keep their deadlines. Enabling runs the timers that fell due
+   * meanwhile, as QEMU's main loop does once the clock is re-enabled.
+   */
+  setEnabled(on: boolean): void {
+    if (this.on === on) return;
+    this.on = on;
+    if (on) this.advanceTo(this.t);
+  }
+
+  /** Deadline of the earliest pending timer, or undefined (always undefined while disabled). */
   nextDeadline(): number | undefined {
+    if (!this.on) return undefined;
     let best: number | undefined;
     for (const t of this.timers) if (best === undefined || t.deadlineNs < best) best = t.deadlineNs;
     return best;
@@ -57,7 +76,7 @@ export class VirtualClock implements Clock {
 
   /** Advance to `targetNs`, firing every timer due on the way. Returns the new time. */
   advanceTo(targetNs: number): number {
-    for (;;) {
+    while (this.on) {
       let due: Timer | undefined;
       for (const t of this.timers) {
         if (t.deadlineNs <= targetNs && (!due || t.deadlineNs < due.deadlineNs || (t.deadlineNs === due.deadlineNs && t.seq < due.seq))) due = t;

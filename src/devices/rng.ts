@@ -120,7 +120,12 @@ export class VirtIORng extends VirtIODevice {
     // core already drops it with the queues.
   }
 
-  /** Hand out entropy for every request available now, within quota (QEMU's `virtio_rng_process`). */
+  /**
+   * Hand out entropy for every request available now, within quota (QEMU's `virtio_rng_process`
+   * and `chr_read`). While the VM is stopped the rate-limit period still starts, as in QEMU, but
+   * no request is served: QEMU's `chr_read` drops the entropy then ("we can't modify the
+   * virtqueue until our state is fully synced"), and `vmStateChangeHook` tries again on resume.
+   */
   process(): void {
     if (!this.guestReady() || this.processingStopped) return;
     if (this.activateTimer && this.clock && Number.isFinite(this.maxBytes)) {
@@ -130,6 +135,7 @@ export class VirtIORng extends VirtIODevice {
       this.timer = clock.setTimer(deadline, () => this.checkRateLimit());
       this.activateTimer = false;
     }
+    if (!this.vmRunning) return;
     const vq = this.requestq;
     let served = false;
     while (this.quotaRemaining > 0) {
@@ -151,6 +157,14 @@ export class VirtIORng extends VirtIODevice {
       served = true;
     }
     if (served) this.notify(vq);
+  }
+
+  /**
+   * QEMU's `virtio_rng_vm_state_change`: requests may have waited for the quota or for the VM to
+   * run; try again when it starts.
+   */
+  protected override vmStateChangeHook(running: boolean): void {
+    if (running) this.process();
   }
 
   /** The period ended: restore the quota and serve what waited (QEMU's `check_rate_limit`). */

@@ -45,6 +45,8 @@ const ERRNO_TEXT: Record<string, string> = {
   ENOTSOCK: 'Socket operation on non-socket',
   EISDIR: 'Is a directory',
   ETIMEDOUT: 'Connection timed out',
+  EPIPE: 'Broken pipe',
+  ENOSPC: 'No space left on device',
 };
 
 /** strerror() text for a Node error. */

@@ -21,6 +21,8 @@ export * from './cmdline.js';
 export * from './qemu-machine.js';
 export * from './qtest-server.js';
 export * from './qmp-server.js';
+export * from './migration.js';
+export * from './migration-placeholder.js';
 
 /** What `createMachineFromArgs` returns: the machine as a qtest target, and its QMP. */
 export interface MachineFromArgs {
@@ -40,7 +42,7 @@ export interface MachineFromArgs {
 export function createMachineFromArgs(argv: readonly string[], opts: BuildOptions = {}): MachineFromArgs {
   const cl = parseQemuCommandLine(argv);
   const built = buildMachine({ ...cl, bios: undefined }, opts);
-  const server = new QmpServer(built.machine, { send: () => undefined, incoming: cl.incoming !== undefined });
+  const server = new QmpServer(built.machine, { send: () => undefined });
   return {
     target: built.machine,
     built,

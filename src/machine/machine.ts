@@ -13,8 +13,23 @@ import { DEVICE_PROPS, IrqLines, QomObject, resolveQomPath } from './qom.js';
 import { SystemMemory } from './system-memory.js';
 import { IO_APIC_DEFAULT_ADDRESS, IOAPIC_NUM_PINS, IOAPIC_WINDOW_SIZE, IoapicRegisters } from './ioapic.js';
 
-/** QEMU's RunState names as `query-status` reports them. */
-export type RunState = 'running' | 'paused' | 'prelaunch' | 'inmigrate' | 'postmigrate' | 'shutdown';
+/** QEMU's RunState names (qapi/run-state.json), as `query-status` reports them. */
+export const RUN_STATES = [
+  'debug', 'inmigrate', 'internal-error', 'io-error', 'paused', 'postmigrate', 'prelaunch', 'finish-migrate',
+  'restore-vm', 'running', 'save-vm', 'shutdown', 'suspended', 'watchdog', 'guest-panicked', 'colo',
+] as const;
+export type RunState = (typeof RUN_STATES)[number];
+
+/** Is `s` one of QEMU's RunState names? */
+export function isRunState(s: string): s is RunState {
+  return (RUN_STATES as readonly string[]).includes(s);
+}
+
+/**
+ * A vm change state handler (QEMU's `VMChangeStateHandler`): told when the VM starts running
+ * (`running` true) or stops (false, with the state it stopped in).
+ */
+export type VmStateChangeHandler = (running: boolean, state: RunState) => void;
 
 export { IOAPIC_NUM_PINS };
 /** First GSI of the second IOAPIC on microvm (QEMU's IO_APIC_SECONDARY_IRQBASE). */
@@ -43,7 +58,13 @@ export abstract class ReferenceMachine implements QtestTarget {
   /** The first IOAPIC's register window at 0xfec00000. */
   readonly ioapicRegs = new IoapicRegisters();
 
-  runState: RunState = 'running';
+  private currentRunState: RunState = 'running';
+  /**
+   * QEMU's `autostart`: start the VM once an incoming migration is loaded (cleared by -S, and by
+   * `stop` during `inmigrate`; set by `cont` then).
+   */
+  autostart = true;
+  private readonly vmStateHandlers: VmStateChangeHandler[] = [];
   /** QMP event listeners (every monitor gets every event, as in QEMU). */
   readonly eventListeners = new Set<(name: string, data?: Record<string, unknown>) => void>();
 
@@ -94,16 +115,75 @@ export abstract class ReferenceMachine implements QtestTarget {
   /** Machine reset (QEMU's `qemu_system_reset`): devices back to power-on state. */
   abstract reset(): void;
 
+  // ---------------------------------------------------------------------------------------
+  // Run state (softmmu/runstate.c, softmmu/cpus.c)
+
+  /** The state `query-status` reports. */
+  get runState(): RunState {
+    return this.currentRunState;
+  }
+
   /**
-   * QMP `stop` / `cont` and friends: the state `query-status` reports, with QEMU's STOP and
-   * RESUME events. Devices are not paused by it (see docs: a limitation of this machine).
+   * QEMU's `runstate_set`: change the state without events. Devices and the virtual clock
+   * follow whether the VM is running, so they can never disagree with the reported state.
+   */
+  set runState(state: RunState) {
+    const wasRunning = this.currentRunState === 'running';
+    this.currentRunState = state;
+    const running = state === 'running';
+    if (wasRunning === running) return;
+    if (running) {
+      // vm_prepare_start: handlers in registration order, then the CPUs and the clock resume.
+      for (const h of [...this.vmStateHandlers]) h(true, state);
+      this.clock.setEnabled(true);
+    } else {
+      // do_vm_stop: the clock stops with the CPUs, then handlers in reverse order.
+      this.clock.setEnabled(false);
+      for (const h of [...this.vmStateHandlers].reverse()) h(false, state);
+    }
+  }
+
+  /** `runstate_is_running()`. */
+  get vmRunning(): boolean {
+    return this.currentRunState === 'running';
+  }
+
+  /**
+   * QEMU's `qemu_add_vm_change_state_handler`. A handler added while the VM is not running is
+   * told so at once (devices start out running when built on their own).
+   */
+  addVmStateChangeHandler(handler: VmStateChangeHandler): void {
+    this.vmStateHandlers.push(handler);
+    if (!this.vmRunning) handler(false, this.currentRunState);
+  }
+
+  /** QEMU's `vm_start`: RESUME, then running (nothing if it already runs). */
+  vmStart(): void {
+    if (this.vmRunning) return;
+    this.emitEvent('RESUME');
+    this.runState = 'running';
+  }
+
+  /** QEMU's `vm_stop` (`do_vm_stop` with a STOP event): only a running VM stops. */
+  vmStop(state: RunState): void {
+    if (!this.vmRunning || state === 'running') return;
+    this.runState = state;
+    this.emitEvent('STOP');
+  }
+
+  /** QEMU's `vm_stop_force_state`: stop a running VM, or just enter `state`. */
+  vmStopForceState(state: RunState): void {
+    if (this.vmRunning) this.vmStop(state);
+    else this.runState = state;
+  }
+
+  /**
+   * Enter `state` the way QMP `stop` / `cont` do: a running VM stops with STOP, a stopped one
+   * starts with RESUME, other changes are silent.
    */
   setRunState(state: RunState): void {
-    const prev = this.runState;
-    if (prev === state) return;
-    this.runState = state;
-    if (prev === 'running') this.emitEvent('STOP');
-    else if (state === 'running') this.emitEvent('RESUME');
+    if (state === 'running') this.vmStart();
+    else this.vmStopForceState(state);
   }
 
   /** Send a QMP event to every listener. */

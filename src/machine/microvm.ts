@@ -179,6 +179,7 @@ export class MicrovmMachine extends ReferenceMachine {
     this.sys.mmio.unmap(this.mappings[index]!);
     this.mappings[index] = this.sys.mmio.map(this.transportBase(index), VIRTIO_MMIO_REGION_SIZE, t, `virtio-mmio.${index}`);
     this.transports[index] = t;
+    this.addVmStateChangeHandler((running) => device.vmStateChange(running));
     return { index, base: this.transportBase(index), gsi: this.gsiOf(index), transport: t };
   }
 

@@ -108,6 +108,7 @@ export class PcMachine extends ReferenceMachine {
     const label = `${typeName},id=${opts.id ?? '(null)'}`;
     const devfn = this.pci.plug(fn, opts.devfn, label, typeName);
     this.pciChildren.push(fn);
+    if (fn.vmStateChange) this.addVmStateChangeHandler((running) => fn.vmStateChange!(running));
     this.linkOnBus(fn, typeName);
     if (opts.qom) this.addPeripheral(opts.qom, opts.id);
     return devfn;

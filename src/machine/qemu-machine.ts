@@ -184,6 +184,9 @@ export function buildMachine(cl: QemuCommandLine, opts: BuildOptions = {}): Buil
       throw e;
     }
   }
+  // QEMU's initial run states: -S stays in prelaunch (and clears autostart, which also decides
+  // whether an incoming migration starts the VM); -incoming waits in inmigrate.
+  machine.autostart = !cl.startPaused;
   if (cl.startPaused) machine.runState = 'prelaunch';
   if (cl.incoming !== undefined) machine.runState = 'inmigrate';
 

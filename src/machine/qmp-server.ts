@@ -2,7 +2,8 @@
  * QMP, the QEMU Machine Protocol, as QEMU 7.2 answers it (monitor/qmp.c, qapi/qmp-dispatch.c),
  * for the subset a qtest harness uses: the greeting, `qmp_capabilities`, `query-status`, `stop`,
  * `cont`, `quit`, `system_reset`, `qom-list`, `qom-get`, `query-version`, `query-commands`, and
- * the migration commands answered with a GenericError until migration lands.
+ * migration (`migrate`, `migrate-incoming`, `query-migrate`, `migrate_cancel`, capabilities and
+ * parameters; the state machines are in `migration.ts`).
  *
  * Input is a stream of JSON objects (QEMU's JSON parser also takes 'single-quoted' strings, which
  * libqtest uses); output lines are QEMU's compact-with-spaces JSON ending in `\r\n`, events carry
@@ -11,6 +12,7 @@
  * No Node imports: the transports live in `chardev.ts`.
  */
 import type { ReferenceMachine } from './machine.js';
+import { MIGRATION_CAPABILITIES, MIGRATION_STATUSES, MigrationCommandError, MigrationController, type MigrationCapability, type MigrationOptions, type MigrationStatus } from './migration.js';
 import { resolveQomPath } from './qom.js';
 
 export interface QemuVersion {
@@ -31,8 +33,12 @@ export interface QmpServerOptions {
   version?: QemuVersion;
   /** Wall-clock milliseconds for event timestamps (default Date.now). */
   now?: () => number;
-  /** Whether `-incoming` was given (for `migrate-incoming`'s message). */
-  incoming?: boolean;
+  /**
+   * Migration: the machine's controller, shared by all its monitors, or the options to build one
+   * for this monitor alone. Without it migration commands answer, but a migration fails for want
+   * of a stream engine and channels.
+   */
+  migration?: MigrationController | MigrationOptions;
 }
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
@@ -55,12 +61,29 @@ export class QmpCommandError extends Error {
 export function qmpJson(v: unknown): string {
   if (v === null || v === undefined) return 'null';
   if (typeof v === 'boolean') return v ? 'true' : 'false';
-  if (typeof v === 'number') return Number.isFinite(v) ? String(v) : 'null';
+  if (typeof v === 'number') return Number.isFinite(v) ? formatNumber(v) : 'null';
   if (typeof v === 'bigint') return v.toString();
   if (typeof v === 'string') return quote(v);
   if (Array.isArray(v)) return v.length ? `[${v.map(qmpJson).join(', ')}]` : '[]';
   const entries = Object.entries(v as Record<string, unknown>).filter(([, x]) => x !== undefined);
   return entries.length ? `{${entries.map(([k, x]) => `${quote(k)}: ${qmpJson(x)}`).join(', ')}}` : '{}';
+}
+
+/**
+ * QEMU 7.2 prints integers as such and doubles with `%.17g` (qnum_to_string), e.g. 218.3712 as
+ * 218.37120000000002. JS numbers do not say which they were: integral values print as integers,
+ * which `%.17g` also does for them (below 1e17).
+ */
+function formatNumber(v: number): string {
+  if (Number.isInteger(v) && Math.abs(v) < 1e17) return String(v);
+  // %.17g: 17 significant digits, trailing zeros dropped, exponent form outside [1e-4, 1e17).
+  const exp = Math.floor(Math.log10(Math.abs(v)));
+  if (exp < -4 || exp >= 17) {
+    const [mant, e] = v.toExponential(16).split('e') as [string, string];
+    const n = Number(e);
+    return `${mant.replace(/\.?0+$/, '')}e${n < 0 ? '-' : '+'}${String(Math.abs(n)).padStart(2, '0')}`;
+  }
+  return v.toPrecision(17).replace(/(\.\d*?)0+$/, '$1').replace(/\.$/, '');
 }
 
 function quote(s: string): string {
@@ -230,12 +253,12 @@ function lexCheck(text: string): void {
   }
 }
 
-/** Commands that belong to migration, answered with a GenericError for now. */
+/** QEMU 7.2's migration commands (qapi/migration.json); the last ones are not supported here. */
 const MIGRATION_COMMANDS = new Set([
   'migrate', 'migrate-incoming', 'migrate_cancel', 'migrate-continue', 'migrate-pause', 'migrate-recover',
-  'migrate-set-capabilities', 'migrate-set-parameters', 'migrate_set_speed', 'migrate_set_downtime',
-  'query-migrate', 'query-migrate-capabilities', 'query-migrate-parameters', 'migrate-start-postcopy',
-  'xen-save-devices-state', 'snapshot-save', 'snapshot-load', 'snapshot-delete',
+  'migrate-set-capabilities', 'query-migrate', 'query-migrate-capabilities', 'query-migrate-parameters',
+  'migrate-start-postcopy', 'migrate-set-parameters', 'xen-save-devices-state', 'snapshot-save', 'snapshot-load',
+  'snapshot-delete',
 ]);
 
 const COMMANDS = ['qmp_capabilities', 'query-status', 'stop', 'cont', 'quit', 'system_reset', 'qom-list', 'qom-get', 'query-version', 'query-commands', ...MIGRATION_COMMANDS];
@@ -248,7 +271,10 @@ export class QmpServer {
   private readonly onQuit: (() => void) | undefined;
   private readonly version: QemuVersion;
   private readonly now: () => number;
-  private readonly incoming: boolean;
+  /** The machine's migration state. */
+  readonly migration: MigrationController;
+  /** The controller was built for this server alone (so `dispose` ends it). */
+  private readonly ownsMigration: boolean;
   private negotiated = false;
   /** Out-of-band execution was enabled at negotiation (`exec-oob` accepted). */
   private oob = false;
@@ -266,7 +292,8 @@ export class QmpServer {
     this.onQuit = opts.onQuit;
     this.version = opts.version ?? QEMU_VERSION;
     this.now = opts.now ?? Date.now;
-    this.incoming = opts.incoming ?? false;
+    this.ownsMigration = !(opts.migration instanceof MigrationController);
+    this.migration = opts.migration instanceof MigrationController ? opts.migration : new MigrationController(machine, opts.migration ?? {});
     machine.eventListeners.add(this.listener);
   }
 
@@ -289,6 +316,7 @@ export class QmpServer {
   /** Stop listening to the machine's events (the monitor goes away). */
   dispose(): void {
     this.machine.eventListeners.delete(this.listener);
+    if (this.ownsMigration) this.migration.dispose();
   }
 
   /** Send an event (e.g. STOP, RESUME, SHUTDOWN) to a negotiated client. */
@@ -430,6 +458,7 @@ export class QmpServer {
       return this.execute(name, args as { [k: string]: Json });
     } catch (e) {
       if (e instanceof QmpError) throw new QmpCommandError(name, e.errorClass, e.message);
+      if (e instanceof MigrationCommandError) throw new QmpCommandError(name, 'GenericError', e.message);
       throw e;
     } finally {
       this.negotiated = wasNegotiated;
@@ -458,12 +487,20 @@ export class QmpServer {
         checkArgs(args, {});
         return { status: m.runState, singlestep: false, running: m.runState === 'running' };
       case 'stop':
+        // qmp_stop: during `inmigrate` it only cancels the start after the load.
         checkArgs(args, {});
-        if (m.runState === 'running') m.setRunState('paused');
+        if (m.runState === 'inmigrate') m.autostart = false;
+        else m.vmStop('paused');
         return {};
       case 'cont':
+        // qmp_cont: refused after a shutdown or while the migration completes; during `inmigrate`
+        // it asks for a start once the load is done.
         checkArgs(args, {});
-        if (m.runState === 'paused' || m.runState === 'prelaunch' || m.runState === 'postmigrate') m.setRunState('running');
+        if (m.runState === 'internal-error' || m.runState === 'shutdown') throw new QmpError('GenericError', 'Resetting the Virtual Machine is required');
+        if (m.runState === 'suspended') return {};
+        if (m.runState === 'finish-migrate') throw new QmpError('GenericError', 'Migration is not finalized yet');
+        if (m.runState === 'inmigrate') m.autostart = true;
+        else m.vmStart();
         return {};
       case 'quit':
         checkArgs(args, {});
@@ -493,11 +530,58 @@ export class QmpServer {
         checkArgs(args, {});
         return COMMANDS.map((c) => ({ name: c }));
       default:
-        if (MIGRATION_COMMANDS.has(name)) {
-          if (name === 'migrate-incoming' && !this.incoming) throw new QmpError('GenericError', "'-incoming' was not specified on the command line");
-          throw new QmpError('GenericError', `Migration is not implemented yet in virtio-ts: '${name}' is not available`);
-        }
+        if (MIGRATION_COMMANDS.has(name)) return this.executeMigration(name, args);
         throw new QmpError('CommandNotFound', `The command ${name} has not been found`);
+    }
+  }
+
+  private executeMigration(name: string, args: { [k: string]: Json }): unknown {
+    const mig = this.migration;
+    switch (name) {
+      case 'migrate':
+        checkArgs(args, { uri: 'string' }, { blk: 'bool', inc: 'bool', detach: 'bool', resume: 'bool' });
+        mig.migrate(args.uri as string, { blk: args.blk === true, inc: args.inc === true, resume: args.resume === true });
+        return {};
+      case 'migrate-incoming':
+        checkArgs(args, { uri: 'string' });
+        mig.migrateIncoming(args.uri as string);
+        return {};
+      case 'query-migrate':
+        checkArgs(args, {});
+        return mig.queryMigrate();
+      case 'migrate_cancel':
+        checkArgs(args, {});
+        mig.cancel();
+        return {};
+      case 'migrate-set-capabilities':
+        checkArgs(args, { capabilities: 'array' });
+        mig.setCapabilities(checkCapabilityList(args.capabilities as Json[]));
+        return {};
+      case 'query-migrate-capabilities':
+        checkArgs(args, {});
+        return mig.queryCapabilities();
+      case 'query-migrate-parameters':
+        checkArgs(args, {});
+        return mig.queryParameters();
+      case 'migrate-continue': {
+        checkArgs(args, { state: 'string' });
+        const state = args.state as string;
+        if (!(MIGRATION_STATUSES as readonly string[]).includes(state)) throw new QmpError('GenericError', `Parameter 'state' does not accept value '${state}'`);
+        mig.continueFrom(state as MigrationStatus);
+        return {};
+      }
+      // Postcopy is never on, so these fail as QEMU's do without it.
+      case 'migrate-pause':
+        checkArgs(args, {});
+        throw new QmpError('GenericError', 'migrate-pause is currently only supported during postcopy-active state');
+      case 'migrate-recover':
+        checkArgs(args, { uri: 'string' });
+        throw new QmpError('GenericError', 'Migrate recover can only be run when postcopy is paused.');
+      case 'migrate-start-postcopy':
+        checkArgs(args, {});
+        throw new QmpError('GenericError', 'Enable postcopy with migrate_set_capability before the start of migration');
+      default:
+        throw new QmpError('GenericError', `virtio-ts does not support '${name}'`);
     }
   }
 
@@ -512,6 +596,27 @@ export class QmpServer {
     const v = this.version;
     return { qemu: { micro: v.micro, minor: v.minor, major: v.major }, package: v.package };
   }
+}
+
+/**
+ * `migrate-set-capabilities`' list, checked member by member as QEMU's QAPI visitor does (its
+ * enum error names the member without the path, as QEMU's does).
+ */
+function checkCapabilityList(list: Json[]): { capability: MigrationCapability; state: boolean }[] {
+  return list.map((item, i) => {
+    const at = `capabilities[${i}]`;
+    if (item === null || typeof item !== 'object' || Array.isArray(item)) throw new QmpError('GenericError', `Invalid parameter type for '${at}', expected: object`);
+    if (!('capability' in item)) throw new QmpError('GenericError', `Parameter '${at}.capability' is missing`);
+    const capability = item.capability;
+    if (typeof capability !== 'string') throw new QmpError('GenericError', `Invalid parameter type for '${at}.capability', expected: string`);
+    if (!(MIGRATION_CAPABILITIES as readonly string[]).includes(capability)) throw new QmpError('GenericError', `Parameter 'capability' does not accept value '${capability}'`);
+    if (!('state' in item)) throw new QmpError('GenericError', `Parameter '${at}.state' is missing`);
+    if (typeof item.state !== 'boolean') throw new QmpError('GenericError', `Invalid parameter type for '${at}.state', expected: boolean`);
+    for (const k of Object.keys(item)) {
+      if (k !== 'capability' && k !== 'state') throw new QmpError('GenericError', `Parameter '${at}.${k}' is unexpected`);
+    }
+    return { capability: capability as MigrationCapability, state: item.state };
+  });
 }
 
 type ArgType = 'string' | 'array' | 'int' | 'bool';

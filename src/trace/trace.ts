@@ -9,6 +9,8 @@ export type TraceEvent =
   | { type: 'virtio_reset'; device: string }
   | { type: 'virtio_error'; device: string; message: string }
   | { type: 'virtio_queue_notify'; device: string; queue: number }
+  | { type: 'virtio_queue_notify_deferred'; device: string; queue: number }
+  | { type: 'virtio_vmstate_change'; device: string; running: boolean }
   | { type: 'virtio_notify'; device: string; queue: number; vector: number }
   | { type: 'virtio_notify_suppressed'; device: string; queue: number }
   | { type: 'virtio_notify_config'; device: string; vector: number }
@@ -37,6 +39,8 @@ export function formatTraceEvent(e: TraceEvent): string {
     case 'virtio_reset': return `${e.device}: reset`;
     case 'virtio_error': return `${e.device}: ERROR ${e.message} (device broken, NEEDS_RESET)`;
     case 'virtio_queue_notify': return `${e.device}: queue ${e.queue} notified by driver`;
+    case 'virtio_queue_notify_deferred': return `${e.device}: queue ${e.queue} notified while the VM is stopped (handled on resume)`;
+    case 'virtio_vmstate_change': return `${e.device}: VM ${e.running ? 'running' : 'stopped'}`;
     case 'virtio_notify': return `${e.device}: interrupt for queue ${e.queue} (vector ${hex(e.vector)})`;
     case 'virtio_notify_suppressed': return `${e.device}: interrupt for queue ${e.queue} suppressed by the driver`;
     case 'virtio_notify_config': return `${e.device}: configuration-change interrupt (vector ${hex(e.vector)})`;

@@ -300,6 +300,7 @@ export abstract class VirtIODevice implements VirtQueueOwner {
     this.startOnKick = false;
     this.started = false;
     this.broken = false;
+    this.notifiedWhileStopped.clear();
     // Queues first: clearing EVENT_IDX (or the byte order) must not remap, and re-check, rings
     // that are going away; a bad old geometry would call virtioError and leave us broken.
     for (const q of this.vq) q.reset();
@@ -400,12 +401,17 @@ export abstract class VirtIODevice implements VirtQueueOwner {
   /**
    * The driver notified queue `n` (QEMU's `virtio_queue_notify`). The transport has already
    * checked `n` against VIRTIO_QUEUE_MAX; queues the device lacks, or whose rings are not set,
-   * ignore it.
+   * ignore it. While the VM is stopped the notify is only remembered (see `vmStateChange`).
    */
   queueNotify(n: number): void {
     const q = this.getQueue(n);
     if (!q || q.desc === 0 || this.broken) return;
     const tr = this.tracer;
+    if (!this.vmRunning) {
+      this.notifiedWhileStopped.add(n);
+      if (tr) tr({ type: 'virtio_queue_notify_deferred', device: this.name, queue: n });
+      return;
+    }
     if (tr) tr({ type: 'virtio_queue_notify', device: this.name, queue: n });
     const h = q.handleOutput;
     if (h) {
@@ -413,6 +419,45 @@ export abstract class VirtIODevice implements VirtQueueOwner {
       if (this.startOnKick) this.setStarted(true);
     }
   }
+
+  // ---------------------------------------------------------------------------------------
+  // VM run state (QEMU's `vdev->vm_running` and `virtio_vmstate_change`)
+
+  /**
+   * Whether the VM this device belongs to is running. A device on its own is running; a machine
+   * clears it while paused, in prelaunch, during and after migration (`vmStateChange`). While it
+   * is clear the device processes no queue, so it touches no guest RAM and raises no interrupt on
+   * its own; register accesses still work, and a queue notify is remembered.
+   */
+  vmRunning = true;
+  /** Queues notified while the VM was stopped, kicked on resume. */
+  private readonly notifiedWhileStopped = new Set<number>();
+
+  /**
+   * The VM started or stopped (QEMU's vm change state handler `virtio_vmstate_change`). On
+   * resume the device type's hook runs first (virtio-rng retries what the stop held back), then
+   * every queue with rings set up is kicked once if the device is started, as QEMU does when it
+   * starts ioeventfd for a running VM: requests made available while stopped, or from the
+   * migration stream, get processed without a new notify. A queue notified while stopped is
+   * kicked even if the device is not started (a legacy driver may kick before DRIVER_OK).
+   */
+  vmStateChange(running: boolean): void {
+    if (this.vmRunning === running) return;
+    this.vmRunning = running;
+    const tr = this.tracer;
+    if (tr) tr({ type: 'virtio_vmstate_change', device: this.name, running });
+    this.guarded(() => this.vmStateChangeHook(running));
+    if (!running) return;
+    for (const q of this.vq) {
+      // A hook or an earlier kick may stop the VM again, or break the device: stop kicking then.
+      if (!this.vmRunning || this.broken) break;
+      if (q.desc !== 0 && (this.started || this.notifiedWhileStopped.has(q.index))) this.queueNotify(q.index);
+    }
+    if (this.vmRunning) this.notifiedWhileStopped.clear();
+  }
+
+  /** React to the VM starting or stopping (a device's own vm change state handler). */
+  protected vmStateChangeHook(_running: boolean): void {}
 
   /**
    * Run device code on behalf of a guest action. A throw here is a bug in a device model, not

@@ -158,14 +158,29 @@ describe('QMP', () => {
     expect(lines()).toEqual(['{"return": "ioapic"}']);
   });
 
-  it('answers migration commands with a clear GenericError for now', () => {
+  it('migration commands: query-migrate is empty before any, migrate-incoming needs -incoming (QEMU 7.2 messages)', () => {
     const { server, lines } = setup();
-    server.feed('{"execute":"qmp_capabilities"}{"execute":"migrate","arguments":{"uri":"exec:cat > /tmp/x"}}{"execute":"query-migrate"}{"execute":"migrate-incoming","arguments":{"uri":"exec:cat /tmp/x"}}');
+    server.feed('{"execute":"qmp_capabilities"}{"execute":"query-migrate"}{"execute":"migrate-incoming","arguments":{"uri":"exec:cat /tmp/x"}}{"execute":"migrate_set_speed"}');
     expect(lines().slice(1)).toEqual([
-      '{"error": {"class": "GenericError", "desc": "Migration is not implemented yet in virtio-ts: \'migrate\' is not available"}}',
-      '{"error": {"class": "GenericError", "desc": "Migration is not implemented yet in virtio-ts: \'query-migrate\' is not available"}}',
+      '{"return": {}}',
       '{"error": {"class": "GenericError", "desc": "\'-incoming\' was not specified on the command line"}}',
+      '{"error": {"class": "CommandNotFound", "desc": "The command migrate_set_speed has not been found"}}',
     ]);
+  });
+
+  it('stop/cont around inmigrate only change autostart; cont is refused after shutdown', () => {
+    const m = new MicrovmMachine();
+    m.runState = 'inmigrate';
+    const { server, lines } = setup(m);
+    server.feed('{"execute":"qmp_capabilities"}{"execute":"stop"}');
+    lines();
+    expect(m.autostart).toBe(false);
+    server.feed('{"execute":"cont"}');
+    expect(m.autostart).toBe(true);
+    expect(m.runState).toBe('inmigrate');
+    m.runState = 'shutdown';
+    server.feed('{"execute":"cont"}');
+    expect(lines()).toEqual(['{"return": {}}', '{"error": {"class": "GenericError", "desc": "Resetting the Virtual Machine is required"}}']);
   });
 
   it('system_reset resets the machine and sends RESET', () => {

@@ -32,6 +32,8 @@ export interface PciFunction {
   attach(host: PciBusHost, devfn: number): void;
   /** Machine (system) reset: config space back to power-on values, device reset. */
   reset(): void;
+  /** The VM started or stopped (QEMU's vm change state handler of the device), if it cares. */
+  vmStateChange?(running: boolean): void;
 }
 
 export interface PciBusHost {
