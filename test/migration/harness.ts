@@ -160,7 +160,7 @@ export async function runMigrationScenario(scenario: MigrationScenario, path: re
           await migrateIncomingFromFile(dest.qmp!, file, opts.migrationTimeoutMs !== undefined ? { timeoutMs: opts.migrationTimeoutMs } : {});
         } catch (e) {
           await sleep(20);
-          throw new MigrationFailure(`${from.impl} → ${to.impl}: ${(e as Error).message}${dest.stderr.trim() ? `\n${to.impl} stderr: ${dest.stderr.trim()}` : ''}`);
+          throw new MigrationFailure(`${from.impl} → ${to.impl}: the destination did not load the stream (${(e as Error).message})${dest.stderr.trim() ? `\n${to.impl} stderr: ${dest.stderr.trim()}` : ''}`);
         }
         record.loadMs = performance.now() - tl;
         const running = await runState(dest.qmp!);

@@ -25,7 +25,7 @@ import {
 import { VRING_DESC_F_NEXT, VRING_DESC_F_WRITE } from '../../src/vring/constants.js';
 import { LIBQOS_MSIX_DATA } from '../../src/driver/virtio-pci-driver.js';
 import type { MigrationContext, MigrationScenario } from './harness.js';
-import { GUARD, MigRig, diffSnapshots, isModern, pendingAllowances, type IrqMode, type MmioTransport, type PciTransport, type Posted, type Transport } from './rig.js';
+import { GUARD, MigRig, diffSnapshots, isModern, pendingAllowances, type Allowance, type IrqMode, type MmioTransport, type PciTransport, type Posted, type Snapshot, type Transport } from './rig.js';
 
 const EI = bit(VIRTIO_RING_F_EVENT_IDX);
 const IND = bit(VIRTIO_RING_F_INDIRECT_DESC);
@@ -96,6 +96,12 @@ async function driveToState(rig: MigRig, o: DriveOptions, first = true): Promise
   return p;
 }
 
+/** The destination reads what the source read (except what `allow` lets change). */
+function expectSame(before: Snapshot, after: Snapshot, rig: MigRig, allow?: ReadonlyMap<string, Allowance>): void {
+  const d = diffSnapshots(before, after, allow);
+  expect(d, `what changed from the source to ${rig.where}:\n  ${d.join('\n  ')}\n`).toEqual([]);
+}
+
 /**
  * Migrate, then check on the destination: the snapshot reads as on the source (the pending
  * request may have completed at resume), the pending request completes exactly once, and the
@@ -108,7 +114,7 @@ async function migrateAndCheck(ctx: MigrationContext, rig: MigRig, pending: Post
   expect(before.get('vq0.used.idx'), 'source used.idx').toBe(String(usedBefore));
   await ctx.migrate();
   const after = await rig.snapshot({ fullRam });
-  expect(diffSnapshots(before, after, pending ? pendingAllowances(ring, pending, usedBefore) : undefined), `what changed from the source to ${rig.where}`).toEqual([]);
+  expectSame(before, after, rig, pending ? pendingAllowances(ring, pending, usedBefore) : undefined);
   if (pending) await settlePending(ctx, rig, pending);
   await rig.ackCarriedInterrupt();
 }
@@ -218,7 +224,7 @@ function broken(spec: OracleMachineSpec, t: Transport, o: { features: bigint; nu
       // (virtio_vmstate_change → virtio_rng_set_status, and virtio_rng_vm_state_change, each
       // run virtio_rng_process → virtio_error → virtio_notify_config), so it reads 2 here.
       const gen = t.kind === 'pci' ? 'common.config_generation' : 'mmio.config_generation';
-      expect(diffSnapshots(before, after, new Map([[gen, () => true]])), `what changed from the source to ${rig.where}`).toEqual([]);
+      expectSame(before, after, rig, new Map([[gen, () => true]]));
       if (modern) {
         ctx.notes.push(`config generation ${before.get(gen)} on the source, ${after.get(gen)} on the destination (${ctx.impl})`);
         if (ctx.impl === 'qemu') expect(after.get(gen), 'QEMU destination: config generation after re-detecting the broken chain twice').toBe('2');
@@ -262,7 +268,7 @@ function beforeDriverOk(spec: OracleMachineSpec, t: Transport): MigrationScenari
       const before = await rig.snapshot();
       await ctx.migrate();
       const after = await rig.snapshot();
-      expect(diffSnapshots(before, after), `what changed from the source to ${rig.where}`).toEqual([]);
+      expectSame(before, after, rig);
       await rig.expectNoCompletion(30);
       const mark = ctx.m.irq.mark();
       await rig.drv.driverOk();
