@@ -1,7 +1,8 @@
 // Comparing the streams two machines wrote for the same scripted state (QEMU's and ours): the
 // container (machine type, RAM blocks, sections) and, byte by byte, the virtio device's section.
 // Everything that may differ is declared here, with the reason; anything else is a failure.
-import { deviceSection, parseStream, type DeviceSection } from './stream.js';
+// The one line to change to compare with the project's savevm parser instead of the test-only one.
+import { readStream as readSavevm, type DeviceSection } from './stream.js';
 import { compareBlobs, decodeVirtioBlob, formatBlobComparison, type BlobComparison, type DeclaredBlobDifference, type Transport } from './virtio-blob.js';
 
 /**
@@ -74,34 +75,32 @@ export function compareStreams(a: Uint8Array, b: Uint8Array, transport: Transpor
     }
     return undefined;
   };
-  const pa = parseStream(a, { bodySize });
-  const pb = parseStream(b, { bodySize });
+  const pa = readSavevm(a, { bodySize });
+  const pb = readSavevm(b, { bodySize });
   const diffs: { item: string; declared?: string }[] = [];
   const [na, nb] = names;
   if (pa.machineType !== pb.machineType) diffs.push({ item: `machine type ${pa.machineType} / ${pb.machineType}` });
   if (pb.stopped) diffs.push({ item: `${nb} stream could not be walked: ${pb.stopped}` });
   if (pa.stopped) diffs.push({ item: `${na} stream could not be walked: ${pa.stopped}` });
-  const blocksB = new Map(pb.ram.blocks.map((x) => [x.name, x.size]));
-  const blocksA = new Map(pa.ram.blocks.map((x) => [x.name, x.size]));
+  const blocksB = new Map(pb.ramBlocks.map((x) => [x.name, x.size]));
+  const blocksA = new Map(pa.ramBlocks.map((x) => [x.name, x.size]));
   for (const [n, size] of blocksA) {
     const other = blocksB.get(n);
     if (other === undefined) diffs.push({ item: `ram block ${n} only in ${na}` });
     else if (other !== size) diffs.push({ item: `ram block ${n} size ${size} / ${other}` });
   }
   for (const n of blocksB.keys()) if (!blocksA.has(n)) diffs.push({ item: `ram block ${n} only in ${nb}` });
-  const key = (s: { idstr: string; instanceId: number; versionId: number }): string => `${s.idstr}#${s.instanceId} v${s.versionId}`;
-  const fullA = pa.sections.filter((s) => s.type === 'FULL');
-  const fullB = pb.sections.filter((s) => s.type === 'FULL');
-  const keysB = new Set(fullB.map(key));
-  const keysA = new Set(fullA.map(key));
-  for (const s of fullA) if (!keysB.has(key(s))) diffs.push({ item: `section ${key(s)} only in ${na}` });
-  for (const s of fullB) if (!keysA.has(key(s))) diffs.push({ item: `section ${key(s)} only in ${nb}` });
-  for (const s of fullA) {
-    const o = fullB.find((x) => key(x) === key(s));
+  const key = (s: DeviceSection): string => `${s.idstr}#${s.instanceId} v${s.versionId}`;
+  const keysB = new Set(pb.devices.map(key));
+  const keysA = new Set(pa.devices.map(key));
+  for (const s of pa.devices) if (!keysB.has(key(s))) diffs.push({ item: `section ${key(s)} only in ${na}` });
+  for (const s of pb.devices) if (!keysA.has(key(s))) diffs.push({ item: `section ${key(s)} only in ${nb}` });
+  for (const s of pa.devices) {
+    const o = pb.devices.find((x) => key(x) === key(s));
     if (o && o.sectionId !== s.sectionId) diffs.push({ item: `section id of ${key(s)}: ${s.sectionId} / ${o.sectionId}` });
   }
-  const va = deviceSection(a, isVirtio, { bodySize });
-  const vb = deviceSection(b, isVirtio, { bodySize });
+  const va = pa.devices.find((d) => isVirtio(d.idstr));
+  const vb = pb.devices.find((d) => isVirtio(d.idstr));
   let blob: BlobComparison | undefined;
   if (!va || !vb) {
     diffs.push({ item: `virtio device section missing in ${!va ? na : nb}` });

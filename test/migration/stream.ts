@@ -2,8 +2,8 @@
 // enough to list the RAM blocks and the sections, and to cut a device's section body out of a
 // stream, so that the virtio blob QEMU writes can be compared with ours. It is not the project's
 // savevm parser (`parseSavevm` in src/migration/savevm.ts, written elsewhere): everything the
-// comparison needs from a stream goes through `deviceSection()` / `streamSummary()` below, so
-// swapping the real parser in is a change to those two functions only.
+// comparison needs from a stream goes through `readStream()` and its `SavevmView`, so swapping the
+// real parser in is an adapter to that shape and one import line in blob-compare.ts.
 //
 // How sections are sized: RAM chunks are walked page by page (flags words, block ids, ZERO and
 // PAGE payloads); a FULL device section is skipped by the sizes of the JSON VM description at the
@@ -285,37 +285,45 @@ export interface DeviceSection {
   desc: VmdescDevice | undefined;
 }
 
-/** The FULL section whose idstr matches (exactly, or by a predicate), or undefined. */
-export function deviceSection(b: Uint8Array, match: string | ((idstr: string) => boolean), opts: ParseOptions = {}): DeviceSection | undefined {
-  const p = parseStream(b, opts);
-  const pred = typeof match === 'string' ? (s: string) => s === match : match;
-  const s = p.sections.find((x) => x.type === 'FULL' && pred(x.idstr));
-  if (!s) return undefined;
-  return {
-    idstr: s.idstr,
-    instanceId: s.instanceId,
-    versionId: s.versionId,
-    sectionId: s.sectionId,
-    body: b.subarray(s.bodyStart, s.bodyEnd),
-    desc: p.vmdesc?.devices.find((d) => d.name === s.idstr && d.instance_id === s.instanceId),
-  };
-}
-
-/** What a stream holds, for comparing two streams at the container level. */
-export interface StreamSummary {
+/**
+ * What the comparisons need from a stream. This is the seam for the project's savevm parser:
+ * an adapter from `parseSavevm` (src/migration/savevm.ts) to this shape replaces `readStream`.
+ */
+export interface SavevmView {
   machineType: string | undefined;
   ramBlocks: { name: string; size: number }[];
-  /** `idstr#instance vN` of every FULL section, in order. */
-  sections: string[];
+  /** FULL sections in stream order, with their bodies. */
+  devices: DeviceSection[];
+  /** Why the walk stopped before EOF, if it did. */
   stopped?: string;
 }
 
-export function streamSummary(b: Uint8Array, opts: ParseOptions = {}): StreamSummary {
+export function readStream(b: Uint8Array, opts: ParseOptions = {}): SavevmView {
   const p = parseStream(b, opts);
   return {
     machineType: p.machineType,
     ramBlocks: p.ram.blocks,
-    sections: p.sections.filter((s) => s.type === 'FULL').map((s) => `${s.idstr}#${s.instanceId} v${s.versionId}`),
+    devices: p.sections
+      .filter((s) => s.type === 'FULL' && s.bodyEnd >= s.bodyStart && !(p.stopped && s === p.sections.at(-1)))
+      .map((s) => ({
+        idstr: s.idstr,
+        instanceId: s.instanceId,
+        versionId: s.versionId,
+        sectionId: s.sectionId,
+        body: b.subarray(s.bodyStart, s.bodyEnd),
+        desc: p.vmdesc?.devices.find((d) => d.name === s.idstr && d.instance_id === s.instanceId),
+      })),
     ...(p.stopped ? { stopped: p.stopped } : {}),
   };
+}
+
+/** The FULL section whose idstr matches (exactly, or by a predicate), or undefined. */
+export function deviceSection(b: Uint8Array, match: string | ((idstr: string) => boolean), opts: ParseOptions = {}): DeviceSection | undefined {
+  const pred = typeof match === 'string' ? (s: string) => s === match : match;
+  return readStream(b, opts).devices.find((d) => pred(d.idstr));
+}
+
+/** `idstr#instance vN` of every FULL section, in order (for messages). */
+export function sectionKeys(v: SavevmView): string[] {
+  return v.devices.map((s) => `${s.idstr}#${s.instanceId} v${s.versionId}`);
 }
