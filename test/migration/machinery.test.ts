@@ -1,0 +1,355 @@
+// The migration harness's own machinery, without QEMU: the swappable machine, the stream reader,
+// the virtio blob decoder and comparisons, and the snapshot diff — each shown to notice what it
+// exists to notice.
+import { describe, expect, it } from 'vitest';
+import { IrqLog, type Machine, type QmpLike } from '../../src/driver/machine.js';
+import { MigrationFailure, SwappableMachine, migrateIncomingFromFile, migrateToFile, shellQuote, waitMigration } from '../../src/oracle/migration.js';
+import { compareStreams } from './blob-compare.js';
+import { diffSnapshots, pendingAllowances, type Snapshot } from './rig.js';
+import { StreamError, deviceSection, parseStream, readStream, sectionKeys } from './stream.js';
+import { compareBlobs, decodeVirtioBlob, msixVectorsFromConfig, span } from './virtio-blob.js';
+
+// --- a fake machine ------------------------------------------------------------------------------
+
+class FakeMachine implements Machine {
+  readonly irq = new IrqLog();
+  readonly ram = new Map<number, number>();
+  readonly intercepts: string[] = [];
+  closed = false;
+  constructor(readonly name: string, readonly hasClock = false, readonly qmp: QmpLike | undefined = undefined) {}
+  inb = async (): Promise<number> => 0;
+  inw = async (): Promise<number> => 0;
+  inl = async (): Promise<number> => 0;
+  outb = async (): Promise<void> => undefined;
+  outw = async (): Promise<void> => undefined;
+  outl = async (): Promise<void> => undefined;
+  readb = async (a: number): Promise<number> => this.ram.get(a) ?? 0;
+  readw = async (): Promise<number> => 0;
+  readl = async (a: number): Promise<number> => this.ram.get(a) ?? 0;
+  readq = async (): Promise<bigint> => 0n;
+  writeb = async (a: number, v: number): Promise<void> => void this.ram.set(a, v);
+  writew = async (): Promise<void> => undefined;
+  writel = async (a: number, v: number): Promise<void> => void this.ram.set(a, v);
+  writeq = async (): Promise<void> => undefined;
+  readBytes = async (_a: number, n: number): Promise<Uint8Array> => new Uint8Array(n);
+  writeBytes = async (): Promise<void> => undefined;
+  memset = async (): Promise<void> => undefined;
+  clockStep = async (): Promise<number> => 0;
+  clockSet = async (): Promise<number> => 0;
+  irqIntercept = async (kind: 'in' | 'out', path: string): Promise<void> => void this.intercepts.push(`${kind} ${path}`);
+  settle = async (): Promise<void> => undefined;
+  close = async (): Promise<void> => void (this.closed = true);
+}
+
+describe('SwappableMachine', () => {
+  it('forwards to the current machine and swaps to the destination', async () => {
+    const a = new FakeMachine('a', false);
+    const b = new FakeMachine('b', true);
+    const m = new SwappableMachine(a);
+    await m.writel(0x1000, 7);
+    expect(a.ram.get(0x1000)).toBe(7);
+    expect(m.hasClock).toBe(false);
+    const old = m.swap(b);
+    expect(old).toBe(a);
+    expect(await m.readl(0x1000), 'the destination has its own RAM').toBe(0);
+    await m.writel(0x2000, 9);
+    expect(b.ram.get(0x2000)).toBe(9);
+    expect(a.ram.has(0x2000)).toBe(false);
+    expect(m.hasClock).toBe(true);
+    expect(m.migrations).toBe(1);
+    expect(m.history).toEqual(['a', 'b']);
+    expect(m.name).toBe('b (after 1 migration)');
+    await m.close();
+    expect(b.closed).toBe(true);
+    expect(a.closed, 'a swapped-out machine belongs to the harness').toBe(false);
+  });
+
+  it('keeps one IRQ log across machines, marks stay valid, and replays the intercepts', async () => {
+    const a = new FakeMachine('a');
+    const b = new FakeMachine('b');
+    const m = new SwappableMachine(a);
+    await m.irqIntercept('in', 'ioapic');
+    await m.irqIntercept('in', 'ioapic');
+    a.irq.push(11, true);
+    a.irq.push(0, true);
+    const mark = m.irq.mark();
+    expect(mark).toBe(2);
+    a.irq.push(11, false);
+    await m.replayIntercepts(b);
+    expect(b.intercepts, 'replayed once each').toEqual(['in ioapic']);
+    m.swap(b);
+    // Events of `a` after its swap-out are not the machine's any more.
+    a.irq.push(11, true);
+    b.irq.push(11, true);
+    expect(m.irq.since(mark).map((e) => `${e.line}:${e.level}`)).toEqual(['11:false', '11:true']);
+    expect(m.sinceSwap().map((e) => `${e.line}:${e.level}`)).toEqual(['11:true']);
+    expect(m.irq.level(11)).toBe(true);
+    expect(m.swapMarks).toEqual([3]);
+  });
+});
+
+describe('QMP migration helpers', () => {
+  const qmpOf = (answers: unknown[], refuse?: string): QmpLike & { sent: string[] } => {
+    const sent: string[] = [];
+    return {
+      sent,
+      async execute(cmd, args) {
+        sent.push(`${cmd}${args ? ` ${JSON.stringify(args)}` : ''}`);
+        if (refuse && cmd === refuse) throw new Error('GenericError: no');
+        if (cmd === 'query-migrate') return answers.shift() ?? { status: 'active' };
+        return {};
+      },
+    };
+  };
+
+  it('migrates to exec:cat > FILE and polls until completed', async () => {
+    const q = qmpOf([{ status: 'setup' }, { status: 'active' }, { status: 'completed' }]);
+    const info = await migrateToFile(q, "/tmp/a b's.mig");
+    expect(info.status).toBe('completed');
+    expect(q.sent[0]).toBe(`migrate {"uri":"exec:cat > '/tmp/a b'\\\\''s.mig'"}`);
+    expect(q.sent.filter((s) => s === 'query-migrate').length).toBe(3);
+    expect(shellQuote("it's")).toBe(`'it'\\''s'`);
+  });
+
+  it('loads with migrate-incoming exec:cat FILE; failures and refusals are MigrationFailures', async () => {
+    const ok = qmpOf([{ status: 'completed' }]);
+    await migrateIncomingFromFile(ok, '/tmp/x.mig');
+    expect(ok.sent[0]).toBe(`migrate-incoming {"uri":"exec:cat '/tmp/x.mig'"}`);
+    await expect(migrateIncomingFromFile(qmpOf([{ status: 'failed', 'error-desc': 'load of migration failed' }]), '/tmp/x.mig')).rejects.toThrow(/status failed: load of migration failed/);
+    await expect(migrateToFile(qmpOf([], 'migrate'), '/tmp/x.mig')).rejects.toBeInstanceOf(MigrationFailure);
+    await expect(waitMigration(qmpOf([]), { timeoutMs: 20 })).rejects.toThrow(/not completed after 20 ms/);
+  });
+});
+
+// --- a synthetic stream ----------------------------------------------------------------------------
+
+class W {
+  private readonly b: number[] = [];
+  u8(v: number): this {
+    this.b.push(v & 0xff);
+    return this;
+  }
+  be16(v: number): this {
+    return this.u8(v >> 8).u8(v);
+  }
+  be32(v: number): this {
+    return this.u8(v >>> 24).u8(v >>> 16).u8(v >>> 8).u8(v);
+  }
+  be64(v: bigint): this {
+    return this.be32(Number(v >> 32n)).be32(Number(v & 0xffff_ffffn));
+  }
+  str(s: string): this {
+    this.u8(s.length);
+    for (const c of s) this.u8(c.charCodeAt(0));
+    return this;
+  }
+  bytes(x: ArrayLike<number>): this {
+    for (let i = 0; i < x.length; i++) this.u8(x[i]!);
+    return this;
+  }
+  sub(name: string): this {
+    return this.u8(0x05).str(name).be32(1);
+  }
+  get length(): number {
+    return this.b.length;
+  }
+  out(): Uint8Array {
+    return Uint8Array.from(this.b);
+  }
+}
+
+/** A virtio-mmio v2 rng blob: transport, core, one queue, then 64bit_features, ringsize? and started. */
+function mmioBlob(opts: { isr?: number; ringsize?: boolean } = {}): Uint8Array {
+  const w = new W().be32(0).be32(0).be32(12);
+  w.u8(0x0f).u8(opts.isr ?? 1).be16(0).be32(0x3000_0000).be32(0);
+  w.be32(1).be32(8).be32(4096).be64(0x10_0000n).be16(5);
+  w.sub('virtio/64bit_features').be64(0x1_3000_0000n);
+  if (opts.ringsize) {
+    w.sub('virtio/ringsize');
+    for (let i = 0; i < 1024; i++) w.be32(i === 0 ? 8 : 0);
+  }
+  w.sub('virtio/started').u8(1);
+  return w.out();
+}
+
+/** A virtio-pci blob with MSI-X (2 vectors) and the modern extra state. */
+function pciBlob(): Uint8Array {
+  const cfg = new Uint8Array(256);
+  cfg[0x06] = 0x10; // capability list
+  cfg[0x34] = 0x98;
+  cfg[0x98] = 0x11; // MSI-X, next 0
+  cfg[0x9a] = 0x01; // table size - 1
+  const w = new W().be32(2).bytes(cfg).be32(1).be32(0).be32(0).be32(0);
+  for (let i = 0; i < 32; i++) w.u8(i);
+  w.u8(0x02).be16(0xffff);
+  w.u8(0x0f).u8(0x01).be16(0).be32(0).be32(0);
+  w.be32(1).be32(4).be64(0x10_0000n).be16(7).be16(1);
+  w.sub('virtio/extra_state').sub('virtio_pci/modern_state').be32(0).be32(0).be32(0).be32(1);
+  for (let i = 0; i < 1024; i++) w.be16(i === 0 ? 4 : 0).u8(0).u8(i === 0 ? 1 : 0).be32(0).be32(0).be32(0).be32(0).be32(0).be32(0);
+  w.sub('virtio/started').u8(1);
+  return w.out();
+}
+
+interface Dev {
+  idstr: string;
+  body: Uint8Array;
+  json?: object;
+}
+
+/** header, configuration, ram START/END (two blocks, a zero page and a full page), devices, EOF, JSON. */
+function stream(devs: Dev[], opts: { json?: boolean; blocks?: [string, number][]; badFooter?: boolean } = {}): Uint8Array {
+  const blocks = opts.blocks ?? [
+    ['pc.ram', 8192],
+    ['pc.bios', 4096],
+  ];
+  const w = new W().be32(0x5145564d).be32(3).u8(0x07).be32(13).bytes([...'pc-i440fx-7.2'].map((c) => c.charCodeAt(0)));
+  w.u8(0x01).be32(2).str('ram').be32(0).be32(4);
+  w.be64(BigInt(blocks.reduce((s, b) => s + b[1], 0)) | 0x4n);
+  for (const [n, s] of blocks) w.str(n).be64(BigInt(s));
+  w.be64(0x10n).u8(0x7e).be32(2);
+  w.u8(0x03).be32(2);
+  w.be64(0x02n).str('pc.ram').u8(0);
+  w.be64(0x1000n | 0x08n | 0x20n).bytes(new Uint8Array(4096).fill(0x5a));
+  w.be64(0x10n).u8(0x7e).be32(2);
+  devs.forEach((d, i) => {
+    w.u8(0x04).be32(10 + i).str(d.idstr).be32(0).be32(1).bytes(d.body).u8(0x7e).be32(opts.badFooter ? 99 : 10 + i);
+  });
+  w.u8(0x00);
+  if (opts.json ?? true) {
+    const json = JSON.stringify({
+      page_size: 4096,
+      devices: devs.map((d) => d.json ?? { name: d.idstr, instance_id: 0, vmsd_name: d.idstr.split('/').pop(), version: 1, fields: [{ name: 'virtio', type: 'virtio', size: d.body.length }] }),
+    });
+    w.u8(0x06).be32(json.length).bytes([...json].map((c) => c.charCodeAt(0)));
+  }
+  return w.out();
+}
+
+/** A device whose JSON description has a struct array and a subsection (walked by the JSON). */
+const timerDev: Dev = {
+  idstr: 'timer',
+  body: new W().be32(1).be16(2).be16(3).be16(4).be16(5).sub('timer/x').u8(9).out(),
+  json: {
+    name: 'timer',
+    instance_id: 0,
+    vmsd_name: 'timer',
+    version: 1,
+    fields: [
+      { name: 'a', type: 'uint32', size: 4 },
+      { name: 's', type: 'struct', size: 4, array_len: 2, struct: { vmsd_name: 'pair', version: 1, fields: [{ name: 'x', type: 'uint16', size: 2 }, { name: 'y', type: 'uint16', size: 2 }] } },
+    ],
+    subsections: [{ vmsd_name: 'timer/x', version: 1, fields: [{ name: 'z', type: 'uint8', size: 1 }] }],
+  },
+};
+const VIRTIO_ID = 'virtio-mmio@00000000feb02e00/virtio-rng';
+
+describe('stream reader', () => {
+  it('walks header, configuration, RAM, JSON-described sections and footers to EOF', () => {
+    const blob = mmioBlob();
+    const s = stream([timerDev, { idstr: VIRTIO_ID, body: blob }]);
+    const p = parseStream(s);
+    expect(p.machineType).toBe('pc-i440fx-7.2');
+    expect(p.ram.blocks).toEqual([
+      { name: 'pc.ram', size: 8192 },
+      { name: 'pc.bios', size: 4096 },
+    ]);
+    expect(p.ram.pages.get('pc.ram')).toEqual({ zero: 1, full: 1 });
+    expect(p.sections.map((x) => `${x.type} ${x.sectionId} ${x.idstr}`)).toEqual(['START 2 ram', 'END 2 ram', 'FULL 10 timer', 'FULL 11 ' + VIRTIO_ID]);
+    expect(p.stopped).toBeUndefined();
+    expect(s[p.end]).toBe(0x00);
+    const d = deviceSection(s, VIRTIO_ID)!;
+    expect(Buffer.from(d.body).equals(Buffer.from(blob))).toBe(true);
+    expect(d.sectionId).toBe(11);
+    expect(sectionKeys(readStream(s))).toEqual(['timer#0 v1', `${VIRTIO_ID}#0 v1`]);
+  });
+
+  it('refuses what is not a stream, a wrong footer, and a cut stream, naming the offset', () => {
+    expect(() => parseStream(new Uint8Array(8))).toThrow(StreamError);
+    expect(() => parseStream(stream([timerDev], { badFooter: true }))).toThrow(/footer of section 99, expected 10 \(timer\)/);
+    const s = stream([timerDev]);
+    // Cut inside the RAM chunk's page.
+    expect(() => parseStream(s.subarray(0, 200))).toThrow(/savevm stream at 0x[0-9a-f]+: ram page: 4096 bytes needed/);
+  });
+
+  it('without the JSON description, stops at a section it cannot size, unless told its size', () => {
+    const blob = mmioBlob();
+    const s = stream([{ idstr: VIRTIO_ID, body: blob }], { json: false });
+    expect(parseStream(s).stopped).toMatch(/not in the JSON description/);
+    const p = parseStream(s, { bodySize: (_x, b, at) => decodeVirtioBlob(b.subarray(at, at + blob.length), 'mmio').length });
+    expect(p.stopped).toBeUndefined();
+    expect(p.sections.at(-1)!.bodyEnd - p.sections.at(-1)!.bodyStart).toBe(blob.length);
+  });
+});
+
+describe('virtio blob decoder and comparison', () => {
+  it('names every field of an mmio blob and consumes it exactly', () => {
+    const b = mmioBlob({ ringsize: true });
+    const d = decodeVirtioBlob(b, 'mmio');
+    expect(d.length).toBe(b.length);
+    expect(d.subsections).toEqual(['virtio/64bit_features', 'virtio/ringsize', 'virtio/started']);
+    expect(b[span(d, 'isr').offset]).toBe(1);
+    expect(span(d, 'vq[0].last_avail_idx')).toMatchObject({ len: 2 });
+    expect(d.spans.some((x) => x.name === 'virtio/ringsize: vqs[1023].num_default')).toBe(true);
+    expect(() => decodeVirtioBlob(b.subarray(0, b.length - 1), 'mmio')).toThrow();
+    expect(() => decodeVirtioBlob(b, 'pci')).toThrow();
+  });
+
+  it('finds the MSI-X table size in the saved config space and decodes a pci blob', () => {
+    const b = pciBlob();
+    const d = decodeVirtioBlob(b, 'pci');
+    expect(d.msixVectors).toBe(2);
+    expect(d.length).toBe(b.length);
+    expect(d.subsections).toEqual(['virtio/extra_state', 'virtio/extra_state > virtio_pci/modern_state', 'virtio/started']);
+    expect(b[span(d, 'msix.pba').offset]).toBe(0x02);
+    expect(msixVectorsFromConfig(new Uint8Array(256))).toBe(0);
+  });
+
+  it('reports a changed byte by field name, honours declared differences, and reports layout changes', () => {
+    const a = mmioBlob();
+    expect(compareBlobs(a, mmioBlob(), 'mmio').differences).toEqual([]);
+    const c = compareBlobs(a, mmioBlob({ isr: 0 }), 'mmio');
+    expect(c.undeclared).toEqual([{ field: 'isr', a: '01', b: '00' }]);
+    const declared = compareBlobs(a, mmioBlob({ isr: 0 }), 'mmio', [{ field: /^isr$/, reason: 'test' }]);
+    expect(declared.undeclared).toEqual([]);
+    expect(declared.differences[0]!.declared).toBe('test');
+    const layout = compareBlobs(a, mmioBlob({ ringsize: true }), 'mmio');
+    expect(layout.sameLayout).toBe(false);
+    expect(layout.undeclared.length).toBe(1024 + 2);
+    expect(layout.undeclared[0]!.a).toBe('(absent)');
+  });
+
+  it('compares two streams: declared container differences pass, anything else is named', () => {
+    const qemu = stream([timerDev, { idstr: VIRTIO_ID, body: mmioBlob() }], { blocks: [['pc.ram', 8192], ['pc.bios', 4096]] });
+    const ours = stream([{ idstr: VIRTIO_ID, body: mmioBlob() }], { blocks: [['pc.ram', 8192]] });
+    const c = compareStreams(qemu, ours, 'mmio');
+    expect(c.undeclared).toEqual([]);
+    expect(c.differences.map((d) => d.item)).toEqual([
+      'ram block pc.bios only in qemu',
+      'section timer#0 v1 only in qemu',
+      `section id of ${VIRTIO_ID}#0 v1: 11 / 10`,
+    ]);
+    const wrong = stream([{ idstr: VIRTIO_ID, body: mmioBlob({ isr: 0 }) }, { ...timerDev, idstr: 'invented', json: { ...(timerDev.json as object), name: 'invented' } }], { blocks: [['pc.ram', 4096]] });
+    expect(compareStreams(qemu, wrong, 'mmio').undeclared).toEqual(['ram block pc.ram size 8192 / 4096', 'section invented#0 v1 only in ours', 'blob isr: 01 / 00']);
+    // Our stream without a JSON description: the virtio section is sized by decoding it.
+    const noJson = stream([{ idstr: VIRTIO_ID, body: mmioBlob() }], { json: false, blocks: [['pc.ram', 8192]] });
+    expect(compareStreams(qemu, noJson, 'mmio').undeclared).toEqual([]);
+  });
+});
+
+describe('snapshot comparison', () => {
+  const snap = (o: Record<string, string>): Snapshot => new Map(Object.entries(o));
+  it('lists every changed, missing and new item', () => {
+    expect(diffSnapshots(snap({ a: '1', b: '2', c: '3' }), snap({ a: '1', b: '5', d: '4' }))).toEqual(['b: 2 → 5', 'c: 3 → (not read)', 'd: (not read) → 4']);
+  });
+  it('lets a posted request complete at resume, and nothing else', () => {
+    const ring = { num: 4 } as never;
+    const allow = pendingAllowances(ring, { head: 2, buf: { addr: 0, len: 16 } }, 6);
+    const before = snap({ 'vq0.used.idx': '6', 'vq0.used[2]': '1:16', 'vq0.used.avail_event': '7', 'vq0.used[1]': '0:8' });
+    expect(diffSnapshots(before, snap({ 'vq0.used.idx': '7', 'vq0.used[2]': '2:16', 'vq0.used.avail_event': '8', 'vq0.used[1]': '0:8' }), allow)).toEqual([]);
+    expect(diffSnapshots(before, snap({ 'vq0.used.idx': '8', 'vq0.used[2]': '3:16', 'vq0.used.avail_event': '7', 'vq0.used[1]': '0:9' }), allow)).toEqual([
+      'vq0.used.idx: 6 → 8',
+      'vq0.used[2]: 1:16 → 3:16',
+      'vq0.used[1]: 0:8 → 0:9',
+    ]);
+  });
+});
