@@ -31,9 +31,18 @@ export function latin1(b: Uint8Array): string {
 }
 
 export class QEMUFileWriter {
-  private buf = new Uint8Array(256);
-  private view = new DataView(this.buf.buffer);
+  private buf: Uint8Array;
+  private view: DataView;
   private pos = 0;
+
+  /**
+   * `initialCapacity`: bytes to reserve up front. A whole-machine stream is mostly RAM pages whose
+   * size is known before writing; reserving it avoids copying tens of MiB on every doubling.
+   */
+  constructor(initialCapacity = 256) {
+    this.buf = new Uint8Array(Math.max(16, Math.ceil(initialCapacity)));
+    this.view = new DataView(this.buf.buffer);
+  }
 
   get offset(): number {
     return this.pos;
@@ -78,6 +87,14 @@ export class QEMUFileWriter {
   /** The bytes written so far (a copy). */
   bytes(): Uint8Array {
     return this.buf.slice(0, this.pos);
+  }
+
+  /**
+   * The bytes written so far without a copy: a view that stays valid until the next write (a
+   * write may move the data to a larger buffer).
+   */
+  written(): Uint8Array {
+    return this.buf.subarray(0, this.pos);
   }
 }
 

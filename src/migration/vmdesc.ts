@@ -1,0 +1,267 @@
+/**
+ * The JSON description ("vmdesc") QEMU appends to a stream after QEMU_VM_EOF
+ * (spec/qemu-virtio-migration.md §5.5): how it is written, found, read and used.
+ *
+ * - Written as QEMU's compact JSON writer writes it (`qobject/json-writer.c` with pretty off):
+ *   `", "` between members and elements, `": "` after a key, keys in QEMU's order, no newline.
+ * - Found from the end of the stream: the record is u8 0x06, be32 length, then exactly that many
+ *   bytes of JSON up to the end of the file.
+ * - Used to step over sections nobody here can decode: a described section is the sum of its
+ *   fields' sizes (`array_len` × size for compressed arrays), then each described subsection's
+ *   0x05 header (name and be32 version) and its own fields, recursively.
+ *
+ * Everything read here comes from the stream and is checked: types, integer sizes, nesting depth.
+ */
+import { latin1, MigrationError, type QEMUFileReader } from './qemu-file.js';
+import { printable, QEMU_VM_SUBSECTION, type VmdescField, type VmdescStruct } from './vmstate.js';
+
+/** QEMU_VM_VMDESCRIPTION: the record type byte before the JSON. */
+export const QEMU_VM_VMDESCRIPTION = 0x06;
+
+/** One entry of `devices`: a FULL section as its writer described it. */
+export interface VmdescDevice {
+  /** The section's idstr. */
+  name: string;
+  instance_id: number;
+  /** Absent for old-style (non-vmsd) handlers, which give a `size` instead. */
+  vmsd_name?: string;
+  version?: number;
+  /** Old-style handlers only: the section body's size. */
+  size?: number;
+  fields: VmdescField[];
+  subsections?: VmdescStruct[];
+}
+
+export interface Vmdesc {
+  page_size: number;
+  devices: VmdescDevice[];
+}
+
+/** Where the description sits in a stream. */
+export interface VmdescLocation {
+  /** Offset of the 0x06 byte. */
+  offset: number;
+  /** Offset of the JSON text (offset + 5). */
+  jsonOffset: number;
+  length: number;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing
+
+/** A string as QEMU's `quoted_str` writes it: the usual escapes, other controls and non-ASCII as \uXXXX. */
+function quoted(s: string): string {
+  let out = '"';
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    switch (c) {
+      case 0x22: out += '\\"'; break;
+      case 0x5c: out += '\\\\'; break;
+      case 0x08: out += '\\b'; break;
+      case 0x0c: out += '\\f'; break;
+      case 0x0a: out += '\\n'; break;
+      case 0x0d: out += '\\r'; break;
+      case 0x09: out += '\\t'; break;
+      default:
+        out += c < 0x20 || c >= 0x7f ? `\\u${c.toString(16).toUpperCase().padStart(4, '0')}` : s[i];
+    }
+  }
+  return out + '"';
+}
+
+function member(key: string, value: string): string {
+  return `${quoted(key)}: ${value}`;
+}
+
+function formatFields(fields: readonly VmdescField[]): string {
+  return `[${fields.map(formatField).join(', ')}]`;
+}
+
+function formatField(f: VmdescField): string {
+  // vmsd_desc_field_start/end: name, array_len or index, type, struct, size.
+  const m = [member('name', quoted(f.name))];
+  if (f.array_len !== undefined) m.push(member('array_len', String(f.array_len)));
+  else if (f.index !== undefined) m.push(member('index', String(f.index)));
+  m.push(member('type', quoted(f.type)));
+  if (f.struct) m.push(member('struct', formatStruct(f.struct)));
+  m.push(member('size', String(f.size)));
+  return `{${m.join(', ')}}`;
+}
+
+function structMembers(s: VmdescStruct): string[] {
+  const m = [member('vmsd_name', quoted(s.vmsd_name)), member('version', String(s.version)), member('fields', formatFields(s.fields))];
+  // vmstate_subsection_save opens the array only when a subsection is written.
+  if (s.subsections && s.subsections.length > 0) m.push(member('subsections', `[${s.subsections.map(formatStruct).join(', ')}]`));
+  return m;
+}
+
+function formatStruct(s: VmdescStruct): string {
+  return `{${structMembers(s).join(', ')}}`;
+}
+
+function formatDevice(d: VmdescDevice): string {
+  const m = [member('name', quoted(d.name)), member('instance_id', String(d.instance_id))];
+  if (d.vmsd_name !== undefined) {
+    m.push(...structMembers({ vmsd_name: d.vmsd_name, version: d.version ?? 0, fields: d.fields, ...(d.subsections ? { subsections: d.subsections } : {}) }));
+  } else {
+    // vmstate_save_old_style: the size, then one "data" buffer field.
+    m.push(member('size', String(d.size ?? 0)), member('fields', formatFields(d.fields)));
+  }
+  return `{${m.join(', ')}}`;
+}
+
+/** The description's JSON text, byte for byte as QEMU 7.2 writes it. */
+export function formatVmdesc(d: Vmdesc): string {
+  return `{${member('page_size', String(d.page_size))}, ${member('devices', `[${d.devices.map(formatDevice).join(', ')}]`)}}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Finding and reading
+
+/**
+ * Find the description: scanning back from the end for a 0x06 whose be32 length reaches exactly
+ * the end of the stream and whose text starts with `{`. JSON text never holds a 0x06 byte (QEMU
+ * escapes control characters), so the first match from the end is the record's start. Bounded by
+ * the stream length; undefined when there is none.
+ */
+export function findVmdesc(bytes: Uint8Array, notBefore = 0): VmdescLocation | undefined {
+  const n = bytes.length;
+  for (let i = n - 6; i >= notBefore; i--) {
+    if (bytes[i] !== QEMU_VM_VMDESCRIPTION || bytes[i + 5] !== 0x7b) continue;
+    const len = ((bytes[i + 1]! << 24) | (bytes[i + 2]! << 16) | (bytes[i + 3]! << 8) | bytes[i + 4]!) >>> 0;
+    if (len === n - i - 5) return { offset: i, jsonOffset: i + 5, length: len };
+  }
+  return undefined;
+}
+
+/** Deepest nesting of structs and subsections accepted from a stream (QEMU's are a few deep). */
+const MAX_DEPTH = 32;
+
+type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
+
+function isObject(v: Json | undefined): v is { [k: string]: Json } {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+class DescError extends Error {}
+
+function str(o: { [k: string]: Json }, k: string, where: string): string {
+  const v = o[k];
+  if (typeof v !== 'string') throw new DescError(`${where}: "${k}" is not a string`);
+  return v;
+}
+
+function count(o: { [k: string]: Json }, k: string, where: string): number {
+  const v = o[k];
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw new DescError(`${where}: "${k}" is not a non-negative integer`);
+  return v;
+}
+
+function readFields(v: Json | undefined, where: string, depth: number): VmdescField[] {
+  if (!Array.isArray(v)) throw new DescError(`${where}: "fields" is not an array`);
+  return v.map((e, i) => {
+    const w = `${where}.fields[${i}]`;
+    if (!isObject(e)) throw new DescError(`${w} is not an object`);
+    const f: VmdescField = { name: str(e, 'name', w), type: str(e, 'type', w), size: count(e, 'size', w) };
+    if (e['array_len'] !== undefined) f.array_len = count(e, 'array_len', w);
+    if (e['index'] !== undefined) f.index = count(e, 'index', w);
+    if (e['struct'] !== undefined) f.struct = readStruct(e['struct'], `${w}.struct`, depth + 1);
+    return f;
+  });
+}
+
+function readStruct(v: Json | undefined, where: string, depth: number): VmdescStruct {
+  if (depth > MAX_DEPTH) throw new DescError(`${where}: nested more than ${MAX_DEPTH} deep`);
+  if (!isObject(v)) throw new DescError(`${where} is not an object`);
+  const s: VmdescStruct = { vmsd_name: str(v, 'vmsd_name', where), version: count(v, 'version', where), fields: readFields(v['fields'], where, depth) };
+  if (v['subsections'] !== undefined) s.subsections = readSubsections(v['subsections'], where, depth);
+  return s;
+}
+
+function readSubsections(v: Json, where: string, depth: number): VmdescStruct[] {
+  if (!Array.isArray(v)) throw new DescError(`${where}: "subsections" is not an array`);
+  return v.map((e, i) => readStruct(e, `${where}.subsections[${i}]`, depth + 1));
+}
+
+/**
+ * Parse and check a description's text. Throws a `MigrationError` at `at` (the JSON's offset)
+ * naming what is wrong.
+ */
+export function parseVmdesc(text: string, at: number): Vmdesc {
+  let root: Json;
+  try {
+    root = JSON.parse(text) as Json;
+  } catch (e) {
+    // JSON.parse reports syntax errors, and a RangeError for absurd nesting: both are bad input.
+    throw new MigrationError(at, 'vmdesc', `JSON description does not parse: ${(e as Error).message}`);
+  }
+  try {
+    if (!isObject(root)) throw new DescError('top level is not an object');
+    const pageSize = count(root, 'page_size', 'vmdesc');
+    const devs = root['devices'];
+    if (!Array.isArray(devs)) throw new DescError('"devices" is not an array');
+    const devices = devs.map((d, i): VmdescDevice => {
+      const w = `devices[${i}]`;
+      if (!isObject(d)) throw new DescError(`${w} is not an object`);
+      const dev: VmdescDevice = { name: str(d, 'name', w), instance_id: count(d, 'instance_id', w), fields: readFields(d['fields'], w, 0) };
+      if (d['vmsd_name'] !== undefined) dev.vmsd_name = str(d, 'vmsd_name', w);
+      if (d['version'] !== undefined) dev.version = count(d, 'version', w);
+      if (d['size'] !== undefined) dev.size = count(d, 'size', w);
+      if (d['subsections'] !== undefined) dev.subsections = readSubsections(d['subsections'], w, 0);
+      return dev;
+    });
+    return { page_size: pageSize, devices };
+  } catch (e) {
+    if (e instanceof DescError) throw new MigrationError(at, 'vmdesc', `JSON description: ${e.message}`);
+    throw e;
+  }
+}
+
+/** Find and parse the description of `bytes`; undefined when the stream has none. */
+export function readVmdesc(bytes: Uint8Array, notBefore = 0): { location: VmdescLocation; text: string; vmdesc: Vmdesc } | undefined {
+  const location = findVmdesc(bytes, notBefore);
+  if (!location) return undefined;
+  const text = latin1(bytes.subarray(location.jsonOffset));
+  return { location, text, vmdesc: parseVmdesc(text, location.jsonOffset) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Using
+
+/** Bytes a field list takes on the wire. */
+function fieldsLength(fields: readonly VmdescField[]): number {
+  let n = 0;
+  for (const f of fields) n += f.size * (f.array_len ?? 1);
+  return n;
+}
+
+/**
+ * Step over a section body the way its description says (what analyze-migration.py does): the
+ * fields, then each described subsection with its 0x05 header. Throws a `MigrationError` naming
+ * the section when the bytes do not follow the description or the stream is too short.
+ */
+export function skipDescribed(f: QEMUFileReader, dev: VmdescDevice): void {
+  skipStruct(f, dev.name, dev.fields, dev.subsections, 0);
+}
+
+function skipStruct(f: QEMUFileReader, idstr: string, fields: readonly VmdescField[], subsections: readonly VmdescStruct[] | undefined, depth: number): void {
+  const n = fieldsLength(fields);
+  if (n > f.remaining) {
+    throw f.error(`${idstr} (described)`, `the JSON description gives ${n} bytes of fields, but only ${f.remaining} remain`);
+  }
+  f.skip(n, `${idstr} (described)`);
+  for (const sub of subsections ?? []) {
+    if (depth > MAX_DEPTH) throw f.error(`${idstr} (described)`, 'subsections nested too deep');
+    const at = f.offset;
+    if (f.peekByte(0) !== QEMU_VM_SUBSECTION) {
+      throw f.error(`${idstr} subsection`, `expected subsection '${printable(sub.vmsd_name)}' (0x05) as the JSON description says, found 0x${Math.max(0, f.peekByte(0)).toString(16)}`, at);
+    }
+    f.skip(1, `${idstr} subsection`);
+    const name = f.getName(`${idstr} subsection name`);
+    if (name !== sub.vmsd_name) {
+      throw f.error(`${idstr} subsection`, `subsection '${printable(name)}' where the JSON description has '${printable(sub.vmsd_name)}'`, at);
+    }
+    f.getBe32(`${name} version_id`);
+    skipStruct(f, idstr, sub.fields, sub.subsections, depth + 1);
+  }
+}
