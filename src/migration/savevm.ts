@@ -96,8 +96,11 @@ export function saveVm(machine: MigratableMachine, opts: SaveVmOptions = {}): Ui
   f.putBe32(machine.machineType.length);
   f.putBuffer(latin1Bytes(machine.machineType));
 
-  // Section ids are the writer's own counters; a loader maps them per stream.
-  let nextId = 0;
+  // Section ids are the writer's own counters; a loader maps them per stream. Never 0: QEMU 7.2
+  // finds the target of a PART/END by `load_section_id`, which is 0 in every handler not loaded
+  // yet, so a PART with id 0 goes to the first such handler ("timer"), not to "ram" (measured:
+  // "error while loading state section id 0(timer)").
+  let nextId = 1;
   const ramId = nextId++;
   putSectionHeader(f, QEMU_VM_SECTION_START, ramId, RAM_SECTION_IDSTR, 0, RAM_SECTION_VERSION);
   ramSaveSetup(f, blocks);

@@ -84,6 +84,7 @@ function formatField(f: VmdescField): string {
   else if (f.index !== undefined) m.push(member('index', String(f.index)));
   m.push(member('type', quoted(f.type)));
   if (f.struct) m.push(member('struct', formatStruct(f.struct)));
+  for (const r of f.inline ?? []) m.push(...structMembers(r));
   m.push(member('size', String(f.size)));
   return `{${m.join(', ')}}`;
 }
@@ -134,25 +135,164 @@ export function findVmdesc(bytes: Uint8Array, notBefore = 0): VmdescLocation | u
   return undefined;
 }
 
-/** Deepest nesting of structs and subsections accepted from a stream (QEMU's are a few deep). */
-const MAX_DEPTH = 32;
+/** Deepest nesting of JSON values accepted from a stream (QEMU's descriptions are a dozen deep). */
+const MAX_DEPTH = 64;
 
-type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
-
-function isObject(v: Json | undefined): v is { [k: string]: Json } {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
+/**
+ * JSON as QEMU writes it, parsed without losing anything: objects keep their members in order,
+ * duplicates included (a `qtailq` field repeats `vmsd_name`, `version`, `fields` per element),
+ * which `JSON.parse` would fold.
+ */
+type Json = null | boolean | number | string | Json[] | JsonObject;
+interface JsonObject {
+  readonly entries: [string, Json][];
 }
 
 class DescError extends Error {}
 
-function str(o: { [k: string]: Json }, k: string, where: string): string {
-  const v = o[k];
+/** A bounded recursive-descent JSON parser (depth ≤ MAX_DEPTH, one pass over the text). */
+class JsonParser {
+  private i = 0;
+  constructor(private readonly s: string) {}
+
+  parse(): Json {
+    const v = this.value(0);
+    this.ws();
+    if (this.i !== this.s.length) this.fail('text after the JSON value');
+    return v;
+  }
+
+  private fail(what: string): never {
+    throw new DescError(`${what} at character ${this.i}`);
+  }
+
+  private ws(): void {
+    const s = this.s;
+    while (this.i < s.length) {
+      const c = s.charCodeAt(this.i);
+      if (c !== 0x20 && c !== 0x0a && c !== 0x0d && c !== 0x09) break;
+      this.i++;
+    }
+  }
+
+  private value(depth: number): Json {
+    if (depth > MAX_DEPTH) this.fail(`nesting deeper than ${MAX_DEPTH}`);
+    this.ws();
+    const c = this.s[this.i];
+    if (c === '{') return this.object(depth);
+    if (c === '[') return this.array(depth);
+    if (c === '"') return this.string();
+    if (c === '-' || (c !== undefined && c >= '0' && c <= '9')) return this.number();
+    for (const [word, v] of [['true', true], ['false', false], ['null', null]] as const) {
+      if (this.s.startsWith(word, this.i)) {
+        this.i += word.length;
+        return v;
+      }
+    }
+    return this.fail('unexpected character');
+  }
+
+  private object(depth: number): JsonObject {
+    this.i++;
+    const entries: [string, Json][] = [];
+    this.ws();
+    if (this.s[this.i] === '}') {
+      this.i++;
+      return { entries };
+    }
+    for (;;) {
+      this.ws();
+      if (this.s[this.i] !== '"') this.fail('expected a member name');
+      const k = this.string();
+      this.ws();
+      if (this.s[this.i] !== ':') this.fail("expected ':'");
+      this.i++;
+      entries.push([k, this.value(depth + 1)]);
+      this.ws();
+      const c = this.s[this.i++];
+      if (c === '}') return { entries };
+      if (c !== ',') this.fail("expected ',' or '}'");
+    }
+  }
+
+  private array(depth: number): Json[] {
+    this.i++;
+    const out: Json[] = [];
+    this.ws();
+    if (this.s[this.i] === ']') {
+      this.i++;
+      return out;
+    }
+    for (;;) {
+      out.push(this.value(depth + 1));
+      this.ws();
+      const c = this.s[this.i++];
+      if (c === ']') return out;
+      if (c !== ',') this.fail("expected ',' or ']'");
+    }
+  }
+
+  private string(): string {
+    const s = this.s;
+    this.i++;
+    let out = '';
+    for (;;) {
+      if (this.i >= s.length) this.fail('unterminated string');
+      const c = s[this.i++]!;
+      if (c === '"') return out;
+      if (c !== '\\') {
+        out += c;
+        continue;
+      }
+      const e = s[this.i++];
+      switch (e) {
+        case '"': out += '"'; break;
+        case '\\': out += '\\'; break;
+        case '/': out += '/'; break;
+        case 'b': out += '\b'; break;
+        case 'f': out += '\f'; break;
+        case 'n': out += '\n'; break;
+        case 'r': out += '\r'; break;
+        case 't': out += '\t'; break;
+        case 'u': {
+          const h = s.slice(this.i, this.i + 4);
+          if (!/^[0-9a-fA-F]{4}$/.test(h)) this.fail('bad \\u escape');
+          out += String.fromCharCode(parseInt(h, 16));
+          this.i += 4;
+          break;
+        }
+        default:
+          this.fail('bad escape');
+      }
+    }
+  }
+
+  private number(): number {
+    const m = /^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?/.exec(this.s.slice(this.i, this.i + 40));
+    if (!m) return this.fail('bad number');
+    this.i += m[0].length;
+    return Number(m[0]);
+  }
+}
+
+function isObject(v: Json | undefined): v is JsonObject {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** The last value of member `k` (QEMU never repeats the keys read this way). */
+function get(o: JsonObject, k: string): Json | undefined {
+  let v: Json | undefined;
+  for (const [key, val] of o.entries) if (key === k) v = val;
+  return v;
+}
+
+function str(o: JsonObject, k: string, where: string): string {
+  const v = get(o, k);
   if (typeof v !== 'string') throw new DescError(`${where}: "${k}" is not a string`);
   return v;
 }
 
-function count(o: { [k: string]: Json }, k: string, where: string): number {
-  const v = o[k];
+function count(v: Json | undefined, k: string, where: string): number {
   if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw new DescError(`${where}: "${k}" is not a non-negative integer`);
   return v;
 }
@@ -162,10 +302,21 @@ function readFields(v: Json | undefined, where: string, depth: number): VmdescFi
   return v.map((e, i) => {
     const w = `${where}.fields[${i}]`;
     if (!isObject(e)) throw new DescError(`${w} is not an object`);
-    const f: VmdescField = { name: str(e, 'name', w), type: str(e, 'type', w), size: count(e, 'size', w) };
-    if (e['array_len'] !== undefined) f.array_len = count(e, 'array_len', w);
-    if (e['index'] !== undefined) f.index = count(e, 'index', w);
-    if (e['struct'] !== undefined) f.struct = readStruct(e['struct'], `${w}.struct`, depth + 1);
+    const f: VmdescField = { name: str(e, 'name', w), type: str(e, 'type', w), size: count(get(e, 'size'), 'size', w) };
+    const arrayLen = get(e, 'array_len');
+    if (arrayLen !== undefined) f.array_len = count(arrayLen, 'array_len', w);
+    const index = get(e, 'index');
+    if (index !== undefined) f.index = count(index, 'index', w);
+    const st = get(e, 'struct');
+    if (st !== undefined) f.struct = readStruct(st, `${w}.struct`, depth + 1);
+    // Inline records: each `vmsd_name` member starts one; `version`, `fields` and `subsections`
+    // after it belong to it.
+    const inline: JsonObject[] = [];
+    for (const [k, val] of e.entries) {
+      if (k === 'vmsd_name') inline.push({ entries: [[k, val]] });
+      else if (inline.length > 0 && (k === 'version' || k === 'fields' || k === 'subsections')) inline[inline.length - 1]!.entries.push([k, val]);
+    }
+    if (inline.length > 0) f.inline = inline.map((r, k) => readStruct(r, `${w}.inline[${k}]`, depth + 1));
     return f;
   });
 }
@@ -173,8 +324,9 @@ function readFields(v: Json | undefined, where: string, depth: number): VmdescFi
 function readStruct(v: Json | undefined, where: string, depth: number): VmdescStruct {
   if (depth > MAX_DEPTH) throw new DescError(`${where}: nested more than ${MAX_DEPTH} deep`);
   if (!isObject(v)) throw new DescError(`${where} is not an object`);
-  const s: VmdescStruct = { vmsd_name: str(v, 'vmsd_name', where), version: count(v, 'version', where), fields: readFields(v['fields'], where, depth) };
-  if (v['subsections'] !== undefined) s.subsections = readSubsections(v['subsections'], where, depth);
+  const s: VmdescStruct = { vmsd_name: str(v, 'vmsd_name', where), version: count(get(v, 'version'), 'version', where), fields: readFields(get(v, 'fields'), where, depth) };
+  const subs = get(v, 'subsections');
+  if (subs !== undefined) s.subsections = readSubsections(subs, where, depth);
   return s;
 }
 
@@ -188,26 +340,23 @@ function readSubsections(v: Json, where: string, depth: number): VmdescStruct[] 
  * naming what is wrong.
  */
 export function parseVmdesc(text: string, at: number): Vmdesc {
-  let root: Json;
   try {
-    root = JSON.parse(text) as Json;
-  } catch (e) {
-    // JSON.parse reports syntax errors, and a RangeError for absurd nesting: both are bad input.
-    throw new MigrationError(at, 'vmdesc', `JSON description does not parse: ${(e as Error).message}`);
-  }
-  try {
+    const root = new JsonParser(text).parse();
     if (!isObject(root)) throw new DescError('top level is not an object');
-    const pageSize = count(root, 'page_size', 'vmdesc');
-    const devs = root['devices'];
+    const pageSize = count(get(root, 'page_size'), 'page_size', 'vmdesc');
+    const devs = get(root, 'devices');
     if (!Array.isArray(devs)) throw new DescError('"devices" is not an array');
     const devices = devs.map((d, i): VmdescDevice => {
       const w = `devices[${i}]`;
       if (!isObject(d)) throw new DescError(`${w} is not an object`);
-      const dev: VmdescDevice = { name: str(d, 'name', w), instance_id: count(d, 'instance_id', w), fields: readFields(d['fields'], w, 0) };
-      if (d['vmsd_name'] !== undefined) dev.vmsd_name = str(d, 'vmsd_name', w);
-      if (d['version'] !== undefined) dev.version = count(d, 'version', w);
-      if (d['size'] !== undefined) dev.size = count(d, 'size', w);
-      if (d['subsections'] !== undefined) dev.subsections = readSubsections(d['subsections'], w, 0);
+      const dev: VmdescDevice = { name: str(d, 'name', w), instance_id: count(get(d, 'instance_id'), 'instance_id', w), fields: readFields(get(d, 'fields'), w, 0) };
+      if (get(d, 'vmsd_name') !== undefined) dev.vmsd_name = str(d, 'vmsd_name', w);
+      const version = get(d, 'version');
+      if (version !== undefined) dev.version = count(version, 'version', w);
+      const size = get(d, 'size');
+      if (size !== undefined) dev.size = count(size, 'size', w);
+      const subs = get(d, 'subsections');
+      if (subs !== undefined) dev.subsections = readSubsections(subs, w, 0);
       return dev;
     });
     return { page_size: pageSize, devices };

@@ -29,6 +29,12 @@ export interface VmdescField {
   index?: number;
   type: string;
   struct?: VmdescStruct;
+  /**
+   * Records a field's own writer described inline, inside the field object (QEMU's `tmp`,
+   * `qtailq` and `gtree` infos call `vmstate_save_state` with the field's JSON writer, so their
+   * `vmsd_name`/`version`/`fields` members follow `type`, repeated once per element).
+   */
+  inline?: VmdescStruct[];
   size: number;
 }
 
