@@ -1,4 +1,5 @@
 import type { QEMUFileReader, QEMUFileWriter } from '../migration/qemu-file.js';
+import type { Apply, VMStateDescription } from '../migration/vmstate.js';
 
 /**
  * The contract between a virtio device and the transport it sits on (QEMU's VirtioBusClass).
@@ -25,10 +26,14 @@ export interface VirtioBus {
   // Migration hooks, in the order `virtio_save` calls them (spec/qemu-virtio-migration.md §1.3).
   saveConfig?(f: QEMUFileWriter): void;
   /** Parse the transport's config part. Must not change state: return a function that applies it. */
-  loadConfig?(f: QEMUFileReader): () => void;
+  loadConfig?(f: QEMUFileReader): Apply;
   saveQueue?(n: number, f: QEMUFileWriter): void;
-  loadQueue?(n: number, f: QEMUFileReader): () => void;
+  loadQueue?(n: number, f: QEMUFileReader): Apply;
+  /** Whether the transport writes `virtio/extra_state` (QEMU's `has_extra_state`). */
   hasExtraState?(): boolean;
-  saveExtraState?(f: QEMUFileWriter): void;
-  loadExtraState?(f: QEMUFileReader): () => void;
+  /**
+   * The transport's extra state record (`virtio_pci`, `virtio_mmio`), saved and loaded inside
+   * the `virtio/extra_state` subsection. Its `load` parses only; the returned functions apply.
+   */
+  extraState?(): VMStateDescription;
 }

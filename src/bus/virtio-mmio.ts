@@ -1,4 +1,6 @@
 import type { QEMUFileReader, QEMUFileWriter } from '../migration/qemu-file.js';
+import type { Apply, VMStateDescription } from '../migration/vmstate.js';
+import { loadQueueRegisters, type QueueRegisters } from './queue-registers.js';
 import type { Tracer } from '../trace/trace.js';
 import type { VirtIODevice } from '../virtio/device.js';
 import { bit, VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_F_VERSION_1, VIRTIO_LEGACY_FEATURES } from '../virtio/constants.js';
@@ -80,13 +82,7 @@ export interface VirtioMmioOptions {
 }
 
 /** Per-queue register state of a modern (version 2) proxy (QEMU's VirtIOMMIOQueue). */
-interface MmioQueueState {
-  num: number;
-  enabled: boolean;
-  desc: [number, number];
-  avail: [number, number];
-  used: [number, number];
-}
+type MmioQueueState = QueueRegisters;
 
 /**
  * The virtio-mmio transport (QEMU's VirtIOMMIOProxy, `hw/virtio/virtio-mmio.c`): a 0x200-byte
@@ -432,6 +428,42 @@ export class VirtioMmioTransport implements VirtioBus {
 
   hasExtraState(): boolean {
     return !this.legacy;
+  }
+
+  /**
+   * The `virtio_mmio` record inside `virtio/extra_state` (version 2 only): no fields and the
+   * subsection `virtio_mmio/state`, always written: the driver's feature words and the queue
+   * registers of all 1024 queues, 27 bytes each.
+   */
+  extraState(): VMStateDescription {
+    const state: VMStateDescription = {
+      name: 'virtio_mmio/state',
+      versionId: 1,
+      minimumVersionId: 1,
+      save: (f) => {
+        f.putBe32(this.guestFeatures[0]);
+        f.putBe32(this.guestFeatures[1]);
+        for (const q of this.vqs) {
+          f.putBe16(q.num);
+          f.putBool(q.enabled);
+          for (const w of [q.desc, q.avail, q.used]) {
+            f.putBe32(w[0]);
+            f.putBe32(w[1]);
+          }
+        }
+      },
+      load: (f): Apply => {
+        const gf0 = f.getBe32('virtio_mmio/state guest_features[0]');
+        const gf1 = f.getBe32('virtio_mmio/state guest_features[1]');
+        const qs = loadQueueRegisters(f, 'virtio_mmio/queue_state', false);
+        return () => {
+          this.guestFeatures[0] = gf0;
+          this.guestFeatures[1] = gf1;
+          for (let i = 0; i < VIRTIO_QUEUE_MAX; i++) Object.assign(this.vqs[i]!, qs[i]);
+        };
+      },
+    };
+    return { name: 'virtio_mmio', versionId: 1, minimumVersionId: 1, subsections: [state] };
   }
 
   // ---------------------------------------------------------------------------------------

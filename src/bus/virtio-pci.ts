@@ -1,6 +1,7 @@
 import type { AccessSize } from '../machine/address-space.js';
 import { gpaFromHiLo } from '../memory/guest-memory.js';
 import type { QEMUFileReader, QEMUFileWriter } from '../migration/qemu-file.js';
+import type { Apply, VMStateDescription } from '../migration/vmstate.js';
 import type { Tracer } from '../trace/trace.js';
 import type { VirtIODevice } from '../virtio/device.js';
 import {
@@ -37,6 +38,7 @@ import {
   setLong,
   setWord,
 } from './pci/pci-device.js';
+import { loadQueueRegisters } from './queue-registers.js';
 import type { VirtioBus } from './virtio-bus.js';
 
 // Legacy I/O BAR registers (VIRTIO 1.2 §4.1.4.8; QEMU's virtio_pci.h).
@@ -753,6 +755,55 @@ export class VirtIOPCIProxy extends PCIDevice implements VirtioBus {
       this.vdev.configVector = vector;
       if (vector !== VIRTIO_NO_VECTOR) msix?.vectorUse(vector);
     };
+  }
+
+  /** QEMU's `has_extra_state`: the `migrate-extra` property, always on here (machine types > 2.4). */
+  hasExtraState(): boolean {
+    return true;
+  }
+
+  /**
+   * The `virtio_pci` record inside `virtio/extra_state`: no fields, and the subsection
+   * `virtio_pci/modern_state` when the modern interface exists (the selectors, the driver's
+   * feature words and the queue registers of all 1024 queues, 28 bytes each).
+   */
+  extraState(): VMStateDescription {
+    const modernState: VMStateDescription = {
+      name: 'virtio_pci/modern_state',
+      versionId: 1,
+      minimumVersionId: 1,
+      needed: () => this.modern,
+      save: (f) => {
+        f.putBe32(this.dfselect);
+        f.putBe32(this.gfselect);
+        f.putBe32(this.guestFeatures[0]);
+        f.putBe32(this.guestFeatures[1]);
+        for (const q of this.vqs) {
+          f.putBe16(q.num);
+          f.putByte(0); // VMSTATE_UNUSED(1): `enabled` was once a be16
+          f.putBool(q.enabled);
+          for (const w of [q.desc, q.avail, q.used]) {
+            f.putBe32(w[0]);
+            f.putBe32(w[1]);
+          }
+        }
+      },
+      load: (f): Apply => {
+        const dfselect = f.getBe32('virtio_pci/modern_state dfselect');
+        const gfselect = f.getBe32('virtio_pci/modern_state gfselect');
+        const gf0 = f.getBe32('virtio_pci/modern_state guest_features[0]');
+        const gf1 = f.getBe32('virtio_pci/modern_state guest_features[1]');
+        const qs = loadQueueRegisters(f, 'virtio_pci/modern_queue_state', true);
+        return () => {
+          this.dfselect = dfselect;
+          this.gfselect = gfselect;
+          this.guestFeatures[0] = gf0;
+          this.guestFeatures[1] = gf1;
+          for (let i = 0; i < VIRTIO_QUEUE_MAX; i++) Object.assign(this.vqs[i]!, qs[i], { reset: 0 });
+        };
+      },
+    };
+    return { name: 'virtio_pci', versionId: 1, minimumVersionId: 1, subsections: [modernState] };
   }
 
   /** QEMU's `virtio_pci_save_queue`: the queue's vector, when MSI-X is present. */

@@ -148,11 +148,24 @@ export abstract class VirtIODevice implements VirtQueueOwner {
   get vmsdVersion(): number {
     return 1;
   }
-  /** Device state written after the queues (QEMU's `vdc->save`, then `vdc->vmsd` fields). */
+  /** Device state written after the queues (QEMU's `vdc->save`, then `vdc->vmsd`). */
   saveDeviceState(_f: QEMUFileWriter): void {}
-  /** Parse what `saveDeviceState` wrote; return a function applying it (no change before). */
+  /**
+   * Parse what `saveDeviceState` wrote; return a function applying it (no change before).
+   * `version` is this device's own vmsd version, as QEMU passes it.
+   */
   loadDeviceState(_f: QEMUFileReader, _version: number): () => void {
     return () => {};
+  }
+  /** After a load has restored everything, rings included (QEMU's `vdc->post_load`). */
+  postLoad(): void {}
+
+  /**
+   * Migration: take negotiated features without the status checks (QEMU's
+   * `virtio_set_features_nocheck`). Returns false when `val` has bits the device does not offer.
+   */
+  restoreFeatures(val: bigint): boolean {
+    return this.setFeaturesNocheck(val);
   }
 
   // ---------------------------------------------------------------------------------------

@@ -44,8 +44,8 @@ const EMPTY_VIEW: DataView<ArrayBufferLike> = new DataView(new ArrayBuffer(0));
 export class VirtQueue {
   /** Current queue size; 0 means the queue does not exist. */
   num: number;
-  /** The size the device offers, restored by reset (QEMU's `num_default`). */
-  readonly numDefault: number;
+  /** The size the device offers, restored by reset (QEMU's `num_default`; migrated by `virtio/ringsize`). */
+  numDefault: number;
   /** Legacy layout alignment (QEMU's `vring.align`), set by transports with variable alignment. */
   align = VIRTIO_PCI_VRING_ALIGN;
   /** Guest-physical addresses of the three parts; 0 when not set. */
@@ -247,6 +247,45 @@ export class VirtQueue {
     for (const e of this.pool) if (e) e.inFlight = false;
     this.pool = [];
     this.unmap();
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Migration (QEMU's virtio_load, in the steps it restores a queue)
+
+  /**
+   * First step of a load: the geometry and index from the stream, rings not mapped yet (the
+   * features that decide their byte order and sizes come later). Elements in flight before the
+   * load become stale, as after a reset.
+   */
+  restoreState(num: number, align: number | undefined, desc: number, avail: number, used: number, lastAvailIdx: number): void {
+    this.unmap();
+    this.generation++;
+    for (const e of this.pool) if (e) e.inFlight = false;
+    this.pool = [];
+    this.num = num;
+    if (align !== undefined) this.align = align;
+    this.desc = desc;
+    this.avail = avail;
+    this.used = used;
+    this.lastAvailIdx = this.shadowAvailIdx = lastAvailIdx;
+    this.usedIdx = 0;
+    this.inuse = 0;
+    this.signalledUsed = 0;
+    this.signalledUsedValid = false;
+    this.notification = true;
+  }
+
+  /**
+   * Last step of a load: map the rings (legacy: derive avail and used from desc and the
+   * alignment) and take the indices the loader computed from guest RAM.
+   */
+  restoreRings(legacy: boolean, usedIdx: number, shadowAvailIdx: number, inuse: number): void {
+    if (this.desc === 0) return;
+    if (legacy) this.updateRings();
+    else this.mapRings();
+    this.usedIdx = usedIdx & 0xffff;
+    this.shadowAvailIdx = shadowAvailIdx & 0xffff;
+    this.inuse = inuse;
   }
 
   // ---------------------------------------------------------------------------------------

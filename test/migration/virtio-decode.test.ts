@@ -1,0 +1,86 @@
+// The blob decoder (used by `virtio-ts inspect`) reads back what virtio_save wrote: every
+// value equal to the device's, offsets that point at the bytes, and device parts it does not
+// know walked over by their subsection headers.
+import { describe, expect, it } from 'vitest';
+import { MigrationError } from '../../src/migration/qemu-file.js';
+import { saveVirtioDevice } from '../../src/migration/virtio.js';
+import { decodeVirtioBlob, type DecodedField } from '../../src/migration/virtio-decode.js';
+import { bit, VIRTIO_RING_F_EVENT_IDX } from '../../src/virtio/constants.js';
+import { modernAddrs, rngRig } from '../support/harness.js';
+import { ModernPciDriver, PciRig, postEntropyRequest } from '../support/pci-rig.js';
+
+function flat(fields: DecodedField[]): DecodedField[] {
+  return fields.flatMap((f) => [f, ...flat(f.children ?? [])]);
+}
+
+describe('decodeVirtioBlob', () => {
+  it('mmio v2: values and offsets match the device and the bytes', () => {
+    const rig = rngRig({ legacy: false });
+    rig.drv.init(bit(VIRTIO_RING_F_EVENT_IDX));
+    const ring = rig.drv.setupQueue(0, { num: 8, addrs: modernAddrs(0x10000, 8) });
+    rig.drv.driverOk();
+    ring.add([{ addr: 0x40000, len: 8, write: true }]);
+    rig.drv.notify(0);
+    const blob = saveVirtioDevice(rig.rng);
+    const d = decodeVirtioBlob(blob, { transport: 'mmio', emptyDeviceState: true }, 1000);
+    expect([d.status, d.isr, d.queueSel]).toEqual([rig.rng.status, rig.rng.isr, 0]);
+    expect(d.guestFeatures).toBe(rig.rng.guestFeatures);
+    expect(d.queues).toEqual([{ index: 0, num: 8, align: 4096, desc: 0x10000n, lastAvailIdx: 1 }]);
+    expect(d.rings).toEqual([{ index: 0, avail: BigInt(modernAddrs(0x10000, 8).avail), used: BigInt(modernAddrs(0x10000, 8).used) }]);
+    expect(d.subsections.map((s) => s.name)).toEqual(['virtio/64bit_features', 'virtio/virtqueues', 'virtio/extra_state', 'virtio_mmio/state', 'virtio/started']);
+    expect(d.started).toBe(true);
+    // Offsets are stream offsets (base 1000) and point at the value's bytes.
+    for (const f of flat(d.fields)) {
+      if (typeof f.value !== 'number' || f.children) continue;
+      const at = f.offset - 1000;
+      const v = new DataView(blob.buffer, blob.byteOffset + at, f.size);
+      const got = f.size === 1 ? v.getUint8(0) : f.size === 2 ? v.getUint16(0) : v.getUint32(0);
+      expect([f.name, got]).toEqual([f.name, f.value]);
+    }
+    for (const s of d.subsections) expect(blob[s.offset - 1000]).toBe(5);
+  });
+
+  it('pci with MSI-X: the vector count comes from the saved capability; vectors per queue', () => {
+    const rig = new PciRig({ pci: { vectors: 3 } });
+    rig.mapBars();
+    rig.msixEnable();
+    const drv = new ModernPciDriver(rig);
+    drv.init();
+    const ring = drv.setupQueue(0, 0x10000, 8, 2);
+    drv.driverOk();
+    postEntropyRequest(ring, 0x40000);
+    const blob = saveVirtioDevice(rig.rng);
+    const d = decodeVirtioBlob(blob, { transport: 'pci' });
+    expect(d.queues[0]!.vector).toBe(2);
+    const table = flat(d.fields).find((f) => f.name === 'table')!;
+    expect(table.size).toBe(48);
+    expect(d.deviceState).toBeUndefined(); // found the subsections right after the queues
+  });
+
+  it('an unknown device part is skipped to the subsections, and reported', () => {
+    const rig = rngRig({ legacy: false });
+    const blob = saveVirtioDevice(rig.rng);
+    const cut = 12 + 1 + 1 + 2 + 4 + 4 + 4 + 18; // mmio part, body, one queue
+    const dev = Uint8Array.from([0x01, 0x02, 0x03, 0x05, 0x00]);
+    const c = new Uint8Array(blob.length + dev.length);
+    c.set(blob.subarray(0, cut));
+    c.set(dev, cut);
+    c.set(blob.subarray(cut), cut + dev.length);
+    const d = decodeVirtioBlob(c, { transport: 'mmio' });
+    expect(d.deviceState).toEqual({ offset: cut, size: 5 });
+    expect(d.subsections.map((s) => s.name)[0]).toBe('virtio/64bit_features');
+  });
+
+  it('garbage is a MigrationError with the stream offset', () => {
+    const rig = rngRig({ legacy: false });
+    const blob = saveVirtioDevice(rig.rng).slice(0, 30);
+    let e: unknown;
+    try {
+      decodeVirtioBlob(blob, { transport: 'mmio', emptyDeviceState: true }, 500);
+    } catch (x) {
+      e = x;
+    }
+    expect(e).toBeInstanceOf(MigrationError);
+    expect((e as MigrationError).offset).toBeGreaterThanOrEqual(500);
+  });
+});
