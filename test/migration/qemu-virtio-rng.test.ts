@@ -20,20 +20,15 @@ import type { PcMachine } from '../../src/machine/pc.js';
 import { loadVm, parseSavevm, saveVm, type ParsedSavevm } from '../../src/migration/savevm.js';
 import { qemuOrPolicy } from '../driver/impls.js';
 import { firstDifference } from './patterns.js';
+import { nextRequest, pciNotifyAddr, type RingAddresses } from './rng-guest.js';
 import { captureFromQemu, loadIntoQemu, tempDir, waitMigration } from './qemu-migration.js';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 const MMIO_BASE = 0xfeb0_2e00;
 
-interface RingAddresses {
-  desc: number;
-  avail: number;
-  used: number;
-}
 const NUM = 8;
 const DONE = 3;
-const BUF = 0x38_0000;
 
 interface Case {
   machine: 'pc' | 'microvm';
@@ -41,24 +36,6 @@ interface Case {
   idstr: string;
   drive(m: Machine): Promise<RingAddresses>;
   kick(m: Machine): Promise<void>;
-}
-
-/** The notify address of queue 0 from the modern device's configuration (BAR4 + notify cap). */
-async function pciNotifyAddr(m: Machine, devfn: number): Promise<number> {
-  const bus = new GuestPciBus(m);
-  const cfg = await bus.configDump(devfn);
-  const dv = new DataView(cfg.buffer);
-  let ptr = cfg[0x34]!;
-  for (let guard = 0; ptr !== 0 && guard < 48; guard++) {
-    if (cfg[ptr] === 0x09 && cfg[ptr + 3] === 2) {
-      const bar = cfg[ptr + 4]!;
-      const base = ((dv.getUint32(0x10 + 4 * bar, true) & ~0xf) >>> 0) + dv.getUint32(0x14 + 4 * bar, true) * 2 ** 32;
-      // queue_notify_off of queue 0 is 0 on QEMU 7.2 (it reads back as the queue index).
-      return base + dv.getUint32(ptr + 8, true);
-    }
-    ptr = cfg[ptr + 1]!;
-  }
-  throw new Error('no notify capability');
 }
 
 const PCI_DEVFN = 2 << 3;
@@ -107,29 +84,6 @@ function ours(c: Case): { machine: PcMachine | MicrovmMachine; guest: InProcessM
   return { machine: r.built.machine, guest: new InProcessMachine(r.target) };
 }
 
-/** Post request DONE+1 by hand in the migrated ring, kick, and wait (bounded) for its completion. */
-async function fourthRequest(m: Machine, ring: RingAddresses, kick: () => Promise<void>): Promise<{ id: number; len: number }> {
-  expect(await m.readw(ring.avail + 2)).toBe(DONE);
-  expect(await m.readw(ring.used + 2)).toBe(DONE);
-  const d = DONE % NUM;
-  const desc = new Uint8Array(16);
-  const dv = new DataView(desc.buffer);
-  dv.setBigUint64(0, BigInt(BUF), true);
-  dv.setUint32(8, 16, true);
-  dv.setUint16(12, 2, true); // VRING_DESC_F_WRITE
-  await m.writeBytes(ring.desc + 16 * d, desc);
-  await m.writew(ring.avail + 4 + 2 * (DONE % NUM), d);
-  await m.writew(ring.avail + 2, DONE + 1);
-  await kick();
-  const deadline = Date.now() + 5000;
-  while ((await m.readw(ring.used + 2)) !== DONE + 1) {
-    if (Date.now() > deadline) throw new Error('the fourth request did not complete within 5 s');
-    await new Promise((r) => setTimeout(r, 1));
-  }
-  const at = ring.used + 4 + 8 * (DONE % NUM);
-  return { id: await m.readl(at), len: await m.readl(at + 4) };
-}
-
 function sectionBody(bytes: Uint8Array, p: ParsedSavevm, idstr: string): Uint8Array {
   const s = p.sections.find((x) => x.idstr === idstr);
   if (!s) throw new Error(`no section ${idstr}: ${p.sections.map((x) => x.idstr).join(', ')}`);
@@ -157,7 +111,7 @@ if (qemuOrPolicy('savevm with virtio-rng against QEMU 7.2')) {
         expect(b.length).toBe(a.length);
         expect(firstDifference(a, b)).toBe(-1);
         expect(q.vmdesc!.description!.devices.find((d) => d.name === c.idstr)).toEqual(p.vmdesc!.description!.devices.find((d) => d.name === c.idstr));
-        const e = await fourthRequest(o.guest, ring!, () => c.kick(o.guest));
+        const e = await nextRequest(o.guest, ring!, NUM, DONE, () => c.kick(o.guest), 0x38_0000);
         expect(e).toEqual({ id: DONE % NUM, len: 16 });
       });
 
@@ -182,7 +136,7 @@ if (qemuOrPolicy('savevm with virtio-rng against QEMU 7.2')) {
           } finally {
             tmp.remove();
           }
-          fourth = await fourthRequest(m, ring, () => c.kick(m));
+          fourth = await nextRequest(m, ring, NUM, DONE, () => c.kick(m), 0x38_0000);
         }, { args: c.args });
         expect(r.info.status, r.stderr).toBe('completed');
         expect(r.status).toBe('running');
