@@ -25,9 +25,16 @@ const LATIN1 = {
 
 /** Bytes as 8-bit text (names in streams are C strings, compared byte by byte). */
 export function latin1(b: Uint8Array): string {
-  let s = '';
-  for (let i = 0; i < b.length; i++) s += String.fromCharCode(b[i]!);
-  return s;
+  if (b.length <= 64) {
+    let s = '';
+    for (let i = 0; i < b.length; i++) s += String.fromCharCode(b[i]!);
+    return s;
+  }
+  // Long texts (the JSON description) in chunks: one call per 8 KiB instead of one per byte,
+  // and small enough for any engine's argument limit.
+  const parts: string[] = [];
+  for (let i = 0; i < b.length; i += 8192) parts.push(String.fromCharCode.apply(null, b.subarray(i, i + 8192) as unknown as number[]));
+  return parts.join('');
 }
 
 export class QEMUFileWriter {

@@ -39,13 +39,6 @@ export const RAM_SECTION_VERSION = 4;
 // ---------------------------------------------------------------------------------------------
 // Writing
 
-/** Bytes `ramSavePages` writes at most for `blocks` (every page a PAGE, every header with a name). */
-export function ramSaveBound(blocks: readonly RamBlock[]): number {
-  let n = 8;
-  for (const b of blocks) n += Math.ceil(b.bytes.length / TARGET_PAGE_SIZE) * (8 + TARGET_PAGE_SIZE) + 1 + b.idstr.length;
-  return n;
-}
-
 function checkBlock(b: RamBlock): void {
   // QEMU's used_length is page-aligned; a stream has no way to carry a partial page.
   if (b.bytes.length % TARGET_PAGE_SIZE !== 0) throw new RangeError(`RAM block ${b.idstr}: length ${b.bytes.length} is not a multiple of ${TARGET_PAGE_SIZE}`);
@@ -79,28 +72,56 @@ function pageIsZero(bytes: Uint8Array, words: Uint32Array | undefined, off: numb
 }
 
 /**
+ * Which pages are all zero, found once before writing, so that the writer can reserve the exact
+ * size of the pages chunk (a fresh guest's 16 MiB is a 100 KiB stream; reserving for the worst
+ * case would clear 16 MiB for nothing) and the page loop does not scan twice.
+ */
+export class RamPagePlan {
+  /** Per block, one byte per page: 1 when the page is all zero. */
+  readonly zero: Uint8Array[];
+  /** Bytes `ramSavePages` will write. */
+  readonly chunkBytes: number;
+
+  constructor(readonly blocks: readonly RamBlock[]) {
+    let n = 8; // EOS
+    this.zero = blocks.map((b) => {
+      checkBlock(b);
+      const bytes = b.bytes;
+      const words = (bytes.byteOffset & 3) === 0 ? new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.length >> 2) : undefined;
+      const pages = bytes.length / TARGET_PAGE_SIZE;
+      const z = new Uint8Array(pages);
+      for (let p = 0; p < pages; p++) {
+        const isZero = pageIsZero(bytes, words, p * TARGET_PAGE_SIZE);
+        z[p] = isZero ? 1 : 0;
+        n += 8 + (isZero ? 1 : TARGET_PAGE_SIZE);
+      }
+      if (pages > 0) n += 1 + b.idstr.length;
+      return z;
+    });
+    this.chunkBytes = n;
+  }
+}
+
+/**
  * One iteration's chunk with every page of every block (QEMU's first pass over a quiescent
  * guest): ZERO with fill byte 0 for an all-zero page, PAGE with its bytes otherwise; the block
  * name after the first page of each block, CONTINUE after that; EOS.
  */
-export function ramSavePages(f: QEMUFileWriter, blocks: readonly RamBlock[]): void {
-  for (const b of blocks) {
-    checkBlock(b);
+export function ramSavePages(f: QEMUFileWriter, blocks: readonly RamBlock[], plan: RamPagePlan = new RamPagePlan(blocks)): void {
+  for (let k = 0; k < blocks.length; k++) {
+    const b = blocks[k]!;
     const bytes = b.bytes;
-    const words = (bytes.byteOffset & 3) === 0 ? new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.length >> 2) : undefined;
-    let first = true;
-    for (let off = 0; off < bytes.length; off += TARGET_PAGE_SIZE) {
-      const zero = pageIsZero(bytes, words, off);
+    const zero = plan.zero[k]!;
+    for (let p = 0; p < zero.length; p++) {
+      const off = p * TARGET_PAGE_SIZE;
+      const isZero = zero[p] === 1;
       // The be64 header as two be32 halves: offsets are page-aligned and below 2^53, so the
       // flags fit in the low half and no bigint is made per page.
-      const flags = (zero ? RAM_SAVE_FLAG_ZERO : RAM_SAVE_FLAG_PAGE) | (first ? 0 : RAM_SAVE_FLAG_CONTINUE);
+      const flags = (isZero ? RAM_SAVE_FLAG_ZERO : RAM_SAVE_FLAG_PAGE) | (p === 0 ? 0 : RAM_SAVE_FLAG_CONTINUE);
       f.putBe32(Math.floor(off / 0x1_0000_0000));
       f.putBe32((off % 0x1_0000_0000) + flags);
-      if (first) {
-        f.putName(b.idstr);
-        first = false;
-      }
-      if (zero) f.putByte(0);
+      if (p === 0) f.putName(b.idstr);
+      if (isZero) f.putByte(0);
       else f.putBuffer(bytes.subarray(off, off + TARGET_PAGE_SIZE));
     }
   }

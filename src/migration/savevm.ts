@@ -24,7 +24,7 @@ import type { DeviceSection, LoadContext, MigratableMachine, RamBlock } from './
 import { GLOBAL_STATE_IDSTR, GLOBAL_STATE_VERSION, loadGlobalState, saveGlobalState } from './global-state.js';
 import { latin1, MigrationError, QEMUFileReader, QEMUFileWriter } from './qemu-file.js';
 import {
-  GpaToRamBlock, RAM_SECTION_IDSTR, RAM_SECTION_VERSION, ramSaveBound, ramSaveComplete, ramSavePages, ramSaveSetup,
+  GpaToRamBlock, RAM_SECTION_IDSTR, RAM_SECTION_VERSION, RamPagePlan, ramSaveComplete, ramSavePages, ramSaveSetup,
   RamStaging, readRamChunk, TARGET_PAGE_BITS, TARGET_PAGE_SIZE,
   type DiscardedRamBlock, type RamReadState, type RamSink, type RamStagingOptions, type StreamRamBlock,
 } from './ram.js';
@@ -84,8 +84,11 @@ function putSectionFooter(f: QEMUFileWriter, sectionId: number): void {
 export function saveVm(machine: MigratableMachine, opts: SaveVmOptions = {}): Uint8Array {
   const blocks = machine.ramBlocks();
   const sections = machine.deviceSections();
-  // The pages dominate; reserve them up front so the buffer is never copied while growing.
-  const f = new QEMUFileWriter(ramSaveBound(blocks) + 64 * 1024);
+  // The pages dominate and their size is known once the zero pages are found: reserve it up
+  // front (plus room for the sections: a virtio device writes ~50 KiB) so that the buffer is
+  // not copied while it grows.
+  const plan = new RamPagePlan(blocks);
+  const f = new QEMUFileWriter(plan.chunkBytes + 4096 + 64 * 1024 * (sections.length + 1));
 
   // qemu_savevm_state_header
   f.putBe32(QEMU_VM_FILE_MAGIC);
@@ -106,7 +109,7 @@ export function saveVm(machine: MigratableMachine, opts: SaveVmOptions = {}): Ui
   ramSaveSetup(f, blocks);
   putSectionFooter(f, ramId);
   putSectionHeader(f, QEMU_VM_SECTION_PART, ramId);
-  ramSavePages(f, blocks);
+  ramSavePages(f, blocks, plan);
   putSectionFooter(f, ramId);
   putSectionHeader(f, QEMU_VM_SECTION_END, ramId);
   ramSaveComplete(f);

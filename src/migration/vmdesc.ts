@@ -178,40 +178,47 @@ class JsonParser {
   private value(depth: number): Json {
     if (depth > MAX_DEPTH) this.fail(`nesting deeper than ${MAX_DEPTH}`);
     this.ws();
-    const c = this.s[this.i];
-    if (c === '{') return this.object(depth);
-    if (c === '[') return this.array(depth);
-    if (c === '"') return this.string();
-    if (c === '-' || (c !== undefined && c >= '0' && c <= '9')) return this.number();
-    for (const [word, v] of [['true', true], ['false', false], ['null', null]] as const) {
-      if (this.s.startsWith(word, this.i)) {
-        this.i += word.length;
-        return v;
-      }
-    }
+    const c = this.s.charCodeAt(this.i);
+    if (c === 0x7b) return this.object(depth);
+    if (c === 0x5b) return this.array(depth);
+    if (c === 0x22) return this.string();
+    if (c === 0x2d || (c >= 0x30 && c <= 0x39)) return this.number();
+    if (this.s.startsWith('true', this.i)) return this.word(4, true);
+    if (this.s.startsWith('false', this.i)) return this.word(5, false);
+    if (this.s.startsWith('null', this.i)) return this.word(4, null);
     return this.fail('unexpected character');
+  }
+
+  private word(n: number, v: Json): Json {
+    this.i += n;
+    return v;
+  }
+
+  /** Skip white space and expect `code` there, consuming it. */
+  private expect(code: number, what: string): void {
+    this.ws();
+    if (this.s.charCodeAt(this.i) !== code) this.fail(what);
+    this.i++;
   }
 
   private object(depth: number): JsonObject {
     this.i++;
     const entries: [string, Json][] = [];
     this.ws();
-    if (this.s[this.i] === '}') {
+    if (this.s.charCodeAt(this.i) === 0x7d) {
       this.i++;
       return { entries };
     }
     for (;;) {
       this.ws();
-      if (this.s[this.i] !== '"') this.fail('expected a member name');
+      if (this.s.charCodeAt(this.i) !== 0x22) this.fail('expected a member name');
       const k = this.string();
-      this.ws();
-      if (this.s[this.i] !== ':') this.fail("expected ':'");
-      this.i++;
+      this.expect(0x3a, "expected ':'");
       entries.push([k, this.value(depth + 1)]);
       this.ws();
-      const c = this.s[this.i++];
-      if (c === '}') return { entries };
-      if (c !== ',') this.fail("expected ',' or '}'");
+      const c = this.s.charCodeAt(this.i++);
+      if (c === 0x7d) return { entries };
+      if (c !== 0x2c) this.fail("expected ',' or '}'");
     }
   }
 
@@ -219,22 +226,32 @@ class JsonParser {
     this.i++;
     const out: Json[] = [];
     this.ws();
-    if (this.s[this.i] === ']') {
+    if (this.s.charCodeAt(this.i) === 0x5d) {
       this.i++;
       return out;
     }
     for (;;) {
       out.push(this.value(depth + 1));
       this.ws();
-      const c = this.s[this.i++];
-      if (c === ']') return out;
-      if (c !== ',') this.fail("expected ',' or ']'");
+      const c = this.s.charCodeAt(this.i++);
+      if (c === 0x5d) return out;
+      if (c !== 0x2c) this.fail("expected ',' or ']'");
     }
   }
 
   private string(): string {
     const s = this.s;
     this.i++;
+    // Fast path: QEMU's names rarely hold an escape; take the text up to the quote in one slice.
+    for (let j = this.i; j < s.length; j++) {
+      const c = s.charCodeAt(j);
+      if (c === 0x22) {
+        const out = s.slice(this.i, j);
+        this.i = j + 1;
+        return out;
+      }
+      if (c === 0x5c) break;
+    }
     let out = '';
     for (;;) {
       if (this.i >= s.length) this.fail('unterminated string');
@@ -268,10 +285,25 @@ class JsonParser {
   }
 
   private number(): number {
-    const m = /^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?/.exec(this.s.slice(this.i, this.i + 40));
-    if (!m) return this.fail('bad number');
-    this.i += m[0].length;
-    return Number(m[0]);
+    const s = this.s;
+    const start = this.i;
+    const digits = () => {
+      const from = this.i;
+      while (this.i < s.length && s.charCodeAt(this.i) >= 0x30 && s.charCodeAt(this.i) <= 0x39) this.i++;
+      if (this.i === from) this.fail('bad number');
+    };
+    if (s[this.i] === '-') this.i++;
+    digits();
+    if (s[this.i] === '.') {
+      this.i++;
+      digits();
+    }
+    if (s[this.i] === 'e' || s[this.i] === 'E') {
+      this.i++;
+      if (s[this.i] === '+' || s[this.i] === '-') this.i++;
+      digits();
+    }
+    return Number(s.slice(start, this.i));
   }
 }
 
