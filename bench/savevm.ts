@@ -9,7 +9,7 @@
 // `total-time` is printed beside it. Ours is in-process; "save+write" adds writing the bytes to
 // a file, the closest like-for-like figure.
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { commandAvailable, haltFirmware, launchQemu, type QemuProcess } from '../src/driver/qemu-launcher.js';
@@ -165,7 +165,7 @@ export async function runSavevmBench(opts: SavevmBenchOptions = {}): Promise<voi
     for (const [label, data] of cases) {
       const o = ours(label.replace(' ', '-'), data, runs, dir);
       console.log(`  ${label}:`);
-      console.log(`    ours  saveVm ${f1(o.save)} ms (${mbps(RAM_TOTAL, o.save)} of guest memory), save+write file ${f1(o.saveWrite)} ms, loadVm ${f1(o.load)} ms, parseSavevm ${f1(o.parse)} ms; stream ${o.bytes} bytes${o.heapPerSave !== undefined ? `; ~${(o.heapPerSave / 1048576).toFixed(1)} MiB allocated per save (the stream itself)` : ''}`);
+      console.log(`    ours  saveVm ${f1(o.save)} ms (${mbps(RAM_TOTAL, o.save)} of guest memory), save+write file ${f1(o.saveWrite)} ms, loadVm ${f1(o.load)} ms, parseSavevm ${f1(o.parse)} ms; stream ${o.bytes} bytes${o.heapPerSave !== undefined ? `; ~${(o.heapPerSave / 1048576).toFixed(1)} MiB allocated per save (mostly the stream buffer)` : ''}`);
       if (!haveQemu) {
         console.log(`    QEMU  ${QEMU_COMMAND[0]} not installed: no comparison`);
         continue;
@@ -176,6 +176,7 @@ export async function runSavevmBench(opts: SavevmBenchOptions = {}): Promise<voi
       console.log(`    ratio ours save+write / QEMU wall: ${(o.saveWrite / q.wall).toFixed(2)}`);
     }
     console.log('  QEMU wall time includes QMP round trips, sh -c cat and the pipe; ours is in-process.');
+    console.log(`  1-minute load average at the end: ${loadavg()[0]!.toFixed(2)} (other processes share the CPUs).`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
