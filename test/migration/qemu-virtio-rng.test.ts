@@ -31,16 +31,79 @@ const NUM = 8;
 const DONE = 3;
 
 interface Case {
+  name: string;
   machine: 'pc' | 'microvm';
   args: string[];
   idstr: string;
   drive(m: Machine): Promise<RingAddresses>;
   kick(m: Machine): Promise<void>;
+  /** Where queue 0's MSI-X message lands in RAM (with its data), when the case uses MSI-X. */
+  msi?: { addr: number; data: number };
 }
 
 const PCI_DEVFN = 2 << 3;
 
+const MSI_ADDR = 0x2f_0000;
+const MSI_DATA = 0x1234_5678;
+
+/** Bring a virtio-rng-pci up to DRIVER_OK with queue 0 and complete DONE requests. */
+async function drivePci(m: Machine, msix: boolean): Promise<RingAddresses> {
+  const devs = await new GuestPciBus(m).scan();
+  const dev = devs.find((d) => d.ids.vendorId === 0x1af4);
+  if (!dev) throw new Error('no virtio device on bus 0');
+  const drv = await VirtioPciDriver.open(dev, { alloc: new GuestAllocator(0x20_0000, 0x2f_0000) });
+  if (msix) await drv.enableMsix();
+  await drv.init(0n);
+  const ring = await drv.setupQueue(0, { num: NUM });
+  if (msix) await drv.msixSetupQueue(0, 1, MSI_ADDR, MSI_DATA);
+  await drv.driverOk();
+  const rng = new RngDriver(drv, ring);
+  for (let i = 0; i < DONE; i++) expect((await rng.request(16)).len).toBe(16);
+  return ring.addrs;
+}
+
+/** Legacy interface: QUEUE_NOTIFY in I/O BAR0 (found in the migrated configuration). */
+async function legacyKick(m: Machine): Promise<void> {
+  const bar0 = await new GuestPciBus(m).configReadl(PCI_DEVFN, 0x10);
+  await m.outw((bar0 & ~3) + 0x10, 0);
+}
+
+const PC_MSIX: Case = {
+  name: 'pc, transitional virtio-rng-pci with MSI-X',
+  machine: 'pc',
+  args: ['-device', 'virtio-rng-pci'],
+  idstr: '0000:00:02.0/virtio-rng',
+  drive: (m) => drivePci(m, true),
+  async kick(m) {
+    await m.writew(await pciNotifyAddr(m, PCI_DEVFN), 0);
+  },
+  msi: { addr: MSI_ADDR, data: MSI_DATA },
+};
+
+const PC_LEGACY: Case = {
+  name: 'pc, legacy virtio-rng-pci (disable-modern=on), INTx',
+  machine: 'pc',
+  args: ['-device', 'virtio-rng-pci,disable-modern=on'],
+  idstr: '0000:00:02.0/virtio-rng',
+  drive: (m) => drivePci(m, false),
+  kick: legacyKick,
+};
+
+const MICROVM_V2: Case = {
+  name: 'microvm, virtio-mmio version 2',
+  machine: 'microvm',
+  args: ['-global', 'virtio-mmio.force-legacy=false', '-device', 'virtio-rng-device'],
+  idstr: 'virtio-mmio@00000000feb02e00/virtio-rng',
+  async drive(m) {
+    return MICROVM.drive(m);
+  },
+  async kick(m) {
+    await m.writel(MMIO_BASE + 0x50, 0);
+  },
+};
+
 const PC: Case = {
+  name: 'pc, transitional virtio-rng-pci (modern interface), INTx',
   machine: 'pc',
   args: ['-device', 'virtio-rng-pci'],
   idstr: '0000:00:02.0/virtio-rng',
@@ -62,6 +125,7 @@ const PC: Case = {
 };
 
 const MICROVM: Case = {
+  name: 'microvm, virtio-mmio version 1 (QEMU\'s default)',
   machine: 'microvm',
   args: ['-device', 'virtio-rng-device'],
   idstr: 'virtio-mmio@00000000feb02e00/virtio-rng',
@@ -92,8 +156,8 @@ function sectionBody(bytes: Uint8Array, p: ParsedSavevm, idstr: string): Uint8Ar
 
 if (qemuOrPolicy('savevm with virtio-rng against QEMU 7.2')) {
   describe('savevm with virtio-rng against QEMU 7.2', () => {
-    for (const c of [PC, MICROVM]) {
-      it(`${c.machine}: QEMU → ours: the device state arrives byte for byte and serves the next request`, async () => {
+    for (const c of [PC, PC_MSIX, PC_LEGACY, MICROVM, MICROVM_V2]) {
+      it(`${c.name}: QEMU → ours: the device state arrives byte for byte and serves the next request`, async () => {
         let ring: RingAddresses | undefined;
         const cap = await captureFromQemu(c.machine, async (m) => {
           ring = await c.drive(m);
@@ -111,17 +175,21 @@ if (qemuOrPolicy('savevm with virtio-rng against QEMU 7.2')) {
         expect(b.length).toBe(a.length);
         expect(firstDifference(a, b)).toBe(-1);
         expect(q.vmdesc!.description!.devices.find((d) => d.name === c.idstr)).toEqual(p.vmdesc!.description!.devices.find((d) => d.name === c.idstr));
+        if (c.msi) await o.guest.writel(c.msi.addr, 0);
         const e = await nextRequest(o.guest, ring!, NUM, DONE, () => c.kick(o.guest), 0x38_0000);
         expect(e).toEqual({ id: DONE % NUM, len: 16 });
+        // With MSI-X, the migrated table entry delivers the completion's message.
+        if (c.msi) expect(await o.guest.readl(c.msi.addr)).toBe(c.msi.data);
       });
 
-      it(`${c.machine}: ours → QEMU: QEMU loads it, runs, migrates the same device bytes back out, and serves the next request`, async () => {
+      it(`${c.name}: ours → QEMU: QEMU loads it, runs, migrates the same device bytes back out, and serves the next request`, async () => {
         const o = ours(c);
         const ring = await c.drive(o.guest);
         const bytes = saveVm(o.machine);
         const p = parseSavevm(bytes);
         let echoed: Uint8Array | undefined;
         let fourth: { id: number; len: number } | undefined;
+        let msiSeen = false;
         const r = await loadIntoQemu(c.machine, bytes, async (m, proc) => {
           // QEMU's own stream of the state it just loaded.
           const tmp = tempDir();
@@ -136,13 +204,20 @@ if (qemuOrPolicy('savevm with virtio-rng against QEMU 7.2')) {
           } finally {
             tmp.remove();
           }
+          if (c.msi) await m.writel(c.msi.addr, 0);
           fourth = await nextRequest(m, ring, NUM, DONE, () => c.kick(m), 0x38_0000);
+          if (c.msi) {
+            const deadline = Date.now() + 5000;
+            while ((await m.readl(c.msi.addr)) !== c.msi.data && Date.now() < deadline) await new Promise((r) => setTimeout(r, 1));
+            msiSeen = (await m.readl(c.msi.addr)) === c.msi.data;
+          }
         }, { args: c.args });
         expect(r.info.status, r.stderr).toBe('completed');
         expect(r.status).toBe('running');
         const q = parseSavevm(echoed!);
         expect(firstDifference(sectionBody(bytes, p, c.idstr), sectionBody(echoed!, q, c.idstr))).toBe(-1);
         expect(fourth).toEqual({ id: DONE % NUM, len: 16 });
+        if (c.msi) expect(msiSeen).toBe(true);
       });
     }
   });
