@@ -167,7 +167,10 @@ export interface SavevmSection {
   bodyLength: number;
   /** Offset of the 0x7e footer. */
   footerOffset: number;
-  /** The JSON description entry that gave the section's extent, when one was needed. */
+  /**
+   * The section's JSON description entry: from `parseSavevm`, for every FULL section the stream
+   * describes; from `loadVm`'s walk, for the sections it stepped over with it.
+   */
   vmdesc?: VmdescDevice;
 }
 
@@ -649,7 +652,8 @@ export function parseSavevm(bytes: Uint8Array): ParsedSavevm {
       }
       if (idstr === GLOBAL_STATE_IDSTR && h.instanceId === 0 && h.versionId === GLOBAL_STATE_VERSION) {
         runState = loadGlobalState(f);
-        return;
+        // Decoded here, but its description is still worth handing to an inspector.
+        return desc?.index?.next(h.idstr, h.instanceId);
       }
       return skipUnknown(f, h, desc);
     });
