@@ -344,7 +344,7 @@ export class RamStaging implements RamSink {
     const s = this.staged[handle]!;
     if (!s.pages) {
       // Sized by the machine's block, allocated once per block on its first page.
-      s.pages = new Float64Array(s.block.bytes.length / TARGET_PAGE_SIZE);
+      s.pages = new Float64Array(Math.floor(s.block.bytes.length / TARGET_PAGE_SIZE));
       s.pages.fill(NOT_STAGED);
     }
     return s.pages;
