@@ -10,13 +10,15 @@
 // difference ("device-side overhead per chain"), plus V8 heap bytes allocated per chain.
 //
 // Then the qtest round-trip section (bench/qtest.ts): our virtio-ts-qemu beside QEMU 7.2.
-// BENCH_ONLY=ring or BENCH_ONLY=qtest runs one section only.
+// Then the whole-machine save/load section (bench/savevm.ts): ours beside QEMU 7.2's migration.
+// BENCH_ONLY=ring, BENCH_ONLY=qtest or BENCH_ONLY=savevm runs one section only.
 
 import os from 'node:os';
 import { GuestMemory } from '../src/memory/guest-memory.js';
 import { deviceLoops, host4k, host64, hostHdr, hostStatus, plainCopiesFor, type PlainCopy } from './cases.js';
 import { allocPerChain, calibrate, median, runFor, timeRun } from './measure.js';
 import { runQtestBench } from './qtest.js';
+import { runSavevmBench } from './savevm.js';
 import { BATCH, BLK_DIRECT_CHAINS, buildRig, PAGE, QUEUE_SIZE, RAM_SIZE, type CaseKind, type Rig } from './rig.js';
 
 // BENCH_QUICK=1 shortens everything (for iterating on the code, not for reporting).
@@ -28,12 +30,16 @@ const WARMUP_MS = QUICK ? 40 : 100;
 const ALLOC_BATCHES = 40;
 
 const ONLY = process.env['BENCH_ONLY'];
-if (ONLY !== undefined && ONLY !== '' && ONLY !== 'ring' && ONLY !== 'qtest') {
-  console.error(`BENCH_ONLY=${ONLY}: expected ring or qtest`);
+if (ONLY !== undefined && ONLY !== '' && ONLY !== 'ring' && ONLY !== 'qtest' && ONLY !== 'savevm') {
+  console.error(`BENCH_ONLY=${ONLY}: expected ring, qtest or savevm`);
   process.exit(2);
 }
 if (ONLY === 'qtest') {
   await runQtestBench({ quick: QUICK });
+  process.exit(0);
+}
+if (ONLY === 'savevm') {
+  await runSavevmBench({ quick: QUICK });
   process.exit(0);
 }
 
@@ -222,4 +228,7 @@ if (probe) {
   );
 }
 
-if (ONLY !== 'ring') await runQtestBench({ quick: QUICK });
+if (ONLY !== 'ring') {
+  await runQtestBench({ quick: QUICK });
+  await runSavevmBench({ quick: QUICK });
+}

@@ -16,6 +16,9 @@ export * from './devices/rng.js';
 export * from './clock/virtual-clock.js';
 export * from './trace/trace.js';
 export * from './migration/qemu-file.js';
+// Whole-machine streams: the contract a machine implements, saveVm / loadVm / parseSavevm.
+export * from './migration/machine-state.js';
+export * from './migration/savevm.js';
 export * from './driver/split-ring.js';
 export * from './driver/mmio-driver.js';
 // The async guest-side driver library (browser-safe part), namespaced to keep this list flat and

@@ -8,6 +8,7 @@
  */
 import { VirtualClock } from '../clock/virtual-clock.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
+import type { DeviceSection, MigratableMachine, RamBlock } from '../migration/machine-state.js';
 import type { QtestTarget } from './qtest-target.js';
 import { DEVICE_PROPS, IrqLines, QomObject, resolveQomPath } from './qom.js';
 import { SystemMemory } from './system-memory.js';
@@ -37,7 +38,7 @@ export const IO_APIC_SECONDARY_IRQBASE = 24;
 
 export const IOAPIC_PROPS = [...DEVICE_PROPS, { name: 'version', type: 'uint8' }, { name: 'ioapic[0]', type: 'child<memory-region>' }];
 
-export abstract class ReferenceMachine implements QtestTarget {
+export abstract class ReferenceMachine implements QtestTarget, MigratableMachine {
   readonly clock = new VirtualClock();
   readonly sys: SystemMemory;
   readonly endianness = 'little' as const;
@@ -114,6 +115,19 @@ export abstract class ReferenceMachine implements QtestTarget {
 
   /** Machine reset (QEMU's `qemu_system_reset`): devices back to power-on state. */
   abstract reset(): void;
+
+  // ---------------------------------------------------------------------------------------
+  // MigratableMachine (src/migration/savevm.ts writes and reads whole streams over these)
+
+  /** QEMU's machine type name as the stream's configuration record carries it. */
+  abstract readonly machineType: string;
+  abstract ramBlocks(): readonly RamBlock[];
+  abstract deviceSections(): readonly DeviceSection[];
+
+  /** Guest RAM (the regions are views into the RAM blocks). */
+  get memory(): GuestMemory {
+    return this.sys.ram;
+  }
 
   // ---------------------------------------------------------------------------------------
   // Run state (softmmu/runstate.c, softmmu/cpus.c)

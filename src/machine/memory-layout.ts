@@ -15,6 +15,7 @@
  * No Node imports: part of the browser bundle.
  */
 import { GuestMemory, RamRegion } from '../memory/guest-memory.js';
+import type { RamBlock } from '../migration/machine-state.js';
 
 export const KiB = 1024;
 export const MiB = 1024 * KiB;
@@ -35,6 +36,12 @@ export interface MemoryLayout {
   aboveFourGiB: number;
   /** The firmware bytes (both views share them). */
   bios: Uint8Array;
+  /**
+   * QEMU's RAM blocks in QEMU's order (`ram_list`: longest first, ties in allocation order):
+   * pc: `pc.ram`, `pc.bios`, `pc.rom` by size; microvm: `microvm.ram`, `pc.bios`. Every region
+   * of `memory` is a view into one of them.
+   */
+  ramBlocks: RamBlock[];
 }
 
 /** QEMU's firmware check: a non-empty image whose size is a multiple of 64 KiB. */
@@ -42,25 +49,62 @@ export function validBiosSize(size: number): boolean {
   return size > 0 && size % (64 * KiB) === 0;
 }
 
-/**
- * Build RAM and firmware regions. `bios` is the firmware image (copied); undefined gives an
- * all-zero image of the machine's default size.
- */
-export function buildMemoryLayout(machine: 'pc' | 'microvm', ramSize: number, bios?: Uint8Array): MemoryLayout {
-  if (!Number.isSafeInteger(ramSize) || ramSize <= 0) throw new RangeError(`bad RAM size ${ramSize}`);
-  let below: number;
+/** Where RAM below 4 GiB ends (pc_init1's `lowmem` rule for pc, 3 GiB for microvm). */
+export function belowFourGiBSize(machine: 'pc' | 'microvm', ramSize: number): number {
   if (machine === 'pc') {
     let lowmem = 0xe000_0000;
     if (ramSize >= lowmem) lowmem = 0xc000_0000;
-    below = ramSize >= lowmem ? lowmem : ramSize;
-  } else {
-    const lowmem = 0xc000_0000;
-    below = ramSize > lowmem ? lowmem : ramSize;
+    return ramSize >= lowmem ? lowmem : ramSize;
   }
+  const lowmem = 0xc000_0000;
+  return ramSize > lowmem ? lowmem : ramSize;
+}
+
+/**
+ * Offset inside the main RAM block (`pc.ram`, `microvm.ram`) of guest address `gpa`, or -1 when
+ * no RAM byte lives there. Below the split the block is mapped 1:1; its remainder continues at
+ * 4 GiB (QEMU's "ram-above-4g" alias starts at block offset `belowFourGiB`). This is the RAM
+ * block's own mapping: under the ROM windows (0xc0000-0xfffff) it names the hidden RAM, which
+ * the CPU does not see there but which the block, and so the migration stream, still holds.
+ */
+export function ramBlockOffsetOfGpa(gpa: number, belowFourGiB: number, ramSize: number): number {
+  if (!Number.isSafeInteger(gpa) || gpa < 0) return -1;
+  if (gpa < belowFourGiB) return gpa;
+  const above = ramSize - belowFourGiB;
+  if (gpa >= FOUR_GIB && gpa - FOUR_GIB < above) return belowFourGiB + (gpa - FOUR_GIB);
+  return -1;
+}
+
+/**
+ * QEMU's RAMBlock list order (`ram_block_add`): a new block goes before the first one that is
+ * shorter, so the list runs longest first and equal lengths stay in allocation order.
+ */
+export function qemuRamBlockOrder(allocated: readonly RamBlock[]): RamBlock[] {
+  const list: RamBlock[] = [];
+  for (const b of allocated) {
+    const i = list.findIndex((o) => o.bytes.length < b.bytes.length);
+    if (i < 0) list.push(b);
+    else list.splice(i, 0, b);
+  }
+  return list;
+}
+
+/**
+ * Build RAM and firmware regions. `bios` is the firmware image (copied); undefined gives an
+ * all-zero image of the machine's default size.
+ *
+ * Each RAM block has one backing buffer and the regions are views into it, as QEMU's memory
+ * regions are aliases of RAM blocks: the RAM under the ROM windows is kept (it is part of
+ * `pc.ram` and travels in a migration stream) though the windows hide it from the CPU.
+ */
+export function buildMemoryLayout(machine: 'pc' | 'microvm', ramSize: number, bios?: Uint8Array): MemoryLayout {
+  if (!Number.isSafeInteger(ramSize) || ramSize <= 0) throw new RangeError(`bad RAM size ${ramSize}`);
+  const below = belowFourGiBSize(machine, ramSize);
   const above = ramSize - below;
 
   const biosSize = bios ? bios.length : machine === 'pc' ? PC_DEFAULT_BIOS_SIZE : MICROVM_DEFAULT_BIOS_SIZE;
   if (!validBiosSize(biosSize)) throw new RangeError(`firmware size ${biosSize} is not a multiple of 64 KiB`);
+  const ramBuffer = new ArrayBuffer(ramSize);
   const biosBuffer = new ArrayBuffer(biosSize);
   const biosBytes = new Uint8Array(biosBuffer);
   if (bios) biosBytes.set(bios);
@@ -68,25 +112,39 @@ export function buildMemoryLayout(machine: 'pc' | 'microvm', ramSize: number, bi
   const isaSize = Math.min(biosSize, 128 * KiB);
   const isaBase = 0x10_0000 - isaSize;
 
-  // Windows over the low RAM, in address order: [base, end, region or undefined for RAM].
+  // Allocation order as QEMU's: the machine's RAM, then the firmware, then (pc) the option ROM
+  // area (pc_memory_init calls pc_system_firmware_init before creating "pc.rom").
+  const allocated: RamBlock[] = [
+    { idstr: machine === 'pc' ? 'pc.ram' : 'microvm.ram', bytes: new Uint8Array(ramBuffer) },
+    { idstr: 'pc.bios', bytes: biosBytes },
+  ];
+
+  // Windows over the low RAM, in address order.
   const holes: RamRegion[] = [];
-  if (machine === 'pc') holes.push(new RamRegion({ base: PC_ROM_BASE, size: PC_ROM_SIZE, readonly: true, name: 'pc.rom' }));
+  if (machine === 'pc') {
+    const romBuffer = new ArrayBuffer(PC_ROM_SIZE);
+    allocated.push({ idstr: 'pc.rom', bytes: new Uint8Array(romBuffer) });
+    holes.push(new RamRegion({ base: PC_ROM_BASE, size: PC_ROM_SIZE, readonly: true, buffer: romBuffer, name: 'pc.rom' }));
+  }
   holes.push(new RamRegion({ base: isaBase, size: isaSize, readonly, buffer: biosBuffer, bufferOffset: biosSize - isaSize, name: 'isa-bios' }));
   holes.sort((a, b) => a.base - b.base);
 
   const regions: RamRegion[] = [];
-  // RAM below 4 GiB, cut around the holes (which exist whether or not RAM reaches them).
+  // RAM below 4 GiB, cut around the holes (which exist whether or not RAM reaches them). The
+  // pieces are views at their own guest address inside the RAM block.
+  const ram = (base: number, size: number, name: string, offset: number) =>
+    new RamRegion({ base, size, buffer: ramBuffer, bufferOffset: offset, name });
   let cursor = 0;
   for (const h of holes) {
     if (cursor < h.base && cursor < below) {
       const end = Math.min(h.base, below);
-      regions.push(new RamRegion({ base: cursor, size: end - cursor, name: 'ram-below-4g' }));
+      regions.push(ram(cursor, end - cursor, 'ram-below-4g', cursor));
     }
     regions.push(h);
     cursor = Math.max(cursor, h.end);
   }
-  if (cursor < below) regions.push(new RamRegion({ base: cursor, size: below - cursor, name: 'ram-below-4g' }));
+  if (cursor < below) regions.push(ram(cursor, below - cursor, 'ram-below-4g', cursor));
   regions.push(new RamRegion({ base: FOUR_GIB - biosSize, size: biosSize, readonly, buffer: biosBuffer, name: 'pc.bios' }));
-  if (above > 0) regions.push(new RamRegion({ base: FOUR_GIB, size: above, name: 'ram-above-4g' }));
-  return { memory: new GuestMemory(regions), belowFourGiB: below, aboveFourGiB: above, bios: biosBytes };
+  if (above > 0) regions.push(ram(FOUR_GIB, above, 'ram-above-4g', below));
+  return { memory: new GuestMemory(regions), belowFourGiB: below, aboveFourGiB: above, bios: biosBytes, ramBlocks: qemuRamBlockOrder(allocated) };
 }

@@ -18,6 +18,8 @@
  * No Node imports: part of the browser bundle.
  */
 import { VirtioMmioTransport, VIRTIO_MMIO_REGION_SIZE } from '../bus/virtio-mmio.js';
+import type { DeviceSection, RamBlock } from '../migration/machine-state.js';
+import { virtioDeviceSection } from '../migration/virtio.js';
 import type { Tracer } from '../trace/trace.js';
 import type { VirtIODevice } from '../virtio/device.js';
 import type { Mapping } from './address-space.js';
@@ -61,7 +63,12 @@ export interface MicrovmSlot {
 
 export class MicrovmMachine extends ReferenceMachine {
   readonly machineName = 'microvm';
+  /** QEMU's machine type name (microvm is not versioned). */
+  readonly machineType = 'microvm';
   readonly ramSize: number;
+  private readonly blocks: readonly RamBlock[];
+  /** Transport indexes in the order devices were plugged (QEMU's realize, so section, order). */
+  private readonly plugged: number[] = [];
   readonly acpi: boolean;
   readonly forceLegacy: boolean;
   /** GSI of transport 0 (QEMU's `virtio_irq_base`). */
@@ -75,8 +82,10 @@ export class MicrovmMachine extends ReferenceMachine {
 
   constructor(opts: MicrovmOptions = {}) {
     const ramSize = opts.ramSize ?? DEFAULT_RAM_SIZE;
-    super(buildMemoryLayout('microvm', ramSize, opts.bios).memory, 'microvm-machine');
+    const layout = buildMemoryLayout('microvm', ramSize, opts.bios);
+    super(layout.memory, 'microvm-machine');
     this.ramSize = ramSize;
+    this.blocks = layout.ramBlocks;
     this.acpi = opts.acpi ?? true;
     this.forceLegacy = opts.forceLegacy ?? true;
     this.tracer = opts.tracer;
@@ -180,7 +189,26 @@ export class MicrovmMachine extends ReferenceMachine {
     this.mappings[index] = this.sys.mmio.map(this.transportBase(index), VIRTIO_MMIO_REGION_SIZE, t, `virtio-mmio.${index}`);
     this.transports[index] = t;
     this.addVmStateChangeHandler((running) => device.vmStateChange(running));
+    this.plugged.push(index);
     return { index, base: this.transportBase(index), gsi: this.gsiOf(index), transport: t };
+  }
+
+  /** `microvm.ram`, `pc.bios` in QEMU's list order. */
+  ramBlocks(): readonly RamBlock[] {
+    return this.blocks;
+  }
+
+  /**
+   * Each virtio device in plug order, under QEMU's dev path `virtio-mmio@<base, 16 hex digits>`
+   * (`virtio_mmio_bus_get_dev_path` with format_transport_address on).
+   */
+  deviceSections(): readonly DeviceSection[] {
+    const list: DeviceSection[] = [];
+    for (const i of this.plugged) {
+      const dev = this.transports[i]!.device;
+      if (dev) list.push(virtioDeviceSection(dev, `virtio-mmio@${this.transportBase(i).toString(16).padStart(16, '0')}`));
+    }
+    return list;
   }
 
   reset(): void {

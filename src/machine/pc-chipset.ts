@@ -12,6 +12,9 @@
  * No Node imports: part of the browser bundle.
  */
 import { PCIDevice } from '../bus/pci/pci-device.js';
+import type { DeviceSection } from '../migration/machine-state.js';
+import { loadPciDevice, savePciDevice } from '../migration/pci.js';
+import { vmstateLoadSubsections, vmstateSaveSubsections, type Apply, type VMStateDescription } from '../migration/vmstate.js';
 import type { IoHandler } from './address-space.js';
 
 /** Build 256 bytes from {offset: value} pairs. */
@@ -130,6 +133,16 @@ export class Piix3 extends ChipsetFunction {
     this.setPicIrq?.(irq, level);
   }
 
+  /**
+   * After a migration load of the configuration: rebuild the levels from the bus (as
+   * `piix3_post_load`) and drive every IRQ line to them. QEMU leaves the lines to the i8259 and
+   * IOAPIC sections; this machine migrates no interrupt controller, so the lines are set here.
+   */
+  routingLoaded(): void {
+    this.updateIrqLevels();
+    for (let irq = 0; irq < PIIX_NUM_PIC_IRQS; irq++) this.setIrqPic(irq);
+  }
+
   private updateIrqLevels(): void {
     this.picLevels = 0n;
     for (let pirq = 0; pirq < PIIX_NUM_PIRQS; pirq++) {
@@ -232,4 +245,91 @@ export class Piix4Pm extends ChipsetFunction {
       0x40: 0x01, 0x5f: 0x10, 0x63: 0x60, 0x90: 0x01, 0x91: 0xb1, 0xd2: 0x09,
     }));
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Migration: the chipset's sections, as QEMU 7.2 writes them (hw/pci-host/i440fx.c,
+// hw/isa/piix3.c). Neither is required: QEMU loads a stream without them and keeps its own state.
+
+/** `0000:00:00.0/I440FX`, version 3: the PCIDevice struct, then one unused byte (once smm_enabled). */
+export function i440fxSection(dev: I440fxHostBridge, devPath = '0000:00:00.0'): DeviceSection {
+  const idstr = `${devPath}/I440FX`;
+  return {
+    idstr,
+    instanceId: 0,
+    vmsdName: 'I440FX',
+    versionId: 3,
+    minimumVersionId: 3,
+    required: false,
+    save(f, rec) {
+      savePciDevice(dev, f, rec, 'parent_obj');
+      if (rec) rec.field('unused', 'unused_buffer', () => f.putZeros(1));
+      else f.putZeros(1);
+    },
+    load(f) {
+      const apply = loadPciDevice(dev, f, idstr);
+      f.skip(1, `${idstr} unused`);
+      // i440fx_post_load remaps PAM and SMRAM from the loaded bytes; this machine does not model
+      // those windows, so the configuration bytes are all there is to restore.
+      return apply;
+    },
+  };
+}
+
+/**
+ * `0000:00:01.0/PIIX3`, version 3 (minimum 2): the PCIDevice struct (PIRQ routing lives in its
+ * bytes 0x60-0x63), the four PIRQ line levels as int32 (version 3 on; written from the bus,
+ * ignored on load, which recomputes them from the bus as QEMU does), and subsection `PIIX3/rcr`
+ * while the reset control register is non-zero.
+ */
+export function piix3Section(dev: Piix3, devPath = '0000:00:01.0'): DeviceSection {
+  const idstr = `${devPath}/PIIX3`;
+  const rcr: VMStateDescription = {
+    name: 'PIIX3/rcr',
+    versionId: 1,
+    minimumVersionId: 1,
+    needed: () => dev.rcr !== 0,
+    save(f, rec) {
+      if (rec) rec.field('rcr', 'uint8', () => f.putByte(dev.rcr));
+      else f.putByte(dev.rcr);
+    },
+    load(f) {
+      const v = f.getByte(`${idstr} rcr`);
+      return () => {
+        dev.rcr = v;
+      };
+    },
+  };
+  const vmsd: VMStateDescription = { name: 'PIIX3', versionId: 3, minimumVersionId: 2, subsections: [rcr] };
+  return {
+    idstr,
+    instanceId: 0,
+    vmsdName: 'PIIX3',
+    versionId: 3,
+    minimumVersionId: 2,
+    required: false,
+    save(f, rec) {
+      savePciDevice(dev, f, rec, 'dev');
+      // piix3_pre_save: the level of each PIRQ line on the bus.
+      const level = (i: number) => f.putBe32(dev.busIrqLevel?.(i) ? 1 : 0);
+      if (rec) {
+        rec.array('pci_irq_levels_vmstate', 'int32', PIIX_NUM_PIRQS, level);
+        rec.saveSubsections(vmsd);
+      } else {
+        for (let i = 0; i < PIIX_NUM_PIRQS; i++) level(i);
+        vmstateSaveSubsections(f, vmsd);
+      }
+    },
+    load(f, versionId): Apply {
+      const apply = loadPciDevice(dev, f, idstr);
+      if (versionId >= 3) f.skip(4 * PIIX_NUM_PIRQS, `${idstr} pci_irq_levels_vmstate`);
+      // Without the subsection the register keeps its value, as in QEMU.
+      const subsections = vmstateLoadSubsections(f, vmsd);
+      return () => {
+        apply();
+        subsections();
+        dev.routingLoaded();
+      };
+    },
+  };
 }

@@ -13,9 +13,12 @@
  * No Node imports: part of the browser bundle.
  */
 import type { PciFunction } from '../bus/pci/pci-bus.js';
+import { VirtIOPCIProxy } from '../bus/virtio-pci.js';
+import type { DeviceSection, RamBlock } from '../migration/machine-state.js';
+import { virtioDeviceSection } from '../migration/virtio.js';
 import { ReferenceMachine } from './machine.js';
 import { buildMemoryLayout, DEFAULT_RAM_SIZE } from './memory-layout.js';
-import { I440fxHostBridge, Piix3, Piix3Ide, Piix4Pm, PIIX_RCR_IOPORT } from './pc-chipset.js';
+import { I440fxHostBridge, i440fxSection, Piix3, piix3Section, Piix3Ide, Piix4Pm, PIIX_RCR_IOPORT } from './pc-chipset.js';
 import { formatDevfn, PciHost, pciDevfn } from './pci-host.js';
 import { DEVICE_PROPS, QomObject } from './qom.js';
 
@@ -30,7 +33,12 @@ const PCI_DEVICE_PROPS = [...DEVICE_PROPS, { name: 'addr', type: 'int32' }, { na
 
 export class PcMachine extends ReferenceMachine {
   readonly machineName = 'pc';
+  /** What QEMU 7.2's `-machine pc` resolves to, as its streams name it. */
+  readonly machineType = 'pc-i440fx-7.2';
   readonly ramSize: number;
+  /** Where RAM below 4 GiB ends (the rest of `pc.ram` is at 4 GiB). */
+  readonly belowFourGiB: number;
+  private readonly blocks: readonly RamBlock[];
   readonly pci: PciHost;
   readonly hostBridge: I440fxHostBridge;
   readonly piix3: Piix3;
@@ -44,6 +52,8 @@ export class PcMachine extends ReferenceMachine {
     const layout = buildMemoryLayout('pc', ramSize, opts.bios);
     super(layout.memory, 'pc-i440fx-7.2-machine');
     this.ramSize = ramSize;
+    this.belowFourGiB = layout.belowFourGiB;
+    this.blocks = layout.ramBlocks;
 
     // QOM skeleton as QEMU builds it.
     const un = this.unattached;
@@ -123,5 +133,24 @@ export class PcMachine extends ReferenceMachine {
   reset(): void {
     this.pci.reset();
     this.ioapicRegs.reset();
+  }
+
+  /** `pc.ram`, `pc.rom`, `pc.bios` in QEMU's list order (longest first). */
+  ramBlocks(): readonly RamBlock[] {
+    return this.blocks;
+  }
+
+  /**
+   * The sections this machine writes and reads, in QEMU's order: the i440FX host bridge and the
+   * PIIX3 (registered at machine creation), then each virtio-pci device in `-device` order, under
+   * QEMU's dev path `0000:00:SS.F`.
+   */
+  deviceSections(): readonly DeviceSection[] {
+    const list: DeviceSection[] = [i440fxSection(this.hostBridge), piix3Section(this.piix3)];
+    for (const fn of this.pciChildren) {
+      const addr = this.addressOf(fn);
+      if (fn instanceof VirtIOPCIProxy && addr !== undefined) list.push(virtioDeviceSection(fn.vdev, `0000:00:${addr}`));
+    }
+    return list;
   }
 }

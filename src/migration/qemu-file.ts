@@ -25,15 +25,31 @@ const LATIN1 = {
 
 /** Bytes as 8-bit text (names in streams are C strings, compared byte by byte). */
 export function latin1(b: Uint8Array): string {
-  let s = '';
-  for (let i = 0; i < b.length; i++) s += String.fromCharCode(b[i]!);
-  return s;
+  if (b.length <= 64) {
+    let s = '';
+    for (let i = 0; i < b.length; i++) s += String.fromCharCode(b[i]!);
+    return s;
+  }
+  // Long texts (the JSON description) in chunks: one call per 8 KiB instead of one per byte,
+  // and small enough for any engine's argument limit.
+  const parts: string[] = [];
+  for (let i = 0; i < b.length; i += 8192) parts.push(String.fromCharCode.apply(null, b.subarray(i, i + 8192) as unknown as number[]));
+  return parts.join('');
 }
 
 export class QEMUFileWriter {
-  private buf = new Uint8Array(256);
-  private view = new DataView(this.buf.buffer);
+  private buf: Uint8Array;
+  private view: DataView;
   private pos = 0;
+
+  /**
+   * `initialCapacity`: bytes to reserve up front. A whole-machine stream is mostly RAM pages whose
+   * size is known before writing; reserving it avoids copying tens of MiB on every doubling.
+   */
+  constructor(initialCapacity = 256) {
+    this.buf = new Uint8Array(Math.max(16, Math.ceil(initialCapacity)));
+    this.view = new DataView(this.buf.buffer);
+  }
 
   get offset(): number {
     return this.pos;
@@ -78,6 +94,14 @@ export class QEMUFileWriter {
   /** The bytes written so far (a copy). */
   bytes(): Uint8Array {
     return this.buf.slice(0, this.pos);
+  }
+
+  /**
+   * The bytes written so far without a copy: a view that stays valid until the next write (a
+   * write may move the data to a larger buffer).
+   */
+  written(): Uint8Array {
+    return this.buf.subarray(0, this.pos);
   }
 }
 

@@ -29,6 +29,12 @@ export interface VmdescField {
   index?: number;
   type: string;
   struct?: VmdescStruct;
+  /**
+   * Records a field's own writer described inline, inside the field object (QEMU's `tmp`,
+   * `qtailq` and `gtree` infos call `vmstate_save_state` with the field's JSON writer, so their
+   * `vmsd_name`/`version`/`fields` members follow `type`, repeated once per element).
+   */
+  inline?: VmdescStruct[];
   size: number;
 }
 
@@ -46,6 +52,8 @@ export interface VmdescStruct {
  */
 export class FieldRecorder {
   readonly fields: VmdescField[] = [];
+  /** Subsections written after the fields, as `vmstateSaveSubsections` describes them. */
+  readonly subsections: VmdescStruct[] = [];
   constructor(private readonly f: QEMUFileWriter) {}
 
   /** Write one field through `write` and record its name, type and size. */
@@ -53,6 +61,40 @@ export class FieldRecorder {
     const at = this.f.offset;
     write();
     this.fields.push({ name, ...extra, type, size: this.f.offset - at });
+  }
+
+  /**
+   * A compressible array of `n` elements: each written by `writeOne(i)`. QEMU describes only the
+   * first element, with `array_len` and that element's size (`vmsd_desc_field_start`).
+   */
+  array(name: string, type: string, n: number, writeOne: (i: number) => void): void {
+    let first = 0;
+    for (let i = 0; i < n; i++) {
+      const at = this.f.offset;
+      writeOne(i);
+      if (i === 0) first = this.f.offset - at;
+    }
+    if (n > 0) this.fields.push({ name, array_len: n, type, size: first });
+  }
+
+  /**
+   * A nested record (VMS_STRUCT): `write` writes its fields (and subsections) to the recorder it
+   * is given; the field's size covers all of it.
+   */
+  struct(name: string, vmsdName: string, version: number, write: (rec: FieldRecorder) => void): void {
+    const at = this.f.offset;
+    const inner = new FieldRecorder(this.f);
+    write(inner);
+    const desc: VmdescStruct = { vmsd_name: vmsdName, version, fields: inner.fields };
+    if (inner.subsections.length > 0) desc.subsections = inner.subsections;
+    this.fields.push({ name, type: 'struct', struct: desc, size: this.f.offset - at });
+  }
+
+  /** Write `vmsd`'s needed subsections and describe them (after the fields). */
+  saveSubsections(vmsd: VMStateDescription): void {
+    const desc: VmdescStruct = { vmsd_name: vmsd.name, version: vmsd.versionId, fields: [] };
+    vmstateSaveSubsections(this.f, vmsd, desc);
+    if (desc.subsections) this.subsections.push(...desc.subsections);
   }
 }
 
