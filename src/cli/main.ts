@@ -1,11 +1,15 @@
 // The `virtio-ts` command. Runs when imported (bin/virtio-ts.js imports it).
 import { runDemo } from './demo.js';
+import { runInspect } from './inspect.js';
 import { runQemu } from './qemu.js';
 
 const USAGE = `usage: virtio-ts <command>
 
 commands:
   demo [--legacy]   drive a virtio-rng over virtio-mmio from a guest-side script and print a trace
+  inspect FILE [--json]
+                    show a QEMU 7.2 migration stream (or ours): every section, each virtio
+                    device's state decoded field by field with its offset
   qemu ARGS...      a qtest server with QEMU's command line (the same as virtio-ts-qemu ARGS...)
   help              this text`;
 
@@ -15,6 +19,8 @@ function main(argv: string[]): number {
     case 'demo':
       runDemo(undefined, { legacy: rest.includes('--legacy') });
       return 0;
+    case 'inspect':
+      return runInspect(rest);
     case undefined:
     case 'help':
     case '--help':

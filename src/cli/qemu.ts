@@ -15,8 +15,7 @@ import { openChardev, ChardevError, strerror, type CharChannel, type PendingChan
 import { CmdlineError, parseQemuCommandLine, SUPPORTED_DEVICES, type QemuCommandLine } from '../machine/cmdline.js';
 import { buildMachine, type BuiltMachine } from '../machine/qemu-machine.js';
 import { QmpServer, QEMU_VERSION } from '../machine/qmp-server.js';
-import { MigrationCommandError, MigrationController, type MigrationEngine } from '../machine/migration.js';
-import { globalStateOnlyEngine } from '../machine/migration-placeholder.js';
+import { MigrationCommandError, MigrationController, savevmEngine, type MigrationEngine } from '../machine/migration.js';
 import { createNodeMigrationChannels } from './migration-channels.js';
 import { QtestServer } from '../machine/qtest-server.js';
 import { validBiosSize } from '../machine/memory-layout.js';
@@ -179,9 +178,7 @@ export async function runQemu(argv: readonly string[], opts: RunQemuOptions = {}
     throw e;
   }
 
-  // The migration stream: a stand-in that carries only the run state until savevm.ts is wired:
-  // replace with { save: (rs) => saveVm(machine, { runState: rs }), load: (b) => loadVm(machine, b) }.
-  const engine: MigrationEngine = globalStateOnlyEngine(cl.machineTypeName);
+  const engine: MigrationEngine = savevmEngine(machine);
   const migration = new MigrationController(machine, {
     engine,
     channels: createNodeMigrationChannels(),

@@ -139,7 +139,9 @@ export class VirtIORng extends VirtIODevice {
     const vq = this.requestq;
     let served = false;
     while (this.quotaRemaining > 0) {
-      const elem = vq.pop();
+      // QEMU sizes the request (virtqueue_get_avail_bytes) before popping it, so a malformed
+      // chain breaks the device without consuming its head: the index then migrates as QEMU's.
+      const elem = vq.pop(false);
       if (!elem) break;
       const want = Math.min(elem.inBytes, this.quotaRemaining, this.maxBytesPerRequest);
       let done = 0;

@@ -22,7 +22,6 @@ export * from './qemu-machine.js';
 export * from './qtest-server.js';
 export * from './qmp-server.js';
 export * from './migration.js';
-export * from './migration-placeholder.js';
 
 /** What `createMachineFromArgs` returns: the machine as a qtest target, and its QMP. */
 export interface MachineFromArgs {

@@ -20,6 +20,8 @@
  * No Node imports: part of the browser bundle.
  */
 import type { GuestMemory } from '../memory/guest-memory.js';
+import { MigrationError } from '../migration/qemu-file.js';
+import { loadVm, saveVm } from '../migration/savevm.js';
 import { isRunState, type ReferenceMachine, type RunState } from './machine.js';
 
 /** What a load returns (the savevm reader's result). */
@@ -46,6 +48,17 @@ export interface MigrationEngine {
    * counts of the last save). By default they are counted over the machine's RAM at save time.
    */
   ramStats?(): RamStats;
+}
+
+/** The savevm stream of src/migration/savevm.ts, bound to one of our machines. */
+export function savevmEngine(machine: ReferenceMachine): MigrationEngine {
+  return {
+    save: (runState) => saveVm(machine, { runState }),
+    load: (bytes) => {
+      const r = loadVm(machine, bytes);
+      return r.runState !== undefined ? { warnings: r.warnings, runState: r.runState } : { warnings: r.warnings };
+    },
+  };
 }
 
 export interface RamStats {
@@ -514,7 +527,11 @@ export class MigrationController {
       result = this.engine.load(bytes);
     } catch (e) {
       const errno = (e as { strerror?: unknown }).strerror;
-      this.failIncoming(messageOf(e), typeof errno === 'string' ? errno : 'Invalid argument');
+      // QEMU's two lines first (its message, then "load of migration failed"), then where in
+      // the stream it happened, which QEMU does not say.
+      const located = e instanceof MigrationError;
+      const where = located ? `virtio-ts: refused at stream offset ${e.offset} (${e.field})` : undefined;
+      this.failIncoming(located ? e.reason : messageOf(e), typeof errno === 'string' ? errno : 'Invalid argument', where);
       return;
     }
     for (const w of result.warnings) this.report(w);
@@ -535,9 +552,10 @@ export class MigrationController {
     this.setIncomingStatus('completed');
   }
 
-  private failIncoming(message: string, errno: string): void {
+  private failIncoming(message: string, errno: string, detail?: string): void {
     this.report(message);
     this.report(`load of migration failed: ${errno}`);
+    if (detail !== undefined) this.report(detail);
     this.setIncomingStatus('failed');
     this.onIncomingFailure?.();
   }

@@ -333,3 +333,44 @@ export function piix3Section(dev: Piix3, devPath = '0000:00:01.0'): DeviceSectio
     },
   };
 }
+
+/**
+ * `PCIBUS` (hw/pci/pci.c `vmstate_pcibus`, instance 0, version 1): the bus's PIRQ count (int32,
+ * must equal ours) and how many asserted INTx pins drive each PIRQ line (`irq_count`). QEMU's
+ * loader takes the counts as they are and its devices later raise and lower them by one, so a
+ * destination needs them to agree with the `irq_state` of the functions it loads; ours derives
+ * them from those functions instead and only checks the record.
+ */
+export function pcibusSection(irqCount: readonly number[]): DeviceSection {
+  const nirq = irqCount.length;
+  return {
+    idstr: 'PCIBUS',
+    instanceId: 0,
+    vmsdName: 'PCIBUS',
+    versionId: 1,
+    minimumVersionId: 1,
+    required: false,
+    save(f, rec) {
+      const put = () => f.putBe32(nirq);
+      if (rec) {
+        rec.field('nirq', 'int32 equal', put);
+        rec.array('irq_count', 'int32', nirq, (i) => f.putBe32(irqCount[i]!));
+      } else {
+        put();
+        for (let i = 0; i < nirq; i++) f.putBe32(irqCount[i]!);
+      }
+    },
+    load(f) {
+      const at = f.offset;
+      const n = f.getBe32('PCIBUS nirq') | 0;
+      // VMSTATE_INT32_EQUAL's message.
+      if (n !== nirq) throw f.error('PCIBUS nirq', `${n.toString(16)} != ${nirq.toString(16)}`, at);
+      for (let i = 0; i < nirq; i++) {
+        const cAt = f.offset;
+        const c = f.getBe32(`PCIBUS irq_count[${i}]`) | 0;
+        if (c < 0 || c > 256) throw f.error(`PCIBUS irq_count[${i}]`, `count ${c} is not 0..256 (one per function pin)`, cAt);
+      }
+      return () => undefined;
+    },
+  };
+}

@@ -18,7 +18,7 @@ import type { DeviceSection, RamBlock } from '../migration/machine-state.js';
 import { virtioDeviceSection } from '../migration/virtio.js';
 import { ReferenceMachine } from './machine.js';
 import { buildMemoryLayout, DEFAULT_RAM_SIZE } from './memory-layout.js';
-import { I440fxHostBridge, i440fxSection, Piix3, piix3Section, Piix3Ide, Piix4Pm, PIIX_RCR_IOPORT } from './pc-chipset.js';
+import { I440fxHostBridge, i440fxSection, pcibusSection, Piix3, piix3Section, Piix3Ide, Piix4Pm, PIIX_RCR_IOPORT } from './pc-chipset.js';
 import { formatDevfn, PciHost, pciDevfn } from './pci-host.js';
 import { DEVICE_PROPS, QomObject } from './qom.js';
 
@@ -146,7 +146,7 @@ export class PcMachine extends ReferenceMachine {
    * QEMU's dev path `0000:00:SS.F`.
    */
   deviceSections(): readonly DeviceSection[] {
-    const list: DeviceSection[] = [i440fxSection(this.hostBridge), piix3Section(this.piix3)];
+    const list: DeviceSection[] = [pcibusSection(this.pci.irqCount), i440fxSection(this.hostBridge), piix3Section(this.piix3)];
     for (const fn of this.pciChildren) {
       const addr = this.addressOf(fn);
       if (fn instanceof VirtIOPCIProxy && addr !== undefined) list.push(virtioDeviceSection(fn.vdev, `0000:00:${addr}`));

@@ -5,9 +5,12 @@
  */
 
 export class MigrationError extends Error {
+  /** The message alone, without the location (QEMU's wording where QEMU has one). */
+  readonly reason: string;
   constructor(readonly offset: number, readonly field: string, message: string) {
     super(`migration stream offset ${offset} (${field}): ${message}`);
     this.name = 'MigrationError';
+    this.reason = message;
   }
 }
 

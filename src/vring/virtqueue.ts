@@ -341,8 +341,12 @@ export class VirtQueue {
    * Take the next available chain (QEMU's `virtqueue_pop`). Returns null when the queue is empty,
    * not mapped, the device is broken, or the chain is malformed (the device is then broken too).
    * The element stays valid until it is pushed or detached, or the queue is reset.
+   *
+   * `consumeOnError` false leaves a malformed chain's head unconsumed (last_avail_idx and
+   * avail_event untouched), for devices that in QEMU measure a chain before popping it
+   * (virtio-rng's `virtqueue_get_avail_bytes`): the index then migrates as QEMU's does.
    */
-  pop(): VirtQueueElement | null {
+  pop(consumeOnError = true): VirtQueueElement | null {
     if (!this.mapped || this.owner.processingStopped) return null;
     const num = this.num;
     const last = this.lastAvailIdx;
@@ -358,8 +362,10 @@ export class VirtQueue {
     const slot = this.numMask >= 0 ? last & this.numMask : last % num;
     const head = this.availView.getUint16(this.availOff + 4 + 2 * slot, le);
     const nextAvail = (last + 1) & 0xffff;
-    this.lastAvailIdx = nextAvail;
-    if (this.eventIdx && this.notification) this.writeAvailEvent(nextAvail);
+    if (consumeOnError) {
+      this.lastAvailIdx = nextAvail;
+      if (this.eventIdx && this.notification) this.writeAvailEvent(nextAvail);
+    }
     if (head >= num) return this.headError(head, false);
     let elem = this.pool[head];
     if (elem === undefined) {
@@ -369,6 +375,10 @@ export class VirtQueue {
     }
     const err = this.readChain(head, elem);
     if (err !== null) return this.popError(err);
+    if (!consumeOnError) {
+      this.lastAvailIdx = nextAvail;
+      if (this.eventIdx && this.notification) this.writeAvailEvent(nextAvail);
+    }
     elem.index = head;
     elem.inFlight = true;
     this.poppedHeads[last & (VIRTQUEUE_MAX_SIZE - 1)] = head;

@@ -6,8 +6,9 @@
 import { describe, expect, it } from 'vitest';
 import { VirtIORng } from '../../src/devices/rng.js';
 import { MicrovmMachine } from '../../src/machine/microvm.js';
-import { MigrationController, countRamPages, type MigrationChannels, type MigrationEngine, type MigrationLoadResult } from '../../src/machine/migration.js';
-import { globalStateOnlyEngine } from '../../src/machine/migration-placeholder.js';
+import { MigrationController, countRamPages, savevmEngine, type MigrationChannels, type MigrationEngine, type MigrationLoadResult } from '../../src/machine/migration.js';
+import { MmioDriver } from '../../src/driver/mmio-driver.js';
+import { saveVm } from '../../src/migration/savevm.js';
 import { qmpJson, QmpServer } from '../../src/machine/qmp-server.js';
 import { QomObject } from '../../src/machine/qom.js';
 import type { RunState } from '../../src/machine/machine.js';
@@ -60,7 +61,7 @@ function fakeEngine(opts: { load?: (b: Uint8Array) => MigrationLoadResult; saveE
 
 const tick = () => new Promise((r) => setTimeout(r, 0));
 
-function rig(opts: { runState?: RunState; autostart?: boolean; engine?: MigrationEngine; channels?: ReturnType<typeof fakeChannels>; fileUri?: boolean } = {}) {
+function rig(opts: { runState?: RunState; autostart?: boolean; engine?: MigrationEngine | ((m: MicrovmMachine) => MigrationEngine); channels?: ReturnType<typeof fakeChannels>; fileUri?: boolean } = {}) {
   const machine = new MicrovmMachine({ ramSize: 1 << 20 });
   const rng = new VirtIORng({ memory: machine.sys.ram });
   machine.addDevice(rng, { qom: new QomObject('virtio-rng-device') });
@@ -69,7 +70,7 @@ function rig(opts: { runState?: RunState; autostart?: boolean; engine?: Migratio
   const channels = opts.channels ?? fakeChannels();
   const reports: string[] = [];
   let failures = 0;
-  const engine = opts.engine ?? fakeEngine();
+  const engine = typeof opts.engine === 'function' ? opts.engine(machine) : (opts.engine ?? fakeEngine());
   const migration = new MigrationController(machine, {
     engine,
     channels,
@@ -316,23 +317,30 @@ describe('incoming migration', () => {
   });
 
   it('a device request made available before the migration is processed when the destination starts', async () => {
-    // The placeholder engine carries no device state, so set the device up directly on the
-    // destination as a loaded stream would leave it, then let the load start the VM.
-    const r = rig({ runState: 'inmigrate', engine: globalStateOnlyEngine('microvm') });
+    // Source: a driver posts a request and never notifies; the stream carries the ring in RAM.
+    const src = rig();
+    const drv = new MmioDriver(src.machine.transports[src.machine.transportCount - 1]!, src.machine.sys.ram);
+    drv.init(0n);
+    const ring = drv.setupQueue(0, { num: 8, base: 0x10000, align: 4096 });
+    drv.driverOk();
+    ring.add([{ addr: 0x20000, len: 16, write: true }]);
+    const stream = saveVm(src.machine, { runState: 'running' });
+
+    const r = rig({ runState: 'inmigrate', engine: (m) => savevmEngine(m) });
     const kicks: number[] = [];
     const orig = r.rng.queueNotify.bind(r.rng);
     r.rng.queueNotify = (n: number) => {
       kicks.push(n);
       orig(n);
     };
-    r.rng.started = true;
-    r.rng.requestq.desc = 0x1000;
     r.q('migrate-incoming', { uri: 'exec:cat x' });
-    r.channels.pending[0]!.resolve(globalStateOnlyEngine('microvm').save('running'));
+    expect(r.rng.vq[0]!.usedIdx).toBe(0);
+    r.channels.pending[0]!.resolve(stream);
     await tick();
     expect(r.machine.runState).toBe('running');
-    // QEMU with ioeventfd kicks every queue when the VM starts.
+    // QEMU with ioeventfd kicks every queue when the VM starts: the request completes.
     expect(kicks).toEqual([0]);
+    expect(r.machine.sys.ram.read16(ring.addrs.used + 2)).toBe(1);
   });
 });
 

@@ -186,6 +186,3 @@ export async function runMigrationScenario(scenario: MigrationScenario, path: re
   }
   return { hops, notes, ms: performance.now() - t0 };
 }
-
-/** Whether the opt-in interop directions (QEMU→ours, ours→QEMU, ours→ours) are registered. */
-export const INTEROP_ENABLED = process.env['VIRTIO_TS_MIGRATION'] === '1';

@@ -2,17 +2,11 @@
 // ours → ours (and, for the scenarios that migrate twice, QEMU → ours → QEMU, ours → QEMU → ours,
 // ours → ours → ours), with the scenarios of scenarios.ts; and the virtio blob ours writes for each
 // scenario compared byte by byte with QEMU's (blob-compare.ts declares what may differ).
-//
-// OPT-IN: these tests are registered only when VIRTIO_TS_MIGRATION=1, because virtio-ts-qemu
-// answers the migration commands with a GenericError until virtio_save/virtio_load, the savevm
-// container and QMP migration land. Without the variable nothing is registered here (nothing is
-// skipped-and-counted-as-passing). Run them with:
-//   VIRTIO_TS_MIGRATION=1 npx vitest run test/migration/migration-interop.test.ts
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QEMU_COMMAND, qemuOrPolicy } from '../driver/impls.js';
 import { buildOurProgram } from '../oracle/support.js';
 import { compareStreams, formatStreamComparison } from './blob-compare.js';
-import { INTEROP_ENABLED, oursEndpoint, qemuEndpoint, runMigrationScenario, type Endpoint, type Impl } from './harness.js';
+import { oursEndpoint, qemuEndpoint, runMigrationScenario, type Endpoint, type Impl } from './harness.js';
 import { MIGRATION_SCENARIOS, blobTransport } from './scenarios.js';
 
 /** Directions for one migration, and the paths for two. */
@@ -27,7 +21,7 @@ const ROUND_TRIPS: readonly (readonly Impl[])[] = [
   ['ours', 'ours', 'ours'],
 ];
 
-if (INTEROP_ENABLED && qemuOrPolicy('migration interop (VIRTIO_TS_MIGRATION=1)')) {
+if (qemuOrPolicy('migration interop between QEMU 7.2 and virtio-ts')) {
   const ends: Record<Impl, Endpoint> = { qemu: qemuEndpoint(QEMU_COMMAND), ours: { impl: 'ours', command: [] } };
   let cleanup: (() => void) | undefined;
   beforeAll(async () => {
