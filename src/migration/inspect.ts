@@ -121,7 +121,9 @@ export function formatInspect(r: InspectReport): string {
   lines.push('');
   lines.push('offset      kind   id  section                                         inst  ver      size');
   for (const x of r.sections) {
-    lines.push(`${off(x.offset)}  ${KIND[x.kind].padEnd(5)} ${String(x.sectionId).padStart(3)}  ${x.idstr.padEnd(46)} ${String(x.instanceId).padStart(4)} ${String(x.versionId).padStart(4)} ${String(x.bodyLength).padStart(9)}`);
+    // PART and END headers carry no instance or version.
+    const iv = x.kind === 'part' || x.kind === 'end' ? `${'-'.padStart(4)} ${'-'.padStart(4)}` : `${String(x.instanceId).padStart(4)} ${String(x.versionId).padStart(4)}`;
+    lines.push(`${off(x.offset)}  ${KIND[x.kind].padEnd(5)} ${String(x.sectionId).padStart(3)}  ${x.idstr.padEnd(46)} ${iv} ${String(x.bodyLength).padStart(9)}`);
     if (x.virtio) {
       const v = x.virtio;
       lines.push(`            virtio over ${v.transport}: status 0x${v.status.toString(16)}, isr 0x${v.isr.toString(16)}, features ${hex64(v.guestFeatures)}, ${v.queues.length} queue(s)`);

@@ -103,6 +103,13 @@ class FieldReader {
     this.add(name, at, v);
     return v;
   }
+  /** `n` bytes shown as text (names in headers). */
+  text(name: string, n: number): string {
+    const at = this.f.offset;
+    const v = latin1(this.f.getView(n, name));
+    this.add(name, at, v);
+    return v;
+  }
   bytes(name: string, n: number): Uint8Array {
     const at = this.f.offset;
     const v = this.f.getView(n, name);
@@ -234,7 +241,7 @@ function decode(r: FieldReader, f: QEMUFileReader, opts: DecodeOptions, base: nu
     r.group(`subsection ${name}`, () => {
       r.u8('QEMU_VM_SUBSECTION');
       r.u8('name length');
-      r.bytes('name', name.length);
+      r.text('name', name.length);
       const version = r.be32('version_id');
       out.subsections.push({ name, version, offset: base + hAt });
       switch (name) {
@@ -296,7 +303,7 @@ function decodeExtraState(r: FieldReader, f: QEMUFileReader, out: DecodedVirtio)
     r.group(`subsection ${name}`, () => {
       r.u8('QEMU_VM_SUBSECTION');
       r.u8('name length');
-      r.bytes('name', name.length);
+      r.text('name', name.length);
       out.subsections.push({ name, version: r.be32('version_id'), offset: r.base + hAt });
       const pci = name === 'virtio_pci/modern_state';
       if (pci) {
