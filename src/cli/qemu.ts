@@ -183,6 +183,9 @@ export async function runQemu(argv: readonly string[], opts: RunQemuOptions = {}
     engine,
     channels: createNodeMigrationChannels(),
     report: (m) => err(m),
+    // `file:PATH`, as QEMU 8.1 and later take it (7.2 has only exec: of the two): the issue's
+    // harnesses use both (docs/qemu-differences.md row 33).
+    fileUri: true,
     // QEMU exits with status 1 when an incoming stream fails to load.
     onIncomingFailure: () => void quit(1),
   });
