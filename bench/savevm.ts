@@ -1,6 +1,9 @@
-// Whole-machine save/load benchmark: a 16 MiB `pc` machine (ours) written with saveVm and read
-// back with loadVm (and walked with parseSavevm), beside QEMU 7.2 migrating the same machine
-// (`-machine pc -m 16M`, halt firmware, -nodefaults) to a file through `exec:cat`. Two RAM
+// Save/load benchmark. First one device: a virtio-rng-pci (modern, MSI-X) brought to DRIVER_OK,
+// saved with saveVirtioDevice and loaded with loadVirtioDevice. Then a whole 16 MiB `pc` machine
+// with three virtio-rng-pci devices (modern with MSI-X, legacy-only, modern without MSI-X), ours
+// written with saveVm and read back with loadVm (and walked with parseSavevm), beside QEMU 7.2
+// migrating the same machine (same command line, halt firmware, -nodefaults) to a file through
+// `exec:cat`. Two RAM
 // contents: all zero (a fresh guest: 4096 ZERO pages) and every page patterned (4096 PAGE
 // records, the worst case). Nothing is asserted; figures are printed.
 //
@@ -13,10 +16,23 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { commandAvailable, haltFirmware, launchQemu, type QemuProcess } from '../src/driver/qemu-launcher.js';
-import { PcMachine } from '../src/machine/pc.js';
+import { GuestMemory } from '../src/memory/guest-memory.js';
+import { parseQemuCommandLine } from '../src/machine/cmdline.js';
+import type { PcMachine } from '../src/machine/pc.js';
+import { buildMachine } from '../src/machine/qemu-machine.js';
 import { loadVm, parseSavevm, saveVm } from '../src/migration/savevm.js';
+import { loadVirtioDevice, saveVirtioDevice } from '../src/migration/virtio.js';
+import { VirtIOPCIProxy } from '../src/bus/virtio-pci.js';
+import { VirtIORng } from '../src/devices/rng.js';
 
 const QEMU_COMMAND = [process.env['QEMU'] ?? 'qemu-system-x86_64'];
+/** The devices of the whole-machine case, on both sides. */
+const DEVICES = ['-device', 'virtio-rng-pci', '-device', 'virtio-rng-pci,disable-modern=on', '-device', 'virtio-rng-pci,vectors=0'];
+
+function pcMachine(): PcMachine {
+  const cl = parseQemuCommandLine(['-machine', 'pc', '-m', '16M', '-nodefaults', ...DEVICES]);
+  return buildMachine(cl, { bios: haltFirmware() }).machine as PcMachine;
+}
 const RAM = 16 * 1024 * 1024;
 /** pc.ram + pc.rom + pc.bios (64 KiB halt firmware). */
 const RAM_TOTAL = RAM + 0x20000 + 0x10000;
@@ -67,9 +83,9 @@ interface OurFigures {
 }
 
 function ours(label: string, fill: Uint8Array | undefined, runs: number, dir: string): OurFigures {
-  const m = new PcMachine({ ramSize: RAM, bios: haltFirmware() });
+  const m = pcMachine();
   if (fill) m.ramBlocks()[0]!.bytes.set(fill);
-  const dst = new PcMachine({ ramSize: RAM, bios: haltFirmware() });
+  const dst = pcMachine();
   const file = join(dir, `ours-${label}.mig`);
   const saves: number[] = [];
   const writes: number[] = [];
@@ -120,7 +136,7 @@ async function qemuMigrate(p: QemuProcess, file: string): Promise<{ wall: number
 }
 
 async function qemu(fill: Uint8Array | undefined, runs: number, dir: string): Promise<QemuFigures> {
-  const p = await launchQemu({ command: QEMU_COMMAND, machine: 'pc', memory: '16M', name: 'qemu' });
+  const p = await launchQemu({ command: QEMU_COMMAND, machine: 'pc', memory: '16M', name: 'qemu', args: DEVICES });
   try {
     if (fill) {
       await p.machine.writeBytes(0, fill.subarray(0, 0xa0000));
@@ -140,7 +156,7 @@ async function qemu(fill: Uint8Array | undefined, runs: number, dir: string): Pr
       last = file;
     }
     const stream = new Uint8Array(readFileSync(last));
-    const dst = new PcMachine({ ramSize: RAM, bios: haltFirmware() });
+    const dst = pcMachine();
     const loads: number[] = [];
     for (let i = 0; i < 3; i++) loadVm(dst, stream); // warm-up
     for (let i = 0; i < runs; i++) loads.push(time(() => loadVm(dst, stream)));
@@ -148,6 +164,33 @@ async function qemu(fill: Uint8Array | undefined, runs: number, dir: string): Pr
   } finally {
     await p.close();
   }
+}
+
+/** One virtio-rng-pci (modern, MSI-X, queue 0 set up, DRIVER_OK): save and load of its blob, µs. */
+function oneDevice(runs: number): { save: number; load: number; bytes: number } {
+  const make = () => {
+    const memory = GuestMemory.ofSize(1 << 20);
+    const rng = new VirtIORng({ memory });
+    const proxy = new VirtIOPCIProxy(rng, {});
+    return { rng, proxy, memory };
+  };
+  const src = make();
+  src.proxy.vqs[0]!.num = 8;
+  src.rng.setFeatures((1n << 32n) | (1n << 29n));
+  src.rng.setStatus(0x0b);
+  src.rng.vq[0]!.setRings(0x1000, 0x2000, 0x3000);
+  src.rng.setStatus(0x0f);
+  const dst = make();
+  const blob = saveVirtioDevice(src.rng);
+  const per = 200;
+  const saves: number[] = [];
+  const loads: number[] = [];
+  for (let i = 0; i < 20; i++) loadVirtioDevice(dst.rng, saveVirtioDevice(src.rng)); // warm-up
+  for (let r = 0; r < runs; r++) {
+    saves.push((time(() => { for (let i = 0; i < per; i++) saveVirtioDevice(src.rng); }) * 1000) / per);
+    loads.push((time(() => { for (let i = 0; i < per; i++) loadVirtioDevice(dst.rng, blob); }) * 1000) / per);
+  }
+  return { save: median(saves), load: median(loads), bytes: blob.length };
 }
 
 const f1 = (n: number) => n.toFixed(1);
@@ -158,14 +201,17 @@ export async function runSavevmBench(opts: SavevmBenchOptions = {}): Promise<voi
   const dir = mkdtempSync(join(tmpdir(), 'virtio-ts-savevm-bench-'));
   try {
     console.log('');
-    console.log(`savevm: whole 16 MiB pc machine (pc.ram 16 MiB + pc.rom 128 KiB + pc.bios 64 KiB), median of ${runs} runs`);
+    const d = oneDevice(runs);
+    console.log(`savevm: one device (virtio-rng-pci, modern, MSI-X, DRIVER_OK), median of ${runs} runs of 200`);
+    console.log(`    ours  saveVirtioDevice ${f1(d.save)} µs, loadVirtioDevice ${f1(d.load)} µs (load/save ${(d.load / d.save).toFixed(2)}); blob ${d.bytes} bytes (28 KiB of it is virtio_pci/modern_state)`);
+    console.log(`savevm: whole 16 MiB pc machine with 3 virtio-rng-pci (pc.ram 16 MiB + pc.rom 128 KiB + pc.bios 64 KiB), median of ${runs} runs`);
     const fill = pattern();
     const cases: [string, Uint8Array | undefined][] = [['zero RAM', undefined], ['patterned RAM', fill]];
     const haveQemu = commandAvailable(QEMU_COMMAND);
     for (const [label, data] of cases) {
       const o = ours(label.replace(' ', '-'), data, runs, dir);
       console.log(`  ${label}:`);
-      console.log(`    ours  saveVm ${f1(o.save)} ms (${mbps(RAM_TOTAL, o.save)} of guest memory), save+write file ${f1(o.saveWrite)} ms, loadVm ${f1(o.load)} ms, parseSavevm ${f1(o.parse)} ms; stream ${o.bytes} bytes${o.heapPerSave !== undefined ? `; ~${(o.heapPerSave / 1048576).toFixed(1)} MiB allocated per save (mostly the stream buffer)` : ''}`);
+      console.log(`    ours  saveVm ${f1(o.save)} ms (${mbps(RAM_TOTAL, o.save)} of guest memory), save+write file ${f1(o.saveWrite)} ms, loadVm ${f1(o.load)} ms (load/save ${(o.load / o.save).toFixed(2)}), parseSavevm ${f1(o.parse)} ms; stream ${o.bytes} bytes${o.heapPerSave !== undefined ? `; ~${(o.heapPerSave / 1048576).toFixed(1)} MiB allocated per save (mostly the stream buffer)` : ''}`);
       if (!haveQemu) {
         console.log(`    QEMU  ${QEMU_COMMAND[0]} not installed: no comparison`);
         continue;
