@@ -16,6 +16,7 @@ import { SplitRingDriver } from '../../src/driver/split-ring.js';
 import { GuestMemory } from '../../src/memory/guest-memory.js';
 import { bit, DeviceEndian, VIRTIO_CONFIG_S_NEEDS_RESET, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC } from '../../src/virtio/constants.js';
 import { legacyLayout } from '../../src/vring/layout.js';
+import { loadVirtioDevice, saveVirtioDevice } from '../../src/migration/virtio.js';
 import { modernAddrs } from '../support/harness.js';
 
 const RING = 0x10000;
@@ -170,5 +171,69 @@ describe('big-endian guest, modern virtio-mmio v2', () => {
     r.drv.reset();
     expect(r.rng.isBigEndian()).toBe(true);
     expect(r.rng.requestq.le).toBe(false);
+  });
+});
+
+describe('migration of a big-endian guest (virtio/device_endian)', () => {
+  const names = (blob: Uint8Array) => {
+    const out: string[] = [];
+    for (let i = 0; i + 2 < blob.length; i++) {
+      if (blob[i] !== 5) continue;
+      const s = String.fromCharCode(...blob.subarray(i + 2, i + 2 + blob[i + 1]!));
+      if (/^virtio\/[a-z0-9_]+$/.test(s)) out.push(s);
+    }
+    return out;
+  };
+  const move = (src: ReturnType<typeof beRig>, dst: ReturnType<typeof beRig>, blob: Uint8Array) => {
+    dst.mem.write(0, src.mem.view(0, src.mem.totalSize)!);
+    loadVirtioDevice(dst.rng, blob);
+  };
+
+  it('legacy: the device is big-endian as the target is, so QEMU writes no device_endian; the destination takes its default and serves the posted request big-endian', () => {
+    const src = beRig();
+    src.ring.add([{ addr: BUF, len: 16, write: true }]);
+    src.drv.notify(0);
+    src.ring.takeUsed();
+    src.ring.add([{ addr: BUF + 0x100, len: 0x21, write: true }]); // posted, not notified
+    const blob = saveVirtioDevice(src.rng);
+    expect(names(blob)).not.toContain('virtio/device_endian');
+    const dst = beRig();
+    move(src, dst, blob);
+    expect(dst.rng.deviceEndian).toBe(DeviceEndian.BIG);
+    expect(dst.rng.requestq.le).toBe(false);
+    expect([dst.rng.requestq.lastAvailIdx, dst.rng.requestq.usedIdx]).toEqual([1, 1]);
+    dst.drv.notify(0);
+    expect(Array.from(dst.mem.view(0x11000, 4)!)).toEqual([0, 0, 0, 2]); // used.idx 2, big-endian
+    expect(Array.from(dst.mem.view(0x11004 + 8, 8)!)).toEqual([0, 0, 0, 0, 0, 0, 0, 0x21]); // head 0 reused, len 0x21
+  });
+
+  it('VERSION_1 on a big-endian target: device_endian BIG is written (QEMU: not LITTLE), restored, and the rings stay little-endian', () => {
+    const src = beRig({ legacy: false });
+    const blob = saveVirtioDevice(src.rng);
+    const at = blob.indexOf(5, 12 + 28);
+    expect(names(blob)[0]).toBe('virtio/device_endian');
+    expect(blob[at + 6 + 'virtio/device_endian'.length]).toBe(DeviceEndian.BIG);
+    const dst = beRig({ legacy: false });
+    dst.rng.deviceEndian = DeviceEndian.LITTLE; // whatever it held is replaced by the stream's
+    move(src, dst, blob);
+    expect(dst.rng.deviceEndian).toBe(DeviceEndian.BIG);
+    expect(dst.rng.requestq.le).toBe(true);
+  });
+
+  it('a device left little-endian on a big-endian target (a bi-endian guest reset with its CPU little-endian) writes device_endian LITTLE; the destination reads its rings little-endian', () => {
+    const src = beRig({ ringLe: true });
+    src.rng.deviceEndian = DeviceEndian.LITTLE; // as QEMU's virtio_reset under an LE CPU
+    src.rng.restoreFeatures(src.rng.guestFeatures); // the queue's byte order follows
+    expect(src.rng.requestq.le).toBe(true);
+    src.ring.add([{ addr: BUF, len: 8, write: true }]);
+    const blob = saveVirtioDevice(src.rng);
+    expect(names(blob)[0]).toBe('virtio/device_endian');
+    const dst = beRig();
+    move(src, dst, blob);
+    expect(dst.rng.deviceEndian).toBe(DeviceEndian.LITTLE);
+    expect(dst.rng.requestq.le).toBe(true);
+    dst.drv.notify(0);
+    expect(dst.mem.read16(0x11002, true)).toBe(1);
+    expect(dst.errors).toEqual([]);
   });
 });
