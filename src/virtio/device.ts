@@ -1,5 +1,6 @@
 import type { VirtioBus } from '../bus/virtio-bus.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
+import type { LoadContext } from '../migration/machine-state.js';
 import type { QEMUFileReader, QEMUFileWriter } from '../migration/qemu-file.js';
 import type { Tracer } from '../trace/trace.js';
 import { VIRTIO_NO_VECTOR, VIRTIO_QUEUE_MAX } from '../vring/constants.js';
@@ -17,6 +18,11 @@ import {
   VIRTIO_RING_F_EVENT_IDX,
   VIRTIO_RING_F_INDIRECT_DESC,
 } from './constants.js';
+
+/** What a device's own load may ask: guest RAM as the load leaves it, and whether a range is writable RAM. */
+export interface DeviceLoadContext extends LoadContext {
+  writable(gpa: number, len: number): boolean;
+}
 
 export interface VirtIODeviceOptions {
   /** Guest RAM the device reads rings and buffers from. */
@@ -152,9 +158,10 @@ export abstract class VirtIODevice implements VirtQueueOwner {
   saveDeviceState(_f: QEMUFileWriter): void {}
   /**
    * Parse what `saveDeviceState` wrote; return a function applying it (no change before).
-   * `version` is this device's own vmsd version, as QEMU passes it.
+   * `version` is this device's own vmsd version, as QEMU passes it. `ctx` reads guest RAM as the
+   * load will leave it, for checking the buffers of in-flight requests the device carries.
    */
-  loadDeviceState(_f: QEMUFileReader, _version: number): () => void {
+  loadDeviceState(_f: QEMUFileReader, _version: number, _ctx: DeviceLoadContext): () => void {
     return () => {};
   }
   /** After a load has restored everything, rings included (QEMU's `vdc->post_load`). */

@@ -276,6 +276,42 @@ export class VirtQueue {
   }
 
   /**
+   * Migration: re-create an element the device had popped and not returned (QEMU's
+   * `qemu_get_virtqueue_element` + `virtqueue_map`), in flight under head `index`, with its
+   * readable entries first. The caller has checked every entry against guest RAM. Returns it, or
+   * undefined when `index` is not a head of this queue or is already in flight.
+   */
+  restoreElement(index: number, out: readonly [number, number][], inn: readonly [number, number][], ndescs: number): VirtQueueElement | undefined {
+    if (!Number.isInteger(index) || index < 0 || index >= this.num) return undefined;
+    let elem = this.pool[index];
+    if (elem?.inFlight) return undefined;
+    elem ??= this.newElement(index);
+    elem.generation = this.generation;
+    const n = out.length + inn.length;
+    elem.ensureCapacity(n);
+    let outBytes = 0;
+    let inBytes = 0;
+    out.forEach(([a, l], i) => {
+      elem.sgAddr[i] = a;
+      elem.sgLen[i] = l;
+      outBytes += l;
+    });
+    inn.forEach(([a, l], i) => {
+      elem.sgAddr[out.length + i] = a;
+      elem.sgLen[out.length + i] = l;
+      inBytes += l;
+    });
+    elem.index = index;
+    elem.outNum = out.length;
+    elem.inNum = inn.length;
+    elem.outBytes = outBytes;
+    elem.inBytes = inBytes;
+    elem.ndescs = ndescs;
+    elem.inFlight = true;
+    return elem;
+  }
+
+  /**
    * Last step of a load: map the rings (legacy: derive avail and used from desc and the
    * alignment) and take the indices the loader computed from guest RAM.
    */
