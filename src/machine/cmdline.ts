@@ -17,6 +17,7 @@
  *
  * No Node imports: part of the browser bundle.
  */
+import { SUPPORTED_DEVICES } from './device-types/names.js';
 
 /**
  * A command line error: the message as QEMU prints it after "qemu-system-x86_64: ". Further
@@ -291,7 +292,7 @@ const DEVICE_ALIASES: Record<string, string> = {
   'virtio-mouse': 'virtio-mouse-pci', 'virtio-tablet': 'virtio-tablet-pci', 'virtio-input-host': 'virtio-input-host-pci',
 };
 
-export const SUPPORTED_DEVICES = ['virtio-rng-pci', 'virtio-rng-pci-transitional', 'virtio-rng-pci-non-transitional', 'virtio-rng-device'] as const;
+export { SUPPORTED_DEVICES };
 
 const CHARDEV_BACKENDS_UNSUPPORTED = new Set([
   'file', 'pipe', 'pty', 'vc', 'ringbuf', 'memory', 'udp', 'tty', 'serial', 'parallel', 'spicevmc', 'spiceport',
@@ -787,7 +788,7 @@ function parseDevice(arg: string, loc: string, warnings: string[]): DeviceSpec |
   if (driver === undefined) throw new CmdlineError(`${loc}: Parameter 'driver' is missing`);
   driver = DEVICE_ALIASES[driver] ?? driver;
   if (NOT_YET.test(driver)) throw new CmdlineError(`${loc}: device '${driver}' is not implemented yet by virtio-ts`);
-  if (!(SUPPORTED_DEVICES as readonly string[]).includes(driver)) throw new CmdlineError(`${loc}: '${driver}' is not a valid device model name`);
+  if (!SUPPORTED_DEVICES.includes(driver)) throw new CmdlineError(`${loc}: '${driver}' is not a valid device model name`);
   if (id !== undefined && !/^[A-Za-z][A-Za-z0-9_.-]*$/.test(id)) {
     throw new CmdlineError(`${loc}: Parameter 'id' expects an identifier\nIdentifiers consist of letters, digits, '-', '.', '_', starting with a letter.`);
   }

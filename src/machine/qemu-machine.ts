@@ -7,24 +7,17 @@
  */
 import { createVirtioPci, parsePciAddr, type VirtIOPCIProxy, type VirtioPciOptions } from '../bus/virtio-pci.js';
 import type { VirtioMmioTransport } from '../bus/virtio-mmio.js';
-import { VirtIORng, type EntropySource } from '../devices/rng.js';
-import type { Tracer } from '../trace/trace.js';
 import { bit, VIRTIO_F_ANY_LAYOUT, VIRTIO_F_NOTIFY_ON_EMPTY, VIRTIO_F_RING_RESET, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC } from '../virtio/constants.js';
 import type { VirtIODevice } from '../virtio/device.js';
-import { CmdlineError, parseBool, parseOnOffAuto, type DeviceSpec, type GlobalSpec, type PropValue, type QemuCommandLine } from './cmdline.js';
+import { CmdlineError, parseBool, parseOnOffAuto, type DeviceSpec, type PropValue, type QemuCommandLine } from './cmdline.js';
 import type { ReferenceMachine } from './machine.js';
 import { MicrovmMachine } from './microvm.js';
 import { PcMachine } from './pc.js';
 import { DEVICE_PROPS, QomObject } from './qom.js';
 import { parseStrtoull } from './qtest-server.js';
+import { lookupDeviceType, typeChain, VIRTIO_DEVICE_TYPES, type BuildOptions, type PropKind } from './device-types/index.js';
 
-export interface BuildOptions {
-  /** The -bios image, loaded by the caller. */
-  bios?: Uint8Array;
-  /** Entropy for virtio-rng devices (default: the platform's crypto generator). */
-  entropy?: EntropySource;
-  tracer?: Tracer;
-}
+export type { BuildOptions } from './device-types/types.js';
 
 /** One `-device` as built. */
 export interface BuiltDevice {
@@ -45,17 +38,10 @@ export interface BuiltMachine {
   warnings: string[];
 }
 
-/** Type ancestry for -global matching (QEMU's class hierarchy, the parts that have properties). */
-const TYPE_CHAIN: Record<string, string[]> = {
-  'virtio-rng-pci': ['virtio-rng-pci', 'virtio-rng-pci-base', 'virtio-pci', 'pci-device', 'device'],
-  'virtio-rng-pci-transitional': ['virtio-rng-pci-transitional', 'virtio-rng-pci-base', 'virtio-pci', 'pci-device', 'device'],
-  'virtio-rng-pci-non-transitional': ['virtio-rng-pci-non-transitional', 'virtio-rng-pci-base', 'virtio-pci', 'pci-device', 'device'],
-  'virtio-rng-device': ['virtio-rng-device', 'virtio-device', 'device'],
-};
-
 /** Class names we know of for -global (others get QEMU's "invalid class name" warning). */
 const KNOWN_CLASSES = new Set([
-  ...Object.values(TYPE_CHAIN).flat(), 'virtio-mmio', 'sys-bus-device', 'i440FX', 'PIIX3', 'piix3-ide', 'PIIX4_PM',
+  ...VIRTIO_DEVICE_TYPES.flatMap((t) => [t.deviceType, ...(t.pciType ? [t.pciType, `${t.pciType}-transitional`, `${t.pciType}-non-transitional`, `${t.pciType}-base`] : [])]),
+  'virtio-pci', 'virtio-device', 'pci-device', 'device', 'virtio-mmio', 'sys-bus-device', 'i440FX', 'PIIX3', 'piix3-ide', 'PIIX4_PM',
   'i440FX-pcihost', 'ioapic', 'kvm-pit', 'isa-pit', 'mc146818rtc', 'hpet', 'isa-fdc', 'i8042', 'cfi.pflash01',
   'virtio-blk-pci', 'virtio-blk-device', 'virtio-net-pci', 'virtio-net-device', 'virtio-serial-pci', 'virtio-serial-device',
   'virtio-balloon-pci', 'virtio-balloon-device', 'virtio-keyboard-pci', 'virtio-mouse-pci', 'virtio-tablet-pci',
@@ -63,13 +49,11 @@ const KNOWN_CLASSES = new Set([
   'virtio-net-pci-base', 'virtio-serial-pci-base', 'virtio-balloon-pci-base', 'virtio-input-pci', 'virtio-input-device',
 ]);
 
-type PropKind = 'bool' | 'u32' | 'u64' | 'onoffauto' | 'str' | 'addr';
-
-/** Properties of the virtio device proper (QEMU's DEFINE_VIRTIO_COMMON_FEATURES + virtio-rng). */
-const RNG_PROPS: Record<string, PropKind> = {
-  'max-bytes': 'u64', period: 'u32', event_idx: 'bool', indirect_desc: 'bool', notify_on_empty: 'bool', any_layout: 'bool',
+/** Properties every virtio device has (QEMU's DEFINE_VIRTIO_COMMON_FEATURES and VirtIODevice's own). */
+const VIRTIO_PROPS: Record<string, PropKind> = {
+  event_idx: 'bool', indirect_desc: 'bool', notify_on_empty: 'bool', any_layout: 'bool',
   queue_reset: 'bool', packed: 'bool', iommu_platform: 'bool', 'use-started': 'bool', 'use-disabled-flag': 'bool',
-  'x-disable-legacy-check': 'bool', rng: 'str',
+  'x-disable-legacy-check': 'bool',
 };
 /** Properties of the virtio-pci proxy (and PCIDevice). */
 const PCI_PROPS: Record<string, PropKind> = {
@@ -89,8 +73,6 @@ const DEFAULT_ONLY: Record<string, PropValue> = {
   'x-pcie-lnksta-dllla': true, 'x-pcie-pm-init': true, romfile: '', failover_pair_id: '',
 };
 const MMIO_GLOBAL_PROPS: Record<string, PropKind> = { 'force-legacy': 'bool', ioeventfd: 'bool', format_transport_address: 'bool' };
-
-const INT64_MAX = 0x7fff_ffff_ffff_ffffn;
 
 /**
  * Parse one property value of `kind`; messages as QEMU's visitors word them. `json`: the value
@@ -193,7 +175,7 @@ export function buildMachine(cl: QemuCommandLine, opts: BuildOptions = {}): Buil
   const devices: BuiltDevice[] = [];
   for (const spec of cl.devices) {
     try {
-      devices.push(buildDevice(machine, spec, cl.globals, opts, warnings));
+      devices.push(buildDevice(machine, cl, spec, opts, warnings));
     } catch (e) {
       if (e instanceof CmdlineError) throw new CmdlineError(`${spec.loc}: ${e.message}`);
       throw new CmdlineError(`${spec.loc}: ${(e as Error).message}`);
@@ -202,20 +184,21 @@ export function buildMachine(cl: QemuCommandLine, opts: BuildOptions = {}): Buil
   return { machine, devices, warnings };
 }
 
-function buildDevice(machine: ReferenceMachine, spec: DeviceSpec, globals: GlobalSpec[], opts: BuildOptions, warnings: string[]): BuiltDevice {
+function buildDevice(machine: ReferenceMachine, cl: QemuCommandLine, spec: DeviceSpec, opts: BuildOptions, warnings: string[]): BuiltDevice {
   const type = spec.driver;
-  const isPci = type !== 'virtio-rng-device';
-  const variant = type.endsWith('-non-transitional') ? 'non-transitional' : type.endsWith('-transitional') ? 'transitional' : undefined;
-  const known: Record<string, PropKind> = { ...RNG_PROPS, ...(isPci ? PCI_PROPS : { bus: 'str' }) };
+  const found = lookupDeviceType(type);
+  if (!found) throw new CmdlineError(`'${type}' is not a valid device model name`);
+  const { type: dtype, pci: isPci, variant } = found;
+  const known: Record<string, PropKind> = { ...VIRTIO_PROPS, ...dtype.props, ...(isPci ? PCI_PROPS : { bus: 'str' }) };
   if (variant) {
     delete known['disable-legacy'];
     delete known['disable-modern'];
   }
 
   // Globals for the type and its ancestors first, then the -device properties (which win).
-  const chain = TYPE_CHAIN[type] ?? [type];
+  const chain = typeChain(type);
   const values = new Map<string, PropValue>();
-  for (const g of globals) {
+  for (const g of cl.globals) {
     if (!chain.includes(g.driver)) continue;
     const kind = known[g.property];
     if (!kind) throw new CmdlineError(`can't apply global ${g.driver}.${g.property}=${g.value}: Property '${type}.${g.property}' not found`);
@@ -232,17 +215,13 @@ function buildDevice(machine: ReferenceMachine, spec: DeviceSpec, globals: Globa
     const v = propValue(k, kind, raw, spec.json);
     values.set(k, v === undefined ? 'auto' : v);
   }
+  const defaultOnly: Record<string, PropValue> = { ...DEFAULT_ONLY, ...dtype.defaultOnly };
   for (const [k, v] of values) {
-    if (k in DEFAULT_ONLY && v !== DEFAULT_ONLY[k]) throw new CmdlineError(`property '${k}=${String(v)}' of ${type} is not supported by virtio-ts-qemu`);
-    if (k === 'rng') throw new CmdlineError(`property 'rng' of ${type} is not supported by virtio-ts-qemu (the device uses the built-in entropy source)`);
+    if (k in defaultOnly && v !== defaultOnly[k]) throw new CmdlineError(`property '${k}=${String(v)}' of ${type} is not supported by virtio-ts-qemu`);
+    const why = dtype.refused?.[k];
+    if (why !== undefined) throw new CmdlineError(`property '${k}' of ${type} is not supported by virtio-ts-qemu (${why})`);
   }
   const bool = (k: string, d: boolean) => (values.has(k) ? (values.get(k) as boolean) : d);
-
-  // virtio_rng_device_realize checks.
-  const period = values.has('period') ? (values.get('period') as number) : 65536;
-  if (period === 0) throw new CmdlineError("'period' parameter expects a positive integer");
-  const maxBytes = values.has('max-bytes') ? BigInt(values.get('max-bytes') as string) : INT64_MAX;
-  if (maxBytes > INT64_MAX) throw new CmdlineError("'max-bytes' parameter must be non-negative, and less than 2^63");
 
   let disabled = 0n;
   if (!bool('event_idx', true)) disabled |= bit(VIRTIO_RING_F_EVENT_IDX);
@@ -251,21 +230,15 @@ function buildDevice(machine: ReferenceMachine, spec: DeviceSpec, globals: Globa
   if (!bool('any_layout', true)) disabled |= bit(VIRTIO_F_ANY_LAYOUT);
   if (!bool('queue_reset', true)) disabled |= bit(VIRTIO_F_RING_RESET);
 
-  const rng = new VirtIORng({
-    memory: machine.sys.ram,
-    clock: machine.clock,
-    // QEMU's default is INT64_MAX bytes per period: no limit in practice, but the period timer
-    // runs all the same (and `clock_step` with no argument finds its deadline).
-    maxBytes: Number(maxBytes),
-    periodMs: period,
-    disabledFeatures: disabled,
-    ...(opts.entropy ? { entropy: opts.entropy } : {}),
-    ...(opts.tracer ? { tracer: opts.tracer } : {}),
+  if (isPci && !(machine instanceof PcMachine)) throw new CmdlineError(`No 'PCI' bus found for device '${type}'`);
+  if (!isPci && !(machine instanceof MicrovmMachine)) throw new CmdlineError(`No 'virtio-bus' bus found for device '${type}'`);
+  const device = dtype.create({
+    machine, cl, spec, values, bool, disabledFeatures: disabled, opts, pci: isPci,
+    warn: (m) => warnings.push(`${spec.loc}: warning: ${m}`),
   });
 
   const qom = new QomObject(type, DEVICE_PROPS);
   if (isPci) {
-    if (!(machine instanceof PcMachine)) throw new CmdlineError(`No 'PCI' bus found for device '${type}'`);
     const bus = values.get('bus');
     if (bus !== undefined && bus !== 'pci.0') throw new CmdlineError(`Bus '${String(bus)}' not found`);
     if (values.get('disable-legacy') === true && bool('disable-modern', false)) {
@@ -290,20 +263,21 @@ function buildDevice(machine: ReferenceMachine, spec: DeviceSpec, globals: Globa
       ...(values.has('vectors') ? { vectors: values.get('vectors') as number } : {}),
       ...(opts.tracer ? { tracer: opts.tracer } : {}),
     };
-    const proxy = createVirtioPci(rng, pciOpts);
+    const proxy = createVirtioPci(device, pciOpts);
     if (bool('multifunction', false)) proxy.config[0x0e] = proxy.config[0x0e]! | 0x80;
-    qom.addChild('virtio-backend', new QomObject('virtio-rng-device', DEVICE_PROPS));
-    const at = machine.addPciFunction(proxy, { ...(devfn !== undefined ? { devfn } : {}), typeName: type, ...(spec.id !== undefined ? { id: spec.id } : {}), qom });
-    return { spec, device: rng, path: qom.path, pci: { proxy, addr: machine.addressOf(proxy) ?? String(at) } };
+    qom.addChild('virtio-backend', new QomObject(dtype.deviceType, DEVICE_PROPS));
+    const pc = machine as PcMachine;
+    const at = pc.addPciFunction(proxy, { ...(devfn !== undefined ? { devfn } : {}), typeName: type, ...(spec.id !== undefined ? { id: spec.id } : {}), qom });
+    return { spec, device, path: qom.path, pci: { proxy, addr: pc.addressOf(proxy) ?? String(at) } };
   }
-  if (!(machine instanceof MicrovmMachine)) throw new CmdlineError(`No 'virtio-bus' bus found for device '${type}'`);
+  const microvm = machine as MicrovmMachine;
   let index: number | undefined;
   const bus = values.get('bus');
   if (bus !== undefined) {
     const m = /^virtio-mmio-bus\.(\d+)$/.exec(String(bus));
-    if (!m || Number(m[1]) >= machine.transportCount) throw new CmdlineError(`Bus '${String(bus)}' not found`);
+    if (!m || Number(m[1]) >= microvm.transportCount) throw new CmdlineError(`Bus '${String(bus)}' not found`);
     index = Number(m[1]);
   }
-  const slot = machine.addDevice(rng, { ...(index !== undefined ? { index } : {}), ...(spec.id !== undefined ? { id: spec.id } : {}), qom, typeName: type });
-  return { spec, device: rng, path: qom.path, mmio: { index: slot.index, base: slot.base, gsi: slot.gsi, transport: slot.transport } };
+  const slot = microvm.addDevice(device, { ...(index !== undefined ? { index } : {}), ...(spec.id !== undefined ? { id: spec.id } : {}), qom, typeName: type });
+  return { spec, device, path: qom.path, mmio: { index: slot.index, base: slot.base, gsi: slot.gsi, transport: slot.transport } };
 }

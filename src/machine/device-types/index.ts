@@ -1,0 +1,30 @@
+/** The virtio device types `-device` can build, by QEMU type name. */
+import { rngType } from './rng.js';
+import type { VirtioDeviceType } from './types.js';
+
+export const VIRTIO_DEVICE_TYPES: readonly VirtioDeviceType[] = [rngType];
+
+/** The device type a `-device` name belongs to, and whether it is the PCI form and which variant. */
+export function lookupDeviceType(name: string): { type: VirtioDeviceType; pci: boolean; variant?: 'transitional' | 'non-transitional' } | undefined {
+  for (const type of VIRTIO_DEVICE_TYPES) {
+    if (name === type.deviceType) return { type, pci: false };
+    const p = type.pciType;
+    if (p === undefined) continue;
+    if (name === p) return { type, pci: true };
+    if (type.pciVariants !== false) {
+      if (name === `${p}-transitional`) return { type, pci: true, variant: 'transitional' };
+      if (name === `${p}-non-transitional`) return { type, pci: true, variant: 'non-transitional' };
+    }
+  }
+  return undefined;
+}
+
+/** QEMU's class chain of a `-device` name, for `-global` matching. */
+export function typeChain(name: string): string[] {
+  const t = lookupDeviceType(name);
+  if (!t) return [name];
+  if (!t.pci) return [name, 'virtio-device', 'device'];
+  return [name, `${t.type.pciType}-base`, 'virtio-pci', 'pci-device', 'device'];
+}
+
+export type { VirtioDeviceType, DeviceBuildContext, PropKind, BuildOptions } from './types.js';

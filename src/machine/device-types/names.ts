@@ -1,0 +1,18 @@
+/**
+ * The `-device` names virtio-ts-qemu knows, by device type (no imports, so the command-line
+ * parser can check names without loading the devices). A type registered in `index.ts` lists
+ * its names here too.
+ */
+
+/** QEMU's names for a virtio type: `<base>-pci` with its transitional variants, and `<base>-device`. */
+export function virtioNames(base: string, opts: { pci?: boolean; pciVariants?: boolean; mmio?: boolean } = {}): string[] {
+  const out: string[] = [];
+  if (opts.pci ?? true) {
+    out.push(`${base}-pci`);
+    if (opts.pciVariants ?? true) out.push(`${base}-pci-transitional`, `${base}-pci-non-transitional`);
+  }
+  if (opts.mmio ?? true) out.push(`${base}-device`);
+  return out;
+}
+
+export const SUPPORTED_DEVICES: readonly string[] = [...virtioNames('virtio-rng')];

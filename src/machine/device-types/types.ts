@@ -1,0 +1,57 @@
+/**
+ * What a virtio device type gives the machine builder (`qemu-machine.ts`): its QEMU type names,
+ * its own properties with their kinds and defaults, and how to build the device from a parsed
+ * `-device` (with the machine and the rest of the command line at hand, for `drive=` or
+ * `chardev=` lookups). One file per type in this folder, listed in `index.ts`.
+ *
+ * No Node imports: part of the browser bundle.
+ */
+import type { Tracer } from '../../trace/trace.js';
+import type { VirtIODevice } from '../../virtio/device.js';
+import type { DeviceSpec, PropValue, QemuCommandLine } from '../cmdline.js';
+import type { ReferenceMachine } from '../machine.js';
+import type { EntropySource } from '../../devices/rng.js';
+
+export type PropKind = 'bool' | 'u32' | 'u64' | 'onoffauto' | 'str' | 'addr';
+
+/** Options of the whole build, for device types that need a host resource. */
+export interface BuildOptions {
+  /** The -bios image, loaded by the caller. */
+  bios?: Uint8Array;
+  /** Entropy for virtio-rng devices (default: the platform's crypto generator). */
+  entropy?: EntropySource;
+  tracer?: Tracer;
+}
+
+export interface DeviceBuildContext {
+  machine: ReferenceMachine;
+  cl: QemuCommandLine;
+  spec: DeviceSpec;
+  /** Property values after `-global`s and the `-device` itself, parsed to their kinds. */
+  values: ReadonlyMap<string, PropValue>;
+  /** A boolean property, or its default. */
+  bool(name: string, dflt: boolean): boolean;
+  /** Common feature bits withdrawn by `event_idx=off`, `indirect_desc=off`, ... */
+  disabledFeatures: bigint;
+  opts: BuildOptions;
+  /** Add a warning QEMU would print (located by the caller). */
+  warn(message: string): void;
+  /** Whether the device goes on PCI (else on a virtio-mmio transport). */
+  pci: boolean;
+}
+
+export interface VirtioDeviceType {
+  /** The QOM type of the device proper (`virtio-rng-device`), also its `-device` name on virtio-mmio. */
+  readonly deviceType: string;
+  /** The PCI type (`virtio-rng-pci`); its `-transitional`/`-non-transitional` variants exist unless `pciVariants` is false. */
+  readonly pciType?: string;
+  readonly pciVariants?: boolean;
+  /** The device's own properties (beside the common virtio features and the transport's). */
+  readonly props: Readonly<Record<string, PropKind>>;
+  /** Properties accepted only at QEMU's default value. */
+  readonly defaultOnly?: Readonly<Record<string, PropValue>>;
+  /** Properties refused with a reason (host resources virtio-ts does not take, say). */
+  readonly refused?: Readonly<Record<string, string>>;
+  /** Build the device; throws `CmdlineError` with QEMU's wording on bad values. */
+  create(ctx: DeviceBuildContext): VirtIODevice;
+}
