@@ -10,10 +10,14 @@
  * Migration: `-incoming defer` + QMP `migrate-incoming`, or `-incoming exec:CMD` (loaded at
  * start-up), and QMP `migrate` with `exec:CMD` (src/cli/migration-channels.ts).
  */
-import { readFileSync, openSync, closeSync, statSync, writeSync } from 'node:fs';
-import { openChardev, ChardevError, strerror, type CharChannel, type PendingChannel } from '../machine/chardev.js';
+import { readFileSync, openSync, statSync, writeSync } from 'node:fs';
+import { openChardev, ChardevError, type CharChannel, type PendingChannel } from '../machine/chardev.js';
+import { BlockBackendError, type BlockBackend } from '../devices/blk/backend.js';
+import { openBlockFiles } from '../devices/blk/backends/node-file.js';
+import { fileNodes } from '../machine/block-cmdline.js';
 import { CmdlineError, parseQemuCommandLine, SUPPORTED_DEVICES, type QemuCommandLine } from '../machine/cmdline.js';
 import { buildMachine, type BuiltMachine } from '../machine/qemu-machine.js';
+import { lookupDeviceType } from '../machine/device-types/index.js';
 import { QmpServer, QEMU_VERSION } from '../machine/qmp-server.js';
 import { MigrationCommandError, MigrationController, savevmEngine, type MigrationEngine } from '../machine/migration.js';
 import { createNodeMigrationChannels } from './migration-channels.js';
@@ -34,7 +38,8 @@ line, the qtest protocol and QMP.
   -qtest-log none|FILE  -qmp unix:PATH[,server=on,wait=off] | chardev:ID
   -mon chardev=ID,mode=control
   -chardev null|stdio|socket,id=ID[,path=PATH|host=H,port=P][,server=on][,wait=off]
-  -drive if=none,id=ID,file=FILE,format=raw[,readonly=on]
+  -drive if=none,id=ID,file=FILE|null-co://,format=raw[,readonly=on][,cache=MODE][,discard=unmap][,file.*=]
+  -blockdev driver=file|raw|null-co,node-name=NAME,...
   -device ${SUPPORTED_DEVICES.join('|')}[,prop=value...]
   -global DRIVER.PROP=VALUE
   -version  -help`;
@@ -46,9 +51,13 @@ pc-i440fx-7.2        Standard PC (i440FX + PIIX, 1996) (default)`;
 
 function deviceHelp(driver: string | undefined): string {
   if (driver === undefined) return SUPPORTED_DEVICES.map((d) => `name "${d}", bus ${d.endsWith('-device') ? 'virtio-bus' : 'PCI'}`).join('\n');
-  const common = ['any_layout=<bool>', 'event_idx=<bool>', 'indirect_desc=<bool>', 'max-bytes=<uint64>', 'notify_on_empty=<bool>', 'period=<uint32>', 'queue_reset=<bool>'];
+  const common = ['any_layout=<bool>', 'event_idx=<bool>', 'indirect_desc=<bool>', 'notify_on_empty=<bool>', 'queue_reset=<bool>'];
   const pci = ['addr=<int32>', 'disable-legacy=<OnOffAuto>', 'disable-modern=<bool>', 'ioeventfd=<bool>', 'multifunction=<bool>', 'page-per-vq=<bool>', 'vectors=<uint32>'];
-  const props = driver.endsWith('-device') ? common : [...pci, ...common];
+  const found = lookupDeviceType(driver);
+  const own = Object.entries(found?.type.props ?? {})
+    .filter(([k]) => found?.pci || k !== 'class')
+    .map(([k, kind]) => `${k}=<${kind}>`);
+  const props = [...(found?.pci ? pci : []), ...common, ...own];
   return `${driver} options:\n${props.sort().map((p) => `  ${p}`).join('\n')}`;
 }
 
@@ -71,15 +80,16 @@ function loadBios(cl: QemuCommandLine): Uint8Array | undefined {
   return data;
 }
 
-/** -drive files are opened at start-up, as QEMU does (the devices that use them come later). */
-function checkDrives(cl: QemuCommandLine): void {
-  for (const d of cl.drives) {
-    if (d.file === undefined) continue;
-    try {
-      closeSync(openSync(d.file, d.readonly ? 'r' : 'r+'));
-    } catch (e) {
-      throw new CmdlineError(`${d.loc}: Could not open '${d.file}': ${strerror(e)}`);
-    }
+/**
+ * The files of -drive and -blockdev are opened at start-up, before the devices, as QEMU does;
+ * the machine gets them as backends.
+ */
+async function openDrives(cl: QemuCommandLine): Promise<Map<string, BlockBackend>> {
+  try {
+    return await openBlockFiles(fileNodes(cl.drives, cl.blockdevs));
+  } catch (e) {
+    if (e instanceof BlockBackendError) throw new CmdlineError(e.message);
+    throw e;
   }
 }
 
@@ -119,8 +129,8 @@ export async function runQemu(argv: readonly string[], opts: RunQemuOptions = {}
     }
     for (const w of cl.warnings) err(w);
     const bios = loadBios(cl);
-    checkDrives(cl);
-    built = buildMachine(cl, bios ? { bios } : {});
+    const blockFiles = await openDrives(cl);
+    built = buildMachine(cl, { ...(bios ? { bios } : {}), blockFiles });
     for (const w of built.warnings) err(w);
   } catch (e) {
     if (e instanceof CmdlineError) {

@@ -9,7 +9,7 @@ import { createVirtioPci, parsePciAddr, type VirtIOPCIProxy, type VirtioPciOptio
 import type { VirtioMmioTransport } from '../bus/virtio-mmio.js';
 import { bit, VIRTIO_F_ANY_LAYOUT, VIRTIO_F_NOTIFY_ON_EMPTY, VIRTIO_F_RING_RESET, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC } from '../virtio/constants.js';
 import type { VirtIODevice } from '../virtio/device.js';
-import { CmdlineError, parseBool, parseOnOffAuto, type DeviceSpec, type PropValue, type QemuCommandLine } from './cmdline.js';
+import { CmdlineError, parseBool, parseOnOffAuto, parseSize, type DeviceSpec, type PropValue, type QemuCommandLine } from './cmdline.js';
 import type { ReferenceMachine } from './machine.js';
 import { MicrovmMachine } from './microvm.js';
 import { PcMachine } from './pc.js';
@@ -78,13 +78,14 @@ const MMIO_GLOBAL_PROPS: Record<string, PropKind> = { 'force-legacy': 'bool', io
  * Parse one property value of `kind`; messages as QEMU's visitors word them. `json`: the value
  * came from a JSON -device, whose types QEMU checks strictly (no "on" for a boolean).
  */
-function propValue(name: string, kind: PropKind, v: PropValue, json = false): PropValue | undefined {
+function propValue(name: string, kind: PropKind, v: PropValue, json = false, owner = ''): PropValue | undefined {
   if (json) {
     if ((kind === 'bool' && typeof v !== 'boolean') || ((kind === 'str' || kind === 'onoffauto') && typeof v !== 'string')) {
       throw new CmdlineError(`Invalid parameter type for '${name}', expected: ${kind === 'bool' ? 'boolean' : 'string'}`);
     }
-    if ((kind === 'u32' || kind === 'u64') && (typeof v !== 'number' || !Number.isInteger(v))) throw new CmdlineError(`Parameter '${name}' expects uint64`);
-    if ((kind === 'u32' || kind === 'u64') && (v as number) < 0) throw new CmdlineError(`Parameter '${name}' expects ${kind === 'u32' ? 'uint32_t' : 'uint64'}`);
+    const int = kind === 'u16' || kind === 'u32' || kind === 'u64' || kind === 'i32' || kind === 'size32' || kind === 'blocksize';
+    if (int && (typeof v !== 'number' || !Number.isInteger(v))) throw new CmdlineError(`Parameter '${name}' expects ${kind === 'size32' || kind === 'blocksize' ? 'size' : 'uint64'}`);
+    if ((kind === 'u32' || kind === 'u64' || kind === 'u16') && (v as number) < 0) throw new CmdlineError(`Parameter '${name}' expects ${kind === 'u32' ? 'uint32_t' : kind === 'u16' ? 'uint16_t' : 'uint64'}`);
   }
   switch (kind) {
     case 'bool':
@@ -95,6 +96,32 @@ function propValue(name: string, kind: PropKind, v: PropValue, json = false): Pr
       if (typeof v === 'boolean') return v;
       if (typeof v !== 'string') throw new CmdlineError(`Invalid parameter type for '${name}', expected: string`);
       return parseOnOffAuto(name, v);
+    case 'size32':
+    case 'blocksize': {
+      let n: bigint;
+      if (typeof v === 'number') n = BigInt(v);
+      else {
+        try {
+          n = parseSize(name, String(v));
+        } catch {
+          throw new CmdlineError(`Parameter '${name}' expects size`);
+        }
+      }
+      if (kind === 'blocksize') {
+        // set_blocksize: the range first, then the power of two.
+        if (n < 512n || n > 2097152n) throw new CmdlineError(`Property .${name} doesn't take value ${n} (minimum: 512, maximum: 2097152)`);
+        if ((n & (n - 1n)) !== 0n) throw new CmdlineError(`Property .${name} doesn't take value '${n}', it's not a power of 2`);
+      } else if (n > 0xffff_ffffn) {
+        throw new CmdlineError(`Property ${owner}.${name} doesn't take value ${n} (maximum: 4294967295)`);
+      }
+      return Number(n);
+    }
+    case 'i32': {
+      const r = typeof v === 'number' ? { ok: Number.isInteger(v), value: BigInt(v) } : /^-?\d+$/.test(String(v)) ? { ok: true, value: BigInt(String(v)) } : { ok: false, value: 0n };
+      if (!r.ok || r.value < -0x8000_0000n || r.value > 0x7fff_ffffn) throw new CmdlineError(`Parameter '${name}' expects int32_t`);
+      return Number(r.value);
+    }
+    case 'u16':
     case 'u32':
     case 'u64': {
       let n: bigint;
@@ -109,7 +136,8 @@ function propValue(name: string, kind: PropKind, v: PropValue, json = false): Pr
         throw new CmdlineError(`Parameter '${name}' expects uint64`);
       }
       if (kind === 'u32' && n > 0xffff_ffffn) throw new CmdlineError(`Parameter '${name}' expects uint32_t`);
-      return kind === 'u32' ? Number(n) : n.toString();
+      if (kind === 'u16' && n > 0xffffn) throw new CmdlineError(`Parameter '${name}' expects uint16_t`);
+      return kind === 'u64' ? n.toString() : Number(n);
     }
     case 'str':
       return String(v);
@@ -173,9 +201,12 @@ export function buildMachine(cl: QemuCommandLine, opts: BuildOptions = {}): Buil
   if (cl.incoming !== undefined) machine.runState = 'inmigrate';
 
   const devices: BuiltDevice[] = [];
+  const blockUsers = new Map<string, string>();
+  let anon = 0;
   for (const spec of cl.devices) {
     try {
-      devices.push(buildDevice(machine, cl, spec, opts, warnings));
+      const qomPath = spec.id !== undefined ? `/machine/peripheral/${spec.id}` : `/machine/peripheral-anon/device[${anon++}]`;
+      devices.push(buildDevice(machine, cl, spec, opts, warnings, blockUsers, qomPath));
     } catch (e) {
       if (e instanceof CmdlineError) throw new CmdlineError(`${spec.loc}: ${e.message}`);
       throw new CmdlineError(`${spec.loc}: ${(e as Error).message}`);
@@ -184,7 +215,15 @@ export function buildMachine(cl: QemuCommandLine, opts: BuildOptions = {}): Buil
   return { machine, devices, warnings };
 }
 
-function buildDevice(machine: ReferenceMachine, cl: QemuCommandLine, spec: DeviceSpec, opts: BuildOptions, warnings: string[]): BuiltDevice {
+function buildDevice(
+  machine: ReferenceMachine,
+  cl: QemuCommandLine,
+  spec: DeviceSpec,
+  opts: BuildOptions,
+  warnings: string[],
+  blockUsers: Map<string, string>,
+  qomPath: string,
+): BuiltDevice {
   const type = spec.driver;
   const found = lookupDeviceType(type);
   if (!found) throw new CmdlineError(`'${type}' is not a valid device model name`);
@@ -203,7 +242,7 @@ function buildDevice(machine: ReferenceMachine, cl: QemuCommandLine, spec: Devic
     const kind = known[g.property];
     if (!kind) throw new CmdlineError(`can't apply global ${g.driver}.${g.property}=${g.value}: Property '${type}.${g.property}' not found`);
     try {
-      const v = propValue(g.property, kind, g.value);
+      const v = propValue(g.property, kind, g.value, false, dtype.deviceType);
       values.set(g.property, v === undefined ? 'auto' : v);
     } catch (e) {
       throw new CmdlineError(`can't apply global ${g.driver}.${g.property}=${g.value}: ${(e as Error).message}`);
@@ -212,7 +251,7 @@ function buildDevice(machine: ReferenceMachine, cl: QemuCommandLine, spec: Devic
   for (const [k, raw] of spec.props) {
     const kind = known[k];
     if (!kind) throw new CmdlineError(`Property '${type}.${k}' not found`);
-    const v = propValue(k, kind, raw, spec.json);
+    const v = propValue(k, kind, raw, spec.json, dtype.deviceType);
     values.set(k, v === undefined ? 'auto' : v);
   }
   const defaultOnly: Record<string, PropValue> = { ...DEFAULT_ONLY, ...dtype.defaultOnly };
@@ -232,8 +271,9 @@ function buildDevice(machine: ReferenceMachine, cl: QemuCommandLine, spec: Devic
 
   if (isPci && !(machine instanceof PcMachine)) throw new CmdlineError(`No 'PCI' bus found for device '${type}'`);
   if (!isPci && !(machine instanceof MicrovmMachine)) throw new CmdlineError(`No 'virtio-bus' bus found for device '${type}'`);
+  if (values.has('class') && !isPci) throw new CmdlineError(`Property '${type}.class' not found`);
   const device = dtype.create({
-    machine, cl, spec, values, bool, disabledFeatures: disabled, opts, pci: isPci,
+    machine, cl, spec, values, bool, disabledFeatures: disabled, opts, pci: isPci, blockUsers, qomPath,
     warn: (m) => warnings.push(`${spec.loc}: warning: ${m}`),
   });
 
@@ -261,6 +301,8 @@ function buildDevice(machine: ReferenceMachine, cl: QemuCommandLine, spec: Devic
       ioeventfd: bool('ioeventfd', true),
       onWarning: (m) => warnings.push(`${spec.loc}: warning: ${m}`),
       ...(values.has('vectors') ? { vectors: values.get('vectors') as number } : {}),
+      // The `class` property of some virtio-pci types (blk, serial): 0 keeps the type's own class.
+      ...(values.get('class') ? { classId: values.get('class') as number } : {}),
       ...(opts.tracer ? { tracer: opts.tracer } : {}),
     };
     const proxy = createVirtioPci(device, pciOpts);

@@ -291,7 +291,11 @@ export function virtioLoad(vdev: VirtIODevice, f: QEMUFileReader, ctx?: LoadCont
     queues.push({ num: qnum, align, desc, lastAvailIdx, avail: 0, used: 0, transport, usedIdx: 0, shadowAvailIdx: 0, inuse: 0, error: undefined });
   }
 
-  const device = vdev.loadDeviceState(f, vdev.vmsdVersion, { peekRam, writable: (gpa, len) => vdev.memory.isWritableRange(gpa, len) });
+  const device = vdev.loadDeviceState(f, vdev.vmsdVersion, {
+    peekRam,
+    writable: (gpa, len) => vdev.memory.isWritableRange(gpa, len),
+    queueSize: (n) => queues[n]?.num ?? 0,
+  });
 
   const stage: SubsectionStage = {
     deviceEndian: undefined,
@@ -408,6 +412,7 @@ export function virtioDeviceSection(vdev: VirtIODevice, devPath: string): Device
     versionId: vdev.vmsdVersion,
     minimumVersionId: vdev.vmsdVersion,
     required: true,
+    preSave: () => vdev.preSave(),
     save: (f, rec) => (rec ? rec.field('virtio', 'virtio', () => virtioSave(vdev, f)) : virtioSave(vdev, f)),
     load: (f, _version, ctx) => virtioLoad(vdev, f, ctx),
   };
@@ -415,6 +420,8 @@ export function virtioDeviceSection(vdev: VirtIODevice, devPath: string): Device
 
 /** Library API: one device's blob as bytes (transport part included). */
 export function saveVirtioDevice(vdev: VirtIODevice): Uint8Array {
+  // Completions that can be finished land in guest RAM first: copy RAM after this call.
+  vdev.preSave();
   const f = new QEMUFileWriter();
   virtioSave(vdev, f);
   return f.bytes();

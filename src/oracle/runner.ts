@@ -12,7 +12,9 @@ import { GuestAllocator } from '../driver/alloc.js';
 import { InProcessMachine } from '../driver/inproc.js';
 import type { Machine } from '../driver/machine.js';
 import { launchQemu } from '../driver/qemu-launcher.js';
-import { createMachineFromArgs } from '../machine/index.js';
+import { createMachineFromArgs, parseQemuCommandLine } from '../machine/index.js';
+import { fileNodes } from '../machine/block-cmdline.js';
+import { openBlockFiles } from '../devices/blk/backends/node-file.js';
 import { compareTranscripts, sameTranscripts, type Comparison } from './compare.js';
 import { RecordingMachine } from './recorder.js';
 import type { OracleGroup, OracleMachineSpec, OracleProbe, OracleScenario } from './scenario.js';
@@ -58,7 +60,11 @@ export function oursInProcessSide(): OracleSide {
     label: 'virtio-ts',
     settleMs: 0,
     async start(spec) {
-      const built = createMachineFromArgs(['-machine', spec.machine, '-m', '16M', ...spec.args]);
+      const argv = ['-machine', spec.machine, '-m', '16M', ...spec.args];
+      // Files of -drive/-blockdev are opened here, as virtio-ts-qemu opens them at start-up.
+      const cl = parseQemuCommandLine(argv);
+      const files = await openBlockFiles(fileNodes(cl.drives, cl.blockdevs));
+      const built = createMachineFromArgs(argv, { blockFiles: files });
       const errors: string[] = [];
       for (const d of built.built.devices) {
         const dev = d.device;
@@ -68,7 +74,14 @@ export function oursInProcessSide(): OracleSide {
           orig(msg);
         };
       }
-      const machine = new InProcessMachine(built.target, { name: 'virtio-ts', qmp: built.qmp, onClose: () => built.close() });
+      const machine = new InProcessMachine(built.target, {
+        name: 'virtio-ts',
+        qmp: built.qmp,
+        onClose: () => {
+          built.close();
+          for (const f of files.values()) void f.close();
+        },
+      });
       return {
         machine,
         probe: { takeErrors: () => errors.splice(0) },

@@ -22,6 +22,8 @@ import {
 /** What a device's own load may ask: guest RAM as the load leaves it, and whether a range is writable RAM. */
 export interface DeviceLoadContext extends LoadContext {
   writable(gpa: number, len: number): boolean;
+  /** The size the stream gives queue `n` (0 when it has none), for checking in-flight elements. */
+  queueSize?(n: number): number;
 }
 
 export interface VirtIODeviceOptions {
@@ -154,6 +156,12 @@ export abstract class VirtIODevice implements VirtQueueOwner {
   get vmsdVersion(): number {
     return 1;
   }
+  /**
+   * Before the state is written (and before guest RAM is, in a machine stream): finish what can
+   * be finished. virtio-blk completes requests whose backend is done, as QEMU's block layer is
+   * drained when the VM stops for a migration.
+   */
+  preSave(): void {}
   /** Device state written after the queues (QEMU's `vdc->save`, then `vdc->vmsd`). */
   saveDeviceState(_f: QEMUFileWriter): void {}
   /**

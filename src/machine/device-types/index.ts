@@ -1,8 +1,9 @@
 /** The virtio device types `-device` can build, by QEMU type name. */
 import { rngType } from './rng.js';
+import { blkType } from './blk.js';
 import type { VirtioDeviceType } from './types.js';
 
-export const VIRTIO_DEVICE_TYPES: readonly VirtioDeviceType[] = [rngType];
+export const VIRTIO_DEVICE_TYPES: readonly VirtioDeviceType[] = [rngType, blkType];
 
 /** The device type a `-device` name belongs to, and whether it is the PCI form and which variant. */
 export function lookupDeviceType(name: string): { type: VirtioDeviceType; pci: boolean; variant?: 'transitional' | 'non-transitional' } | undefined {

@@ -11,8 +11,14 @@ import type { VirtIODevice } from '../../virtio/device.js';
 import type { DeviceSpec, PropValue, QemuCommandLine } from '../cmdline.js';
 import type { ReferenceMachine } from '../machine.js';
 import type { EntropySource } from '../../devices/rng.js';
+import type { BlockBackend } from '../../devices/blk/backend.js';
 
-export type PropKind = 'bool' | 'u32' | 'u64' | 'onoffauto' | 'str' | 'addr';
+/**
+ * Property types as QEMU's qdev properties parse them: `u16`/`u32`/`u64`/`i32` integers, `size32`
+ * (a size with an optional suffix, at most 2^32-1), `blocksize` (a size that is a power of two in
+ * 512..2 MiB), `bool`, `onoffauto`, `str`, and a PCI `addr`.
+ */
+export type PropKind = 'bool' | 'u16' | 'u32' | 'u64' | 'i32' | 'size32' | 'blocksize' | 'onoffauto' | 'str' | 'addr';
 
 /** Options of the whole build, for device types that need a host resource. */
 export interface BuildOptions {
@@ -21,6 +27,12 @@ export interface BuildOptions {
   /** Entropy for virtio-rng devices (default: the platform's crypto generator). */
   entropy?: EntropySource;
   tracer?: Tracer;
+  /**
+   * The files `-drive file=` and `-blockdev driver=file` name, opened by the caller (virtio-ts-qemu
+   * opens them with Node; a browser embedder passes its own backends), by file name. A file not
+   * here cannot be opened ("Could not open ...").
+   */
+  blockFiles?: ReadonlyMap<string, BlockBackend>;
 }
 
 export interface DeviceBuildContext {
@@ -38,6 +50,10 @@ export interface DeviceBuildContext {
   warn(message: string): void;
   /** Whether the device goes on PCI (else on a virtio-mmio transport). */
   pci: boolean;
+  /** Drives and block nodes already taken by a device of this machine (name → its QOM path). */
+  blockUsers: Map<string, string>;
+  /** The QOM path the device will get (`/machine/peripheral/ID` or `.../peripheral-anon/device[N]`). */
+  qomPath: string;
 }
 
 export interface VirtioDeviceType {
