@@ -13,3 +13,4 @@ export * from './vring.js';
 export * from './rng.js';
 export * from './split-ring.js';
 export * from './mmio-driver.js';
+export * from './blk.js';

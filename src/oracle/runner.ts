@@ -20,6 +20,7 @@ import { RecordingMachine } from './recorder.js';
 import type { OracleGroup, OracleMachineSpec, OracleProbe, OracleScenario } from './scenario.js';
 import { villainVerdict, type HostileFacts, type HostileVerdict } from './verdict.js';
 import { Transcript } from './transcript.js';
+import { materializeDisks } from './disks.js';
 
 export interface StartedMachine {
   machine: Machine;
@@ -165,7 +166,17 @@ async function runSide(group: OracleGroup, side: OracleSide, opts: RunOptions): 
       let facts: HostileFacts | void = undefined;
       let threw: string | undefined;
       try {
-        started ??= await side.start(group.spec);
+        if (!started) {
+          // Every machine gets its own copy of the spec's disks.
+          const d = materializeDisks(group.spec);
+          try {
+            const s0 = await side.start(d.spec);
+            started = { ...s0, close: () => s0.close().finally(() => d.cleanup()) };
+          } catch (e) {
+            d.cleanup();
+            throw e;
+          }
+        }
         started.probe?.takeErrors();
         rec = new RecordingMachine(started.machine, { settleMs: side.settleMs });
         const r = rec;

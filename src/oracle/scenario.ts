@@ -8,12 +8,20 @@ import type { ExpectedDifference } from './compare.js';
 import type { RecordingMachine } from './recorder.js';
 import type { HostileFacts } from './verdict.js';
 
+/** A disk image a spec needs: `size` bytes, sector-numbered pattern (default), zeros, or with an MBR. */
+export interface DiskTemplate {
+  size: number;
+  init?: 'pattern' | 'zero' | 'mbr';
+}
+
 /** A machine as QEMU's command line describes it (the options after the harness's own flags). */
 export interface OracleMachineSpec {
   /** `-machine` value. */
   machine: string;
-  /** `-device`, `-global`, ... */
+  /** `-device`, `-global`, ... `@disk:NAME@` stands for the path of disk NAME. */
   args: readonly string[];
+  /** Disk images, made afresh for each machine started (src/oracle/disks.ts). */
+  disks?: Readonly<Record<string, DiskTemplate>>;
 }
 
 /** What only our in-process machine can tell (never part of a transcript). */

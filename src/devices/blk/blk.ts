@@ -502,6 +502,8 @@ export class VirtIOBlock extends VirtIODevice {
         const hi = hv.getUint32(le ? 12 : 8, le);
         const size = isWrite ? elem.outBytes - VIRTIO_BLK_OUTHDR_SIZE : elem.inBytes - 1;
         if (!this.sectRangeOk(hi, lo, size)) return this.completeNow(r, VIRTIO_BLK_S_IOERR);
+        // QEMU's block layer refuses a write to a read-only node even of 0 bytes (EPERM).
+        if (isWrite && this.backend.readOnly) return this.completeNow(r, VIRTIO_BLK_S_IOERR);
         const pos = (hi * 0x1_0000_0000 + lo) * BDRV_SECTOR_SIZE;
         if (this.tracer) this.trace(`virtio_blk_handle_${isWrite ? 'write' : 'read'} queue ${vq.index} head ${elem.index} sector ${hi * 0x1_0000_0000 + lo} nsectors ${size / BDRV_SECTOR_SIZE}`);
         return isWrite ? this.submitWrite(r, pos) : this.submitRead(r, pos, size);
@@ -574,6 +576,7 @@ export class VirtIOBlock extends VirtIODevice {
     const pos = (hi * 0x1_0000_0000 + lo) * BDRV_SECTOR_SIZE;
     const unmapFlag = (flags & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP) !== 0;
     if (isWriteZeroes) {
+      if (this.backend.readOnly) return this.completeNow(r, VIRTIO_BLK_S_IOERR);
       const mayUnmap = unmapFlag && this.unmap;
       if (!this.writeCacheEnabled) r.next = Next.Flush;
       return this.submit(r, this.callBackend(() => this.backend.writeZeroes(pos, bytes, mayUnmap)));
