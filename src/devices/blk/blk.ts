@@ -715,22 +715,47 @@ export class VirtIOBlock extends VirtIODevice {
     return true;
   }
 
-  /** Start the next chunk of an asynchronous read into the request's bounce buffer. */
+  /**
+   * Read chunks into the request's bounce buffer until one is still running. A chunk the backend
+   * finishes inside the call is copied at once (a loop, not recursion, however many chunks).
+   */
   private readChunk(r: BlkRequest): void {
-    const n = Math.min(READ_CHUNK, r.readLen - r.readOff);
-    if (r.bounce === undefined || r.bounce.length < n) r.bounce = new Uint8Array(Math.min(READ_CHUNK, r.readLen));
-    const dst = r.bounce.length === n ? r.bounce : r.bounce.subarray(0, n);
-    dst.fill(0);
-    r.chunkLen = n;
-    r.next = Next.ReadChunk;
-    const res = this.callBackend(() => this.backend.read(r.readPos + r.readOff, dst));
-    if (isPending(res)) {
-      this.track(r, res);
-    } else {
-      // Settled at once (a backend that is not always synchronous): continue as for a late one.
-      queueMicrotask(r.onDone);
-      r.pending++;
+    for (;;) {
+      const n = Math.min(READ_CHUNK, r.readLen - r.readOff);
+      if (r.bounce === undefined || r.bounce.length < n) r.bounce = new Uint8Array(Math.min(READ_CHUNK, r.readLen));
+      const dst = r.bounce.length === n ? r.bounce : r.bounce.subarray(0, n);
+      dst.fill(0);
+      r.chunkLen = n;
+      r.next = Next.ReadChunk;
+      const res = this.callBackend(() => this.backend.read(r.readPos + r.readOff, dst));
+      if (isPending(res)) {
+        this.track(r, res);
+        return;
+      }
+      if (!this.settled(r)) return;
+      if (!this.copyChunk(r)) return;
     }
+  }
+
+  /**
+   * Copy the chunk just read into guest RAM. Returns true when the read has more chunks to do;
+   * otherwise the request is completed (or failed) here.
+   */
+  private copyChunk(r: BlkRequest): boolean {
+    const n = r.chunkLen;
+    const bounce = r.bounce!;
+    const written = r.elem.writeIn(r.readOff, n === bounce.length ? bounce : bounce.subarray(0, n));
+    if (written !== n) {
+      this.complete(r, VIRTIO_BLK_S_IOERR);
+      return false;
+    }
+    r.readOff += n;
+    if (r.readOff < r.readLen) {
+      r.phase = Phase.Submitted;
+      return true;
+    }
+    this.complete(r, VIRTIO_BLK_S_OK);
+    return false;
   }
 
   /** A backend operation of `r` settled (called by the promise callbacks). */
@@ -746,17 +771,26 @@ export class VirtIOBlock extends VirtIODevice {
 
   /** Every outstanding operation of `r` is done: next step, or the completion. */
   private finish(r: BlkRequest): void {
-    if (!r.current) {
-      // Reset (or a queue reset) since it was popped: its completion must write nothing.
+    if (this.settled(r)) this.step(r);
+  }
+
+  /**
+   * May `r` go on now that its operations settled? Not when it is stale (reset since it was
+   * popped) or the device is broken or disabled: its completion writes nothing, not even the
+   * status byte. Not while the VM is stopped: it waits (parked).
+   */
+  private settled(r: BlkRequest): boolean {
+    if (!r.current || this.processingStopped) {
       this.forget(r);
-      r.vq.push(r.elem, 0); // traced as stale, writes nothing
-      return;
+      // A stale element is only traced; a broken device's queue just counts it out.
+      r.vq.push(r.elem, 0);
+      return false;
     }
     if (!this.vmRunning) {
       r.phase = Phase.Parked;
-      return;
+      return false;
     }
-    this.step(r);
+    return true;
   }
 
   /** The VM runs and `r` is current: carry on with it. */
@@ -766,23 +800,9 @@ export class VirtIOBlock extends VirtIODevice {
       return;
     }
     switch (r.next) {
-      case Next.ReadChunk: {
-        const n = r.chunkLen;
-        const bounce = r.bounce!;
-        const written = r.elem.writeIn(r.readOff, n === bounce.length ? bounce : bounce.subarray(0, n));
-        if (written !== n) {
-          this.complete(r, VIRTIO_BLK_S_IOERR);
-          return;
-        }
-        r.readOff += n;
-        if (r.readOff < r.readLen) {
-          r.phase = Phase.Submitted;
-          this.readChunk(r);
-          return;
-        }
-        this.complete(r, VIRTIO_BLK_S_OK);
+      case Next.ReadChunk:
+        if (this.copyChunk(r)) this.readChunk(r);
         return;
-      }
       case Next.Flush: {
         r.next = Next.Complete;
         if (this.noFlush) {
