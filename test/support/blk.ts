@@ -123,7 +123,8 @@ export function blkRig(opts: { backend?: BlockBackend; legacy?: boolean; feature
     },
   });
   const drv = new MmioDriver(mmio, mem);
-  drv.init(opts.features ?? 0n);
+  // By default the driver takes what Linux takes for the cache: FLUSH and CONFIG_WCE.
+  drv.init(opts.features ?? (1n << 9n) | (1n << 11n));
   const num = opts.num ?? 16;
   const ring = drv.setupQueue(0, { num, addrs: modernAddrs(RING_BASE, num), base: RING_BASE });
   drv.driverOk();

@@ -5,3 +5,4 @@ export * from './geometry.js';
 export * from './blk.js';
 export * from './backends/memory.js';
 export * from './backends/null.js';
+export * from './backends/browser.js';
