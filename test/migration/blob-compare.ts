@@ -58,9 +58,10 @@ const isVirtio = (idstr: string): boolean => /\/virtio-[a-z]+$/.test(idstr);
 
 /**
  * Compare stream `a` (QEMU's, the reference) with `b` for the same scripted state. `transport`
- * tells the blob decoder how the blob starts.
+ * tells the blob decoder how the blob starts; `deviceBytes` is the size of the device's own state
+ * after the queues (1 for a virtio-blk with no request in flight: the closing 0 of its list).
  */
-export function compareStreams(a: Uint8Array, b: Uint8Array, transport: Transport, names: [string, string] = ['qemu', 'ours']): StreamComparison {
+export function compareStreams(a: Uint8Array, b: Uint8Array, transport: Transport, names: [string, string] = ['qemu', 'ours'], deviceBytes = 0): StreamComparison {
   // A section the JSON does not describe is sized by decoding it as a virtio blob.
   const bodySize = (s: { idstr: string }, bytes: Uint8Array, at: number): number | undefined => {
     if (!isVirtio(s.idstr)) return undefined;
@@ -68,7 +69,7 @@ export function compareStreams(a: Uint8Array, b: Uint8Array, transport: Transpor
     for (let end = at; end < bytes.length; end++) {
       if (bytes[end] !== 0x7e) continue;
       try {
-        return decodeVirtioBlob(bytes.subarray(at, end), transport).length;
+        return decodeVirtioBlob(bytes.subarray(at, end), transport, deviceBytes).length;
       } catch {
         /* not the end yet */
       }
@@ -105,7 +106,7 @@ export function compareStreams(a: Uint8Array, b: Uint8Array, transport: Transpor
   if (!va || !vb) {
     diffs.push({ item: `virtio device section missing in ${!va ? na : nb}` });
   } else {
-    blob = compareBlobs(va.body, vb.body, transport, DECLARED_BLOB_DIFFERENCES);
+    blob = compareBlobs(va.body, vb.body, transport, DECLARED_BLOB_DIFFERENCES, deviceBytes);
     for (const d of blob.differences) diffs.push({ item: `blob ${d.field}: ${d.a} / ${d.b}`, ...(d.declared ? { declared: d.declared } : {}) });
     if (!blob.sameLayout) diffs.push({ item: `blob layout: ${formatBlobComparison(blob, names).split('\n')[0]}` });
   }

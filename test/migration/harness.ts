@@ -14,6 +14,7 @@
 // objects keep working after `ctx.migrate()`. Every stream written is kept for the blob
 // comparison (virtio-blob.ts).
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { diskBytes } from '../../src/oracle/disks.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GuestAllocator } from '../../src/driver/alloc.js';
@@ -37,6 +38,11 @@ export const oursEndpoint = (program: string): Endpoint => ({ impl: 'ours', comm
 export interface MigrationContext {
   /** The machine, whichever end is underneath now. */
   m: SwappableMachine;
+  /**
+   * Paths of the scenario's disks (`spec.disks`): one copy per run, shared by every end, as
+   * machines that migrate share their storage.
+   */
+  readonly disks: Readonly<Record<string, string>>;
   /** Guest RAM for rings and buffers, from 1 MiB up (the same on every end). */
   alloc: GuestAllocator;
   /** Which implementation the script talks to now. */
@@ -55,6 +61,13 @@ export interface MigrationContext {
 export interface MigrationScenario {
   name: string;
   spec: OracleMachineSpec;
+  /**
+   * The command line of end `end` (0 = source), when the ends differ in what is not migrated
+   * (a block backend's latency or error injection); `spec` otherwise. Disks come from `spec`.
+   */
+  specFor?(end: number, impl: Impl): OracleMachineSpec;
+  /** The run state a destination must be in after the load (default `running`). */
+  destinationRunState?: string;
   /** How many migrations the script makes (default 1). */
   migrations?: number;
   run(ctx: MigrationContext): Promise<void>;
@@ -90,6 +103,18 @@ export interface RunResult {
   ms: number;
 }
 
+/** `@disk:NAME@` in the arguments becomes the path of that disk. */
+function withDisks(spec: OracleMachineSpec, disks: Readonly<Record<string, string>>): OracleMachineSpec {
+  return {
+    ...spec,
+    args: spec.args.map((a) => a.replace(/@disk:([A-Za-z0-9_-]+)@/g, (_, n: string) => {
+      const p = disks[n];
+      if (p === undefined) throw new Error(`spec refers to an unknown disk '${n}'`);
+      return p;
+    })),
+  };
+}
+
 function launch(ep: Endpoint, spec: OracleMachineSpec, incoming: boolean): Promise<QemuProcess> {
   return launchQemu({
     command: ep.command,
@@ -111,10 +136,15 @@ export async function runMigrationScenario(scenario: MigrationScenario, path: re
   if (!opts.captureOnly && path.length !== migrations + 1) throw new Error(`${scenario.name}: needs ${migrations + 1} ends, got ${path.length}`);
   const t0 = performance.now();
   const dir = mkdtempSync(join(tmpdir(), 'virtio-ts-migration-'));
+  const disks: Record<string, string> = {};
+  for (const [name, t] of Object.entries(scenario.spec.disks ?? {})) {
+    disks[name] = join(dir, `${name}.raw`);
+    writeFileSync(disks[name], diskBytes(t));
+  }
   const procs: QemuProcess[] = [];
   // Every end starts now, in parallel; destinations wait in `inmigrate`.
   const starts = (opts.captureOnly ? path.slice(0, 1) : path).map((ep, i) => {
-    const p = launch(ep, scenario.spec, i > 0);
+    const p = launch(ep, withDisks(scenario.specFor?.(i, ep.impl) ?? scenario.spec, disks), i > 0);
     p.then((x) => procs.push(x)).catch(() => undefined);
     return p;
   });
@@ -133,6 +163,7 @@ export async function runMigrationScenario(scenario: MigrationScenario, path: re
       },
       hops: path.map((e) => e.impl),
       notes,
+      disks,
       async migrate() {
         const from = path[hop]!;
         const to = opts.captureOnly ? undefined : path[hop + 1];
@@ -164,7 +195,8 @@ export async function runMigrationScenario(scenario: MigrationScenario, path: re
         }
         record.loadMs = performance.now() - tl;
         const running = await runState(dest.qmp!);
-        if (running !== 'running') throw new MigrationFailure(`${to.impl} destination: run state '${running}' after loading, expected 'running'`);
+        const want = scenario.destinationRunState ?? 'running';
+        if (running !== want) throw new MigrationFailure(`${to.impl} destination: run state '${running}' after loading, expected '${want}'`);
         m.swap(dest.machine);
         const old = current;
         current = dest;
