@@ -14,7 +14,7 @@
 //   `werror=enospc` stops the VM in `io-error` with the write queued; the destination loads that
 //   list, stays in `io-error`, and submits the write again at `cont`.
 import { expect } from 'vitest';
-import { BLK_S_OK, BLK_T_FLUSH, BLK_T_IN, BLK_T_OUT, BlkDriver, blkPattern, type BlkPosted } from '../../src/driver/blk.js';
+import { BLK_S_OK, BLK_T_IN, BLK_T_OUT, BlkDriver, blkPattern, type BlkPosted } from '../../src/driver/blk.js';
 import { poll } from '../../src/driver/machine.js';
 import type { OracleMachineSpec } from '../../src/oracle/scenario.js';
 import { diskBytes } from '../../src/oracle/disks.js';
