@@ -15,7 +15,7 @@ import { MicrovmMachine } from './microvm.js';
 import { PcMachine } from './pc.js';
 import { DEVICE_PROPS, QomObject } from './qom.js';
 import { parseStrtoull } from './qtest-server.js';
-import { lookupDeviceType, typeChain, VIRTIO_DEVICE_TYPES, type BuildOptions, type PropKind } from './device-types/index.js';
+import { lookupDeviceType, typeChain, VIRTIO_DEVICE_TYPES, type BuildOptions, type DeviceBuildContext, type PropKind } from './device-types/index.js';
 
 export type { BuildOptions } from './device-types/types.js';
 
@@ -202,11 +202,12 @@ export function buildMachine(cl: QemuCommandLine, opts: BuildOptions = {}): Buil
 
   const devices: BuiltDevice[] = [];
   const blockUsers = new Map<string, string>();
+  const fileLocks = new Map<string, { write: boolean; shareWrite: boolean }[]>();
   let anon = 0;
   for (const spec of cl.devices) {
     try {
       const qomPath = spec.id !== undefined ? `/machine/peripheral/${spec.id}` : `/machine/peripheral-anon/device[${anon++}]`;
-      devices.push(buildDevice(machine, cl, spec, opts, warnings, blockUsers, qomPath));
+      devices.push(buildDevice(machine, cl, spec, opts, warnings, { blockUsers, fileLocks }, qomPath));
     } catch (e) {
       if (e instanceof CmdlineError) throw new CmdlineError(`${spec.loc}: ${e.message}`);
       throw new CmdlineError(`${spec.loc}: ${(e as Error).message}`);
@@ -221,7 +222,7 @@ function buildDevice(
   spec: DeviceSpec,
   opts: BuildOptions,
   warnings: string[],
-  blockUsers: Map<string, string>,
+  block: Pick<DeviceBuildContext, 'blockUsers' | 'fileLocks'>,
   qomPath: string,
 ): BuiltDevice {
   const type = spec.driver;
@@ -273,7 +274,7 @@ function buildDevice(
   if (!isPci && !(machine instanceof MicrovmMachine)) throw new CmdlineError(`No 'virtio-bus' bus found for device '${type}'`);
   if (values.has('class') && !isPci) throw new CmdlineError(`Property '${type}.class' not found`);
   const device = dtype.create({
-    machine, cl, spec, values, bool, disabledFeatures: disabled, opts, pci: isPci, blockUsers, qomPath,
+    machine, cl, spec, values, bool, disabledFeatures: disabled, opts, pci: isPci, ...block, qomPath,
     warn: (m) => warnings.push(`${spec.loc}: warning: ${m}`),
   });
 

@@ -47,6 +47,23 @@ export function resolveBlockNode(root: BlockNode, files: ReadonlyMap<string, Blo
 
 const ERROR_ACTIONS = ['auto', 'report', 'ignore', 'enospc', 'stop'];
 
+/**
+ * QEMU's image locking between the users of one file in a process (file-posix
+ * `raw_check_lock_bytes`): a device that writes needs every other user to share writing, and a
+ * device that does not share writing cannot join one that writes. `share-rw=on` shares it.
+ */
+function lockFile(ctx: DeviceBuildContext, root: BlockNode): void {
+  let proto: BlockNode = root;
+  while (proto.child) proto = proto.child;
+  if (proto.driver !== 'file' || proto.filename === undefined) return;
+  const claim = { write: !root.readOnly, shareWrite: ctx.bool('share-rw', false) };
+  const others = ctx.fileLocks.get(proto.filename) ?? [];
+  const hint = `\nIs another process using the image [${proto.filename}]?`;
+  if (claim.write && others.some((o) => !o.shareWrite)) throw new CmdlineError(`Failed to get "write" lock${hint}`);
+  if (!claim.shareWrite && others.some((o) => o.write)) throw new CmdlineError(`Failed to get shared "write" lock${hint}`);
+  ctx.fileLocks.set(proto.filename, [...others, claim]);
+}
+
 function drive(ctx: DeviceBuildContext): { resolved: ResolvedBlockNode; writeback: boolean } {
   const name = ctx.values.get('drive');
   if (name === undefined || name === '') throw new CmdlineError('drive property not set');
@@ -56,8 +73,10 @@ function drive(ctx: DeviceBuildContext): { resolved: ResolvedBlockNode; writebac
   if (d) {
     if (user !== undefined) throw new CmdlineError(`Drive '${n}' is already in use by another device`);
     if (!d.root) throw new CmdlineError('Device needs media, but drive is empty');
+    const resolved = resolveBlockNode(d.root, ctx.opts.blockFiles);
+    lockFile(ctx, d.root);
     ctx.blockUsers.set(n, ctx.qomPath);
-    return { resolved: resolveBlockNode(d.root, ctx.opts.blockFiles), writeback: d.writeback ?? true };
+    return { resolved, writeback: d.writeback ?? true };
   }
   const node = findNode(ctx.cl.drives, ctx.cl.blockdevs, n);
   if (!node) throw new CmdlineError(`Property '${'virtio-blk-device'}.drive' can't find value '${n}'`);
@@ -67,9 +86,11 @@ function drive(ctx: DeviceBuildContext): { resolved: ResolvedBlockNode; writebac
       `Permission conflict on node '${n}': permissions 'write' are both required by block device '${user}/virtio-backend' (uses node '${n}' as 'root' child) and unshared by block device '${ctx.qomPath}/virtio-backend' (uses node '${n}' as 'root' child).`,
     );
   }
+  const resolved = resolveBlockNode(node, ctx.opts.blockFiles);
+  lockFile(ctx, node);
   ctx.blockUsers.set(n, ctx.qomPath);
   // A BlockBackend made for a node starts with its write cache on (blk_new).
-  return { resolved: resolveBlockNode(node, ctx.opts.blockFiles), writeback: true };
+  return { resolved, writeback: true };
 }
 
 export const blkType: VirtioDeviceType = {

@@ -52,6 +52,8 @@ export interface DeviceBuildContext {
   pci: boolean;
   /** Drives and block nodes already taken by a device of this machine (name → its QOM path). */
   blockUsers: Map<string, string>;
+  /** Image files in use by devices, with each device's claim (QEMU's file locking between users). */
+  fileLocks: Map<string, { write: boolean; shareWrite: boolean }[]>;
   /** The QOM path the device will get (`/machine/peripheral/ID` or `.../peripheral-anon/device[N]`). */
   qomPath: string;
 }
