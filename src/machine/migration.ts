@@ -51,6 +51,9 @@ export interface MigrationEngine {
 }
 
 /** The savevm stream of src/migration/savevm.ts, bound to one of our machines. */
+/** How long an outgoing migration waits for devices to finish their backend I/O (QEMU: no bound). */
+export const MIGRATION_DRAIN_TIMEOUT_MS = 1000;
+
 export function savevmEngine(machine: ReferenceMachine): MigrationEngine {
   return {
     save: (runState) => saveVm(machine, { runState }),
@@ -406,6 +409,11 @@ export class MigrationController {
     job.vmWasRunning = m.vmRunning;
     const globalState = m.runState;
     m.vmStopForceState('finish-migrate');
+    // do_vm_stop drains block I/O: wait (bounded, where QEMU waits without bound) for what the
+    // devices' backends are doing; completions that arrive are written into RAM before it is
+    // saved, what is still running then travels in the stream (virtio-blk's request list).
+    await Promise.all(m.deviceSections().map((sec) => sec.drain?.(MIGRATION_DRAIN_TIMEOUT_MS)));
+    if (this.statusNow() !== 'active') return this.finishOutgoing(job);
     let bytes: Uint8Array;
     try {
       if (!this.engine) throw new Error('virtio-ts: no migration stream engine is configured');

@@ -44,6 +44,11 @@ export interface DeviceSection {
    * finished (QEMU drains block I/O when the VM stops for a migration). Optional.
    */
   preSave?(): void;
+  /**
+   * Wait (at most `timeoutMs`) for the device's backend work to settle, as QEMU drains block I/O
+   * when the VM stops for a migration; resolves true when nothing is left running. Optional.
+   */
+  drain?(timeoutMs: number): Promise<boolean>;
   /** Write the section body (what follows the header). */
   save(f: QEMUFileWriter, rec?: FieldRecorder): void;
   /**

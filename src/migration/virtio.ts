@@ -413,6 +413,7 @@ export function virtioDeviceSection(vdev: VirtIODevice, devPath: string): Device
     minimumVersionId: vdev.vmsdVersion,
     required: true,
     preSave: () => vdev.preSave(),
+    drain: (ms) => vdev.drain(ms),
     save: (f, rec) => (rec ? rec.field('virtio', 'virtio', () => virtioSave(vdev, f)) : virtioSave(vdev, f)),
     load: (f, _version, ctx) => virtioLoad(vdev, f, ctx),
   };

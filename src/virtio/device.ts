@@ -162,6 +162,14 @@ export abstract class VirtIODevice implements VirtQueueOwner {
    * drained when the VM stops for a migration.
    */
   preSave(): void {}
+  /**
+   * Wait (at most `timeoutMs`) for the device's backend work to settle, as QEMU drains block I/O
+   * when the VM stops. Resolves true when nothing is running any more. Devices that work
+   * synchronously have nothing to wait for.
+   */
+  drain(_timeoutMs?: number): Promise<boolean> {
+    return Promise.resolve(true);
+  }
   /** Device state written after the queues (QEMU's `vdc->save`, then `vdc->vmsd`). */
   saveDeviceState(_f: QEMUFileWriter): void {}
   /**

@@ -231,6 +231,12 @@ export class VirtIOBlock extends VirtIODevice {
   private readonly inFlight = new Set<BlkRequest>();
   /** Requests loaded from a stream (QEMU's `s->rq`), head first. */
   private rq: BlkRequest[] = [];
+  /** Requests dropped by a reset whose backend operations are still running. */
+  private readonly retired = new Set<BlkRequest>();
+  /** Queues notified while `retired` was not empty: processed once it is. */
+  private readonly heldBack = new Set<number>();
+  /** Waiters of `drain()`. */
+  private drainWaiters: (() => void)[] = [];
   /** Submission counter (QEMU has none: its list order is its own). */
   private seqCounter = 0;
   private readonly hdr = new Uint8Array(16);
@@ -397,9 +403,11 @@ export class VirtIOBlock extends VirtIODevice {
   }
 
   protected override resetDevice(): void {
-    // QEMU drains first, then drops the queued requests. Requests still running in our backends
-    // become stale with the queues (their completions write nothing); they are forgotten here.
-    for (const r of this.inFlight) r.phase = Phase.Idle;
+    // QEMU drains first (blk_drain), then drops the queued requests. We cannot wait here: requests
+    // still running in the backend become stale with the queues (their completions write nothing
+    // into guest RAM), and until their operations have settled no new request is started, so a
+    // write from before the reset can never land on the disk after one from after it.
+    this.retire(() => true);
     this.inFlight.clear();
     for (const r of this.rq) r.phase = Phase.Idle;
     this.rq = [];
@@ -408,11 +416,10 @@ export class VirtIOBlock extends VirtIODevice {
   }
 
   protected override queueResetHook(n: number): void {
-    // VIRTIO_F_RING_RESET of one queue: its requests go stale with it.
-    for (const r of [...this.inFlight]) if (r.vq.index === n) {
-      r.phase = Phase.Idle;
-      this.inFlight.delete(r);
-    }
+    // VIRTIO_F_RING_RESET of one queue: its requests go stale with it (and hold new ones back
+    // until their operations settle, as after a device reset).
+    this.retire((r) => r.vq.index === n);
+    for (const r of [...this.inFlight]) if (r.vq.index === n) this.inFlight.delete(r);
     this.rq = this.rq.filter((r) => r.vq.index !== n);
     if (this.reqs[n]) this.reqs[n] = [];
   }
@@ -429,11 +436,42 @@ export class VirtIOBlock extends VirtIODevice {
     this.restartQueued();
   }
 
+  /**
+   * Forget the requests `which` selects: those with backend operations still running are kept in
+   * `retired` until they settle (new requests wait for that).
+   */
+  private retire(which: (r: BlkRequest) => boolean): void {
+    for (const r of this.inFlight) {
+      if (!which(r)) continue;
+      if (r.pending > 0) this.retired.add(r);
+      r.phase = Phase.Idle;
+    }
+  }
+
+  /** A retired request's operations have all settled: maybe start what waited for it. */
+  private retiredSettled(r: BlkRequest): void {
+    this.retired.delete(r);
+    if (this.retired.size > 0) return;
+    this.wakeDrainWaiters();
+    const waiting = [...this.heldBack];
+    this.heldBack.clear();
+    for (const i of waiting) {
+      if (!this.vmRunning || this.processingStopped) break;
+      const vq = this.vq[i];
+      if (vq) this.guarded(() => this.handleQueue(vq));
+    }
+  }
+
   // ---------------------------------------------------------------------------------------
   // Requests
 
   /** QEMU's `virtio_blk_handle_vq`: every request available, notifications off meanwhile. */
   private handleQueue(vq: VirtQueue): void {
+    if (this.retired.size > 0) {
+      // Operations from before a reset are still running: QEMU's reset would have waited for them.
+      this.heldBack.add(vq.index);
+      return;
+    }
     const suppress = vq.notification;
     do {
       if (suppress) vq.setNotification(false);
@@ -765,8 +803,27 @@ export class VirtIOBlock extends VirtIODevice {
       this.trace(`backend error: ${err instanceof Error ? err.message : String(err)}`);
     }
     if (--r.pending > 0) return;
-    if (r.phase !== Phase.Submitted) return; // forgotten by a reset
+    if (this.retired.has(r)) {
+      this.retiredSettled(r);
+      return;
+    }
+    if (r.phase !== Phase.Submitted) return; // forgotten
     this.finish(r);
+    if (this.drainWaiters.length > 0 && !this.busy()) this.wakeDrainWaiters();
+  }
+
+  /** Some backend operation is running (for this device's requests, current or retired). */
+  private busy(): boolean {
+    if (this.retired.size > 0) return true;
+    for (const r of this.inFlight) if (r.pending > 0) return true;
+    return false;
+  }
+
+  private wakeDrainWaiters(): void {
+    if (this.busy()) return;
+    const w = this.drainWaiters;
+    this.drainWaiters = [];
+    for (const f of w) f();
   }
 
   /** Every outstanding operation of `r` is done: next step, or the completion. */
@@ -935,14 +992,25 @@ export class VirtIOBlock extends VirtIODevice {
     return this.inFlight.size + this.rq.length;
   }
 
-  /** Wait (bounded) until every backend operation has settled; completions then follow the run state. */
-  async drain(timeoutMs = 5000): Promise<boolean> {
-    const deadline = Date.now() + timeoutMs;
-    while ([...this.inFlight].some((r) => r.phase === Phase.Submitted)) {
-      if (Date.now() > deadline) return false;
-      await new Promise((res) => setTimeout(res, 1));
-    }
-    return true;
+  /**
+   * Wait until no backend operation of this device is running, or `timeoutMs` passed (QEMU's
+   * `blk_drain`, bounded). Resolves true when drained. Completions that come meanwhile follow
+   * the run state: written now while the VM runs, parked while it is stopped (then `preSave`
+   * writes them before a migration stream is taken).
+   */
+  override drain(timeoutMs = 5000): Promise<boolean> {
+    if (!this.busy()) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        this.drainWaiters = this.drainWaiters.filter((f) => f !== done);
+        resolve(false);
+      }, timeoutMs);
+      const done = (): void => {
+        clearTimeout(t);
+        resolve(true);
+      };
+      this.drainWaiters.push(done);
+    });
   }
 
   // ---------------------------------------------------------------------------------------
