@@ -11,7 +11,8 @@
 //
 // Then the qtest round-trip section (bench/qtest.ts): our virtio-ts-qemu beside QEMU 7.2.
 // Then the whole-machine save/load section (bench/savevm.ts): ours beside QEMU 7.2's migration.
-// BENCH_ONLY=ring, BENCH_ONLY=qtest or BENCH_ONLY=savevm runs one section only.
+// Then virtio-blk on the in-memory backend (bench/blk.ts): 4 KiB random and 64 KiB sequential I/O.
+// BENCH_ONLY=ring, BENCH_ONLY=blk, BENCH_ONLY=qtest or BENCH_ONLY=savevm runs one section only.
 
 import os from 'node:os';
 import { GuestMemory } from '../src/memory/guest-memory.js';
@@ -19,6 +20,7 @@ import { deviceLoops, host4k, host64, hostHdr, hostStatus, plainCopiesFor, type 
 import { allocPerChain, calibrate, median, runFor, timeRun } from './measure.js';
 import { runQtestBench } from './qtest.js';
 import { runSavevmBench } from './savevm.js';
+import { runBlkBench } from './blk.js';
 import { BATCH, BLK_DIRECT_CHAINS, buildRig, PAGE, QUEUE_SIZE, RAM_SIZE, type CaseKind, type Rig } from './rig.js';
 
 // BENCH_QUICK=1 shortens everything (for iterating on the code, not for reporting).
@@ -30,9 +32,13 @@ const WARMUP_MS = QUICK ? 40 : 100;
 const ALLOC_BATCHES = 40;
 
 const ONLY = process.env['BENCH_ONLY'];
-if (ONLY !== undefined && ONLY !== '' && ONLY !== 'ring' && ONLY !== 'qtest' && ONLY !== 'savevm') {
-  console.error(`BENCH_ONLY=${ONLY}: expected ring, qtest or savevm`);
+if (ONLY !== undefined && ONLY !== '' && ONLY !== 'ring' && ONLY !== 'qtest' && ONLY !== 'savevm' && ONLY !== 'blk') {
+  console.error(`BENCH_ONLY=${ONLY}: expected ring, blk, qtest or savevm`);
   process.exit(2);
+}
+if (ONLY === 'blk') {
+  await runBlkBench({ quick: QUICK });
+  process.exit(0);
 }
 if (ONLY === 'qtest') {
   await runQtestBench({ quick: QUICK });
@@ -229,6 +235,7 @@ if (probe) {
 }
 
 if (ONLY !== 'ring') {
+  await runBlkBench({ quick: QUICK });
   await runQtestBench({ quick: QUICK });
   await runSavevmBench({ quick: QUICK });
 }

@@ -438,7 +438,12 @@ export abstract class VirtIODevice implements VirtQueueOwner {
     if (tr) tr({ type: 'virtio_queue_notify', device: this.name, queue: n });
     const h = q.handleOutput;
     if (h) {
-      this.guarded(() => h(q));
+      // As guarded(), without a closure per notify.
+      try {
+        h(q);
+      } catch (e) {
+        this.virtioError(`internal error in ${this.name}: ${e instanceof Error ? e.message : String(e)}`);
+      }
       if (this.startOnKick) this.setStarted(true);
     }
   }

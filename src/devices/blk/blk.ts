@@ -529,7 +529,9 @@ export class VirtIOBlock extends VirtIODevice {
     }
     const r = req ?? this.requestFor(vq, elem);
     r.inLen = elem.inBytes;
-    const le = !this.isBigEndian();
+    // The queue keeps the device's byte order (virtio_is_big_endian) as a plain flag: asking
+    // the features (64-bit BigInt arithmetic) on every request would allocate.
+    const le = vq.le;
     const hv = this.hdrView;
     const type = hv.getUint32(0, le);
     const kind = (type & ~(VIRTIO_BLK_T_OUT | VIRTIO_BLK_T_BARRIER)) >>> 0;
@@ -548,7 +550,7 @@ export class VirtIOBlock extends VirtIODevice {
       }
       case VIRTIO_BLK_T_FLUSH:
         if (this.noFlush) return this.completeNow(r, VIRTIO_BLK_S_OK);
-        return this.submit(r, this.callBackend(() => this.backend.flush()));
+        return this.submit(r, this.backendFlush());
       case VIRTIO_BLK_T_SCSI_CMD: {
         // QEMU needs a command block beside the header and three writable parts (sense, the scsi
         // inhdr, status); it then fails the command (no passthrough of a file), writing 255 into
@@ -617,19 +619,41 @@ export class VirtIOBlock extends VirtIODevice {
       if (this.backend.readOnly) return this.completeNow(r, VIRTIO_BLK_S_IOERR);
       const mayUnmap = unmapFlag && this.unmap;
       if (!this.writeCacheEnabled) r.next = Next.Flush;
-      return this.submit(r, this.callBackend(() => this.backend.writeZeroes(pos, bytes, mayUnmap)));
+      return this.submit(r, this.backendWriteZeroes(pos, bytes, mayUnmap));
     }
     // The device MUST answer UNSUPP to a discard with the unmap flag (VIRTIO 1.2 §5.2.6.2).
     if (unmapFlag) return this.completeNow(r, VIRTIO_BLK_S_UNSUPP);
     // QEMU's default `discard=ignore` makes the block layer succeed without doing anything.
     if (!this.unmap) return this.completeNow(r, VIRTIO_BLK_S_OK);
-    return this.submit(r, this.callBackend(() => this.backend.discard(pos, bytes)));
+    return this.submit(r, this.backendDiscard(pos, bytes));
   }
 
-  /** Run a backend call; a synchronous throw becomes a rejected result. */
-  private callBackend(fn: () => BlockResult): BlockResult {
+  // Backend calls whose synchronous throw becomes a rejected result (no closures: the flush path
+  // is a hot one with the write cache off).
+  private backendFlush(): BlockResult {
     try {
-      return fn();
+      return this.backend.flush();
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+  private backendDiscard(pos: number, len: number): BlockResult {
+    try {
+      return this.backend.discard(pos, len);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+  private backendWriteZeroes(pos: number, len: number, mayUnmap: boolean): BlockResult {
+    try {
+      return this.backend.writeZeroes(pos, len, mayUnmap);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+  private backendRead(pos: number, dst: Uint8Array): BlockResult {
+    try {
+      return this.backend.read(pos, dst);
     } catch (e) {
       return Promise.reject(e);
     }
@@ -710,7 +734,7 @@ export class VirtIOBlock extends VirtIODevice {
   private afterWrite(r: BlkRequest): boolean {
     r.next = Next.Complete;
     if (this.noFlush) return this.completeNow(r, VIRTIO_BLK_S_OK);
-    const res = this.callBackend(() => this.backend.flush());
+    const res = this.backendFlush();
     if (!isPending(res)) return this.completeNow(r, VIRTIO_BLK_S_OK);
     this.startAsync(r);
     this.track(r, res);
@@ -765,7 +789,7 @@ export class VirtIOBlock extends VirtIODevice {
       dst.fill(0);
       r.chunkLen = n;
       r.next = Next.ReadChunk;
-      const res = this.callBackend(() => this.backend.read(r.readPos + r.readOff, dst));
+      const res = this.backendRead(r.readPos + r.readOff, dst);
       if (isPending(res)) {
         this.track(r, res);
         return;
@@ -867,7 +891,7 @@ export class VirtIOBlock extends VirtIODevice {
           return;
         }
         r.phase = Phase.Submitted;
-        const res = this.callBackend(() => this.backend.flush());
+        const res = this.backendFlush();
         if (isPending(res)) this.track(r, res);
         else this.complete(r, VIRTIO_BLK_S_OK);
         return;
