@@ -191,9 +191,6 @@ class BlkRequest {
   }
 }
 
-/** The three status bytes, as sources for a one-byte copy. */
-const STATUS_BYTES = [new Uint8Array([VIRTIO_BLK_S_OK]), new Uint8Array([VIRTIO_BLK_S_IOERR]), new Uint8Array([VIRTIO_BLK_S_UNSUPP])];
-
 export class VirtIOBlock extends VirtIODevice {
   readonly backend: BlockBackend;
   readonly numQueues: number;
@@ -517,7 +514,16 @@ export class VirtIOBlock extends VirtIODevice {
       return false;
     }
     const hdr = this.hdr;
-    if (elem.readOut(0, hdr) !== VIRTIO_BLK_OUTHDR_SIZE) {
+    // The header is read where it lies when one buffer holds it (each field once, into locals),
+    // else gathered from the buffers that do (QEMU's iov_to_buf).
+    let hv: DataView<ArrayBufferLike> = this.hdrView;
+    let ho = 0;
+    const a0 = elem.sgAddr[0]!;
+    const reg0 = elem.sgLen[0]! >= VIRTIO_BLK_OUTHDR_SIZE ? this.memory.findRegion(a0, VIRTIO_BLK_OUTHDR_SIZE) : undefined;
+    if (reg0 !== undefined) {
+      hv = reg0.view;
+      ho = a0 - reg0.base;
+    } else if (elem.readOut(0, hdr) !== VIRTIO_BLK_OUTHDR_SIZE) {
       this.virtioError('virtio-blk request outhdr too short');
       return false;
     }
@@ -532,14 +538,13 @@ export class VirtIOBlock extends VirtIODevice {
     // The queue keeps the device's byte order (virtio_is_big_endian) as a plain flag: asking
     // the features (64-bit BigInt arithmetic) on every request would allocate.
     const le = vq.le;
-    const hv = this.hdrView;
-    const type = hv.getUint32(0, le);
+    const type = hv.getUint32(ho, le);
     const kind = (type & ~(VIRTIO_BLK_T_OUT | VIRTIO_BLK_T_BARRIER)) >>> 0;
     switch (kind) {
       case VIRTIO_BLK_T_IN: {
         const isWrite = (type & VIRTIO_BLK_T_OUT) !== 0;
-        const lo = hv.getUint32(le ? 8 : 12, le);
-        const hi = hv.getUint32(le ? 12 : 8, le);
+        const lo = hv.getUint32(ho + (le ? 8 : 12), le);
+        const hi = hv.getUint32(ho + (le ? 12 : 8), le);
         const size = isWrite ? elem.outBytes - VIRTIO_BLK_OUTHDR_SIZE : elem.inBytes - 1;
         if (!this.sectRangeOk(hi, lo, size)) return this.completeNow(r, VIRTIO_BLK_S_IOERR);
         // QEMU's block layer refuses a write to a read-only node even of 0 bytes (EPERM).
@@ -929,7 +934,13 @@ export class VirtIOBlock extends VirtIODevice {
     r.phase = Phase.Idle;
     const elem = r.elem;
     const vq = r.vq;
-    if (!this.processingStopped) elem.writeIn(elem.inBytes - 1, STATUS_BYTES[status]!);
+    if (!this.processingStopped && elem.inFlight) {
+      // The last writable byte of the chain (checked writable RAM at pop).
+      const last = elem.outNum + elem.inNum - 1;
+      const a = elem.sgAddr[last]! + elem.sgLen[last]! - 1;
+      const reg = this.memory.findRegion(a, 1);
+      if (reg !== undefined && !reg.readonly) reg.bytes[a - reg.base] = status;
+    }
     if (this.tracer) this.trace(`virtio_blk_req_complete queue ${vq.index} head ${elem.index} status ${status}`);
     vq.push(elem, r.inLen);
     this.notify(vq);
