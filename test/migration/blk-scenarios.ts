@@ -43,10 +43,10 @@ const driveArg = (extra = '') => `if=none,id=d0,file=@disk:d@,format=raw${extra}
 const pciDev = (t: PciTransport): string => `virtio-blk-pci,drive=d0,ioeventfd=off${t.slot === 2 ? '' : t.mode === 'modern' ? `,disable-legacy=on,addr=0${t.slot}.0` : `,disable-modern=on,addr=0${t.slot}.0`}`;
 
 /** A machine with the blk device on `t` over `drive` (a -drive value). */
-function machine(t: Transport, drive: string, disks = true): OracleMachineSpec {
+function machine(t: Transport, drive: string, disks = true, devOpts = ''): OracleMachineSpec {
   const base = t.kind === 'pci'
-    ? { machine: 'pc', args: [fileDrive, drive, '-device', pciDev(t)] }
-    : { machine: 'microvm', args: [...(t.version === 2 ? ['-global', 'virtio-mmio.force-legacy=false'] : []), '-global', 'virtio-mmio.ioeventfd=off', fileDrive, drive, '-device', 'virtio-blk-device,drive=d0'] };
+    ? { machine: 'pc', args: [fileDrive, drive, '-device', pciDev(t) + devOpts] }
+    : { machine: 'microvm', args: [...(t.version === 2 ? ['-global', 'virtio-mmio.force-legacy=false'] : []), '-global', 'virtio-mmio.ioeventfd=off', fileDrive, drive, '-device', `virtio-blk-device,drive=d0${devOpts}`] };
   return disks ? { ...base, disks: { d: DISK } } : base;
 }
 
@@ -302,6 +302,52 @@ function inFlightNull(t: Transport, irq: IrqMode, migrations = 1): MigrationScen
 }
 
 /**
+ * Two queues (`num-queues=2`, MQ): requests in flight on both when the migration starts. With
+ * more than one queue each entry of the request list carries its queue index (be32); the
+ * destination must put every request back on its own queue.
+ */
+function inFlightTwoQueues(t: Transport): MigrationScenario {
+  const spec = machine(t, nullDrive(0), false, ',num-queues=2');
+  return {
+    name: `[${t.label}] blk: requests in flight on two queues at migration (num-queues=2, the queue index in the request list)`,
+    spec,
+    specFor: (end, impl) => (end === 0 ? machine(t, nullDrive(impl === 'ours' ? LATENCY_OURS_NS : LATENCY_QEMU_NS), false, ',num-queues=2') : spec),
+    async run(ctx) {
+      const rig = await MigRig.open(ctx, t);
+      await rig.writeSentinels();
+      const MQ = 1n << 12n;
+      const ring0 = await rig.bringUp({ features: features(t, EI | MQ), irq: 'intx', num: 8, driverOk: false });
+      const ring1 = await rig.drv.setupQueue(1, { num: 8 });
+      await rig.drv.driverOk();
+      const blk0 = new BlkDriver(rig.drv, ring0, ctx.alloc, 0);
+      const blk1 = new BlkDriver(rig.drv, ring1, ctx.alloc, 1);
+      expect((await blk0.config(57)).numQueues, 'num_queues').toBe(2);
+      const q0 = [await postReq(blk0, BLK_T_IN, 4, 1024, 0)];
+      const q1 = [await postReq(blk1, BLK_T_OUT, 40, 2048, 3), await postReq(blk1, BLK_T_IN, 60, 512, 0)];
+      await blk0.notify();
+      await blk1.notify();
+      await new Promise((r) => setTimeout(r, 40));
+      expect(await ring0.usedIdx(), 'queue 0: still in the backend').toBe(0);
+      expect(await ring1.usedIdx(), 'queue 1: still in the backend').toBe(0);
+      await ctx.migrate();
+      const got0 = await ring0.waitUsed(1, { timeoutMs: 8000, what: 'queue 0 completion' });
+      const got1 = await ring1.waitUsed(2, { timeoutMs: 8000, what: 'queue 1 completions' });
+      expect(got0.map((u) => `${u.id}:${u.len}`), `${rig.where}: queue 0`).toEqual(q0.map((r) => `${r.posted.head}:${r.posted.inLen}`));
+      expect(got1.map((u) => `${u.id}:${u.len}`).sort(), `${rig.where}: queue 1`).toEqual(q1.map((r) => `${r.posted.head}:${r.posted.inLen}`).sort());
+      for (const r of [...q0, ...q1]) expect(await ctx.m.readb(r.posted.status), `${rig.where}: status`).toBe(BLK_S_OK);
+      await new Promise((r) => setTimeout(r, 50));
+      expect([await ring0.usedIdx(), await ring1.usedIdx()], 'nothing more').toEqual([1, 2]);
+      await rig.pciDrv?.isr();
+      // Both queues keep working.
+      const a = await postReq(blk1, BLK_T_IN, 1, 512, 0);
+      await blk1.notify();
+      await ring1.waitUsed(1, { timeoutMs: 3000 });
+      expect(await ctx.m.readb(a.posted.status)).toBe(BLK_S_OK);
+    },
+  };
+}
+
+/**
  * QEMU's own request list: an ENOSPC injected into the first write (blkdebug) stops the QEMU
  * source in `io-error` with the write queued (`werror=enospc`, the default). The stream carries
  * it; the destination (same image, no injection) comes up in `io-error`, and `cont` submits the
@@ -354,6 +400,7 @@ export const BLK_MIGRATION_SCENARIOS: readonly MigrationScenario[] = [
   inFlightNull(T.modern, 'msix'),
   inFlightNull(T.legacy, 'intx'),
   inFlightNull(T.mmioV2, 'mmio'),
+  inFlightTwoQueues(T.modern),
 ];
 
 /** Scenarios that migrate twice (run as ours → qemu → ours and the other round trips). */
