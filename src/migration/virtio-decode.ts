@@ -57,7 +57,12 @@ export interface DecodeOptions {
   transport: 'pci' | 'mmio';
   /** Device types whose device part is empty (QEMU's rng and input write only the common blob). */
   emptyDeviceState?: boolean;
+  /** The device type (vmsd name), for the device parts this decoder knows: virtio-blk's request list. */
+  vmsdName?: string;
 }
+
+/** sizeof(VirtQueueElementOld) on x86-64 (src/migration/virtqueue-element.ts). */
+const VIRTQUEUE_ELEMENT_OLD_BYTES = 49168;
 
 const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
 
@@ -115,6 +120,10 @@ class FieldReader {
     const v = this.f.getView(n, name);
     this.add(name, at, hex(v));
     return v;
+  }
+  /** A field decoded by the caller. */
+  push(field: DecodedField): void {
+    this.out.push(field);
   }
   /** A run of fields grouped under one name. */
   group<T>(name: string, fn: () => T): T {
@@ -224,7 +233,26 @@ function decode(r: FieldReader, f: QEMUFileReader, opts: DecodeOptions, base: nu
   // their headers, trying each candidate until one leads exactly to the end of the blob.
   const devAt = f.offset;
   let subsAt = devAt;
-  if (!opts.emptyDeviceState) {
+  if (opts.vmsdName === 'virtio-blk') {
+    // virtio_blk_save_device: u8 1, [be32 queue index with several queues], a VirtQueueElementOld
+    // (49168 bytes, x86-64 layout: u32 index, out_num, in_num first), ...; then u8 0. The number
+    // of queues decides whether the index is there: those with a ring size in the blob.
+    r.group('virtio-blk request list', () => {
+      for (let k = 0; ; k++) {
+        const more = r.u8('more');
+        if (more === 0) break;
+        r.group(`rq[${k}]`, () => {
+          if (num > 1) r.be32('vq index');
+          const at = f.offset;
+          const rec = f.getView(VIRTQUEUE_ELEMENT_OLD_BYTES, `rq[${k}] element`);
+          const dv = new DataView(rec.buffer, rec.byteOffset, 12);
+          const node = { name: 'element (VirtQueueElementOld)', offset: base + at, size: VIRTQUEUE_ELEMENT_OLD_BYTES, value: `head ${dv.getUint32(0, true)}, out_num ${dv.getUint32(4, true)}, in_num ${dv.getUint32(8, true)}` };
+          r.push(node);
+        });
+      }
+    });
+    subsAt = f.offset;
+  } else if (!opts.emptyDeviceState) {
     const found = findSubsections(f);
     subsAt = found;
     if (subsAt > devAt) {

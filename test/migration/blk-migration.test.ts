@@ -11,6 +11,10 @@ import { oursEndpoint, qemuEndpoint, runMigrationScenario, type Endpoint, type I
 import { BLK_MIGRATION_SCENARIOS, BLK_QEMU_SOURCE_SCENARIOS, BLK_ROUND_TRIPS } from './blk-scenarios.js';
 import { deviceSection } from './stream.js';
 import { decodeVirtioBlob } from './virtio-blob.js';
+import { inspectStream } from '../../src/migration/inspect.js';
+import type { DecodedField } from '../../src/migration/virtio-decode.js';
+
+const flat = (fields: DecodedField[]): DecodedField[] => fields.flatMap((f) => [f, ...flat(f.children ?? [])]);
 
 const transportOf = (s: MigrationScenario): 'pci' | 'mmio' => (s.spec.machine === 'microvm' ? 'mmio' : 'pci');
 
@@ -75,6 +79,10 @@ if (qemuOrPolicy('virtio-blk migration interop between QEMU 7.2 and virtio-ts'))
         it(`${s.name} (qemu → ${dst})`, async () => {
           const r = await run(s, ['qemu', dst]);
           expect(requestsInStream(r.hops[0]!.stream, transportOf(s)), 'QEMU wrote the stopped write into its request list').toBe(1);
+          // `virtio-ts inspect` decodes that list: one element, out_num 2 (header, data), in_num 1.
+          const sec = inspectStream(r.hops[0]!.stream).sections.find((x) => x.virtio && /\/virtio-blk$/.test(x.idstr))!;
+          const elems = flat(sec.virtio!.fields).filter((f) => f.name === 'element (VirtQueueElementOld)');
+          expect(elems.map((e) => String(e.value).replace(/^head \d+, /, ''))).toEqual(['out_num 2, in_num 1']);
         }, 30_000);
       }
     }

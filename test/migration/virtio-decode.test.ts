@@ -7,6 +7,9 @@ import { saveVirtioDevice } from '../../src/migration/virtio.js';
 import { decodeVirtioBlob, type DecodedField } from '../../src/migration/virtio-decode.js';
 import { bit, VIRTIO_RING_F_EVENT_IDX } from '../../src/virtio/constants.js';
 import { modernAddrs, rngRig } from '../support/harness.js';
+import { blkRig, HeldBackend, post } from '../support/blk.js';
+import { MemoryBlockBackend } from '../../src/devices/blk/backends/memory.js';
+import { VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT } from '../../src/devices/blk/constants.js';
 import { ModernPciDriver, PciRig, postEntropyRequest } from '../support/pci-rig.js';
 
 function flat(fields: DecodedField[]): DecodedField[] {
@@ -69,6 +72,25 @@ describe('decodeVirtioBlob', () => {
     const d = decodeVirtioBlob(c, { transport: 'mmio' });
     expect(d.deviceState).toEqual({ offset: cut, size: 5 });
     expect(d.subsections.map((s) => s.name)[0]).toBe('virtio/64bit_features');
+  });
+
+  it('virtio-blk: the request list is decoded (one element per in-flight request), then the subsections', () => {
+    const held = new HeldBackend(new MemoryBlockBackend(1 << 20));
+    const r = blkRig({ backend: held });
+    const a = post(r, VIRTIO_BLK_T_IN, 8, 1024);
+    const b = post(r, VIRTIO_BLK_T_OUT, 16, 512);
+    r.drv.notify(0);
+    const blob = saveVirtioDevice(r.blk);
+    const d = decodeVirtioBlob(blob, { transport: 'mmio', vmsdName: 'virtio-blk' }, 100);
+    const list = flat(d.fields).find((f) => f.name === 'virtio-blk request list')!;
+    const elems = flat(list.children ?? []).filter((f) => f.name === 'element (VirtQueueElementOld)');
+    // In submission order: the read (header out; data, status in), then the write.
+    expect(elems.map((e) => e.value)).toEqual([`head ${a.head}, out_num 1, in_num 2`, `head ${b.head}, out_num 2, in_num 1`]);
+    expect(elems.every((e) => e.size === 49168)).toBe(true);
+    expect(list.size).toBe(2 * (1 + 49168) + 1);
+    expect(d.deviceState).toBeUndefined();
+    expect(d.subsections[0]!.name).toBe('virtio/64bit_features');
+    held.releaseAll();
   });
 
   it('garbage is a MigrationError with the stream offset', () => {
