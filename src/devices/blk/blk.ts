@@ -163,7 +163,6 @@ class BlkRequest {
   phase = Phase.Idle;
   /** Total device-writable bytes, status included: QEMU's `in_len`, the used length. */
   inLen = 0;
-  status = VIRTIO_BLK_S_OK;
   pending = 0;
   failed = false;
   next = Next.Complete;
@@ -498,7 +497,6 @@ export class VirtIOBlock extends VirtIODevice {
     r.gen = vq.generation;
     r.failed = false;
     r.pending = 0;
-    r.status = VIRTIO_BLK_S_OK;
     r.next = Next.Complete;
     return r;
   }
@@ -825,7 +823,7 @@ export class VirtIOBlock extends VirtIODevice {
     return false;
   }
 
-  /** A backend operation of `r` settled (called by the promise callbacks). */
+  /** @internal A backend operation of `r` settled (called by the request's promise callbacks). */
   opDone(r: BlkRequest, ok: boolean, err?: unknown): void {
     if (!ok) {
       r.failed = true;
