@@ -12,7 +12,7 @@
 // Each end is real QEMU 7.2 or our `virtio-ts-qemu`, started the same way (`launchQemu`). The
 // script sees one `Machine` throughout (`SwappableMachine`), so its PCI, virtio and vring driver
 // objects keep working after `ctx.migrate()`. Every stream written is kept for the blob
-// comparison (virtio-blob.ts).
+// comparison (blob-compare.ts).
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
