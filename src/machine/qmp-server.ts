@@ -11,7 +11,7 @@
  *
  * No Node imports: the transports live in `chardev.ts`.
  */
-import { toQemuJson } from '../migration/json-writer.js';
+import { jsonEscape, toQemuJson } from '../migration/json-writer.js';
 import type { ReferenceMachine } from './machine.js';
 import { MIGRATION_CAPABILITIES, MIGRATION_STATUSES, MigrationCommandError, MigrationController, type MigrationCapability, type MigrationOptions, type MigrationStatus } from './migration.js';
 import { resolveQomPath } from './qom.js';
@@ -157,27 +157,16 @@ export function parseQmpJson(text: string): Json {
         out += ch;
         continue;
       }
-      const e = text[i++];
-      switch (e) {
-        case '"': out += '"'; break;
-        case "'": out += "'"; break;
-        case '\\': out += '\\'; break;
-        case '/': out += '/'; break;
-        case 'b': out += '\b'; break;
-        case 'f': out += '\f'; break;
-        case 'n': out += '\n'; break;
-        case 'r': out += '\r'; break;
-        case 't': out += '\t'; break;
-        case 'u': {
-          const h = text.slice(i, i + 4);
-          if (!/^[0-9a-fA-F]{4}$/.test(h)) throw new JsonSyntaxError('invalid escape sequence in string');
-          out += String.fromCharCode(parseInt(h, 16));
-          i += 4;
-          break;
-        }
-        default:
-          throw new JsonSyntaxError('invalid escape sequence in string');
+      // QEMU's parser takes \' besides JSON's escapes (libqtest writes single-quoted strings).
+      if (text[i] === "'") {
+        out += "'";
+        i++;
+        continue;
       }
+      const e = jsonEscape(text, i);
+      if (!e) throw new JsonSyntaxError('invalid escape sequence in string');
+      out += e[0];
+      i = e[1];
     }
   };
   const v = value();

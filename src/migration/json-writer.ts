@@ -6,7 +6,8 @@
  * compared byte for byte with QEMU's, so they share this one implementation.
  *
  * Here rather than under `src/machine`: the migration code must not depend on the machine layer
- * (the machine layer already depends on it).
+ * (the machine layer already depends on it). The string escapes are also read back here
+ * (`jsonEscape`), for the two readers of this JSON: QMP input and the vmdesc parser.
  */
 
 /** Code points QEMU's `mod_utf8_codepoint` refuses (noncharacters and surrogates): written as U+FFFD. */
@@ -102,4 +103,29 @@ export function toQemuJson(v: unknown): string {
   if (Array.isArray(v)) return jsonArray(v.map(toQemuJson));
   const entries = Object.entries(v as Record<string, unknown>).filter(([, x]) => x !== undefined);
   return jsonObject(entries.map(([k, x]) => jsonMember(k, toQemuJson(x))));
+}
+
+/**
+ * The JSON escape whose letter is at `s[i]` (just after the backslash): the text it stands for
+ * and the index after it, or undefined for a letter JSON does not define (or a `\u` without four
+ * hex digits). A `\uXXXX` gives one UTF-16 code unit, so a surrogate pair written as two escapes
+ * comes back as the pair. (QEMU's parser also takes `\'`; QMP, which reads it, handles that.)
+ */
+export function jsonEscape(s: string, i: number): [text: string, next: number] | undefined {
+  switch (s[i]) {
+    case '"': return ['"', i + 1];
+    case '\\': return ['\\', i + 1];
+    case '/': return ['/', i + 1];
+    case 'b': return ['\b', i + 1];
+    case 'f': return ['\f', i + 1];
+    case 'n': return ['\n', i + 1];
+    case 'r': return ['\r', i + 1];
+    case 't': return ['\t', i + 1];
+    case 'u': {
+      const h = s.slice(i + 1, i + 5);
+      return /^[0-9a-fA-F]{4}$/.test(h) ? [String.fromCharCode(parseInt(h, 16)), i + 5] : undefined;
+    }
+    default:
+      return undefined;
+  }
 }

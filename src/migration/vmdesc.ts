@@ -13,7 +13,7 @@
  *
  * Everything read here comes from the stream and is checked: types, integer sizes, nesting depth.
  */
-import { jsonArray, jsonMember as member, jsonObject, jsonString } from './json-writer.js';
+import { jsonArray, jsonEscape, jsonMember as member, jsonObject, jsonString } from './json-writer.js';
 import { latin1, MigrationError, type QEMUFileReader } from './qemu-file.js';
 import { printable, QEMU_VM_SUBSECTION, type VmdescField, type VmdescStruct } from './vmstate.js';
 
@@ -239,26 +239,10 @@ class JsonParser {
         out += c;
         continue;
       }
-      const e = s[this.i++];
-      switch (e) {
-        case '"': out += '"'; break;
-        case '\\': out += '\\'; break;
-        case '/': out += '/'; break;
-        case 'b': out += '\b'; break;
-        case 'f': out += '\f'; break;
-        case 'n': out += '\n'; break;
-        case 'r': out += '\r'; break;
-        case 't': out += '\t'; break;
-        case 'u': {
-          const h = s.slice(this.i, this.i + 4);
-          if (!/^[0-9a-fA-F]{4}$/.test(h)) this.fail('bad \\u escape');
-          out += String.fromCharCode(parseInt(h, 16));
-          this.i += 4;
-          break;
-        }
-        default:
-          this.fail('bad escape');
-      }
+      const e = jsonEscape(s, this.i);
+      if (!e) this.fail(s[this.i] === 'u' ? 'bad \\u escape' : 'bad escape');
+      out += e[0];
+      this.i = e[1];
     }
   }
 

@@ -1,10 +1,12 @@
 // QEMU's JSON writer (src/migration/json-writer.ts), which QMP replies and the migration stream's
 // JSON description share: every escaping rule of `quoted_str` (qobject/json-writer.c), through
-// both users; and, with QEMU installed, the same strings echoed by qemu-system-x86_64 itself.
+// both users; the escapes read back by both readers (QMP input, the vmdesc parser); and, with
+// QEMU installed, the same strings echoed by qemu-system-x86_64 itself.
 import { afterAll, describe, expect, it } from 'vitest';
-import { qmpJson } from '../../src/machine/qmp-server.js';
+import { parseQmpJson, qmpJson } from '../../src/machine/qmp-server.js';
+import { MigrationError } from '../../src/migration/qemu-file.js';
 import { jsonNumber, jsonString, toQemuJson } from '../../src/migration/json-writer.js';
-import { formatVmdesc } from '../../src/migration/vmdesc.js';
+import { formatVmdesc, parseVmdesc } from '../../src/migration/vmdesc.js';
 import { qemuOrPolicy } from '../driver/impls.js';
 import { Workdir } from '../support/qmp-process.js';
 
@@ -55,6 +57,27 @@ describe('jsonString (quoted_str)', () => {
     expect(toQemuJson({ a: [1, 'x'], b: {}, c: [], d: true, e: null, f: undefined, g: 5n })).toBe('{"a": [1, "x"], "b": {}, "c": [], "d": true, "e": null, "g": 5}');
     expect(jsonNumber(0.1)).toBe('0.10000000000000001');
     expect(jsonNumber(Number.NaN)).toBe('null');
+  });
+});
+
+describe('escapes read back (jsonEscape)', () => {
+  const descNamed = (name: string) => formatVmdesc({ page_size: 4096, devices: [{ name, instance_id: 0, vmsd_name: 'x', version: 1, fields: [] }] });
+
+  it('QMP input and the vmdesc parser read back every string the writer writes', () => {
+    for (const s of VALID) {
+      expect(parseQmpJson(jsonString(s))).toBe(s);
+      expect(parseVmdesc(descNamed(s), 0).devices[0]!.name).toBe(s);
+    }
+    expect(parseQmpJson('"\\u00e9\\/\\ud83d\\ude00"')).toBe('é/😀');
+  });
+
+  it("QMP also takes \\' (QEMU's parser does); the vmdesc parser keeps to JSON; unknown escapes are refused by both", () => {
+    expect(parseQmpJson("'it\\'s'")).toBe("it's");
+    expect(() => parseQmpJson('"\\x"')).toThrow('invalid escape sequence in string');
+    expect(() => parseQmpJson('"\\u12"')).toThrow('invalid escape sequence in string');
+    expect(() => parseVmdesc(descNamed('a').replace('"a"', '"a\\\'"'), 0)).toThrow(MigrationError);
+    expect(() => parseVmdesc(descNamed('a').replace('"a"', '"\\x"'), 7)).toThrow(/JSON description: bad escape at character/);
+    expect(() => parseVmdesc(descNamed('a').replace('"a"', '"\\u0g00"'), 7)).toThrow(/bad \\u escape/);
   });
 });
 
