@@ -95,50 +95,38 @@ class FieldReader {
   private add(name: string, at: number, value?: DecodedField['value']): void {
     this.out.push({ name, offset: this.base + at, size: this.f.offset - at, ...(value !== undefined ? { value } : {}) });
   }
-  u8(name: string): number {
+  /** Read one value with `get` and record it as the field `name`. */
+  private read<T extends number | bigint | boolean | string>(name: string, get: () => T): T {
     const at = this.f.offset;
-    const v = this.f.getByte(name);
+    const v = get();
     this.add(name, at, v);
     return v;
+  }
+  u8(name: string): number {
+    return this.read(name, () => this.f.getByte(name));
   }
   be16(name: string): number {
-    const at = this.f.offset;
-    const v = this.f.getBe16(name);
-    this.add(name, at, v);
-    return v;
+    return this.read(name, () => this.f.getBe16(name));
   }
   be32(name: string): number {
-    const at = this.f.offset;
-    const v = this.f.getBe32(name);
-    this.add(name, at, v);
-    return v;
+    return this.read(name, () => this.f.getBe32(name));
   }
   be64(name: string): bigint {
-    const at = this.f.offset;
-    const v = this.f.getBe64(name);
-    this.add(name, at, v);
-    return v;
+    return this.read(name, () => this.f.getBe64(name));
   }
   /** A little-endian dword: PCI configuration space and the MSI-X table are saved as the guest sees them. */
   le32(name: string): number {
-    const at = this.f.offset;
-    const b = this.f.getView(4, name);
-    const v = (b[0]! | (b[1]! << 8) | (b[2]! << 16) | (b[3]! << 24)) >>> 0;
-    this.add(name, at, v);
-    return v;
+    return this.read(name, () => {
+      const b = this.f.getView(4, name);
+      return (b[0]! | (b[1]! << 8) | (b[2]! << 16) | (b[3]! << 24)) >>> 0;
+    });
   }
   bool(name: string): boolean {
-    const at = this.f.offset;
-    const v = this.f.getByte(name) !== 0;
-    this.add(name, at, v);
-    return v;
+    return this.read(name, () => this.f.getByte(name) !== 0);
   }
   /** `n` bytes shown as text (names in headers). */
   text(name: string, n: number): string {
-    const at = this.f.offset;
-    const v = latin1(this.f.getView(n, name));
-    this.add(name, at, v);
-    return v;
+    return this.read(name, () => latin1(this.f.getView(n, name)));
   }
   bytes(name: string, n: number): Uint8Array {
     const at = this.f.offset;
