@@ -9,6 +9,7 @@ import { MigrationError } from '../../src/migration/qemu-file.js';
 import { parseSavevm } from '../../src/migration/savevm.js';
 import { decodeVirtioBlob, leafFields, type DecodeOptions } from '../../src/migration/virtio-decode.js';
 import { blobLeaves, compareBlobs, compareStreams, decodeBlob, readStream, sectionBody, virtioField, type DecodedBlob } from './blob-compare.js';
+import { Bytes } from './bytes.js';
 import { diffSnapshots, pendingAllowances, type Snapshot } from './rig.js';
 
 // --- a fake machine ------------------------------------------------------------------------------
@@ -125,53 +126,18 @@ describe('QMP migration helpers', () => {
 
 // --- a synthetic stream ----------------------------------------------------------------------------
 
-class W {
-  private readonly b: number[] = [];
-  u8(v: number): this {
-    this.b.push(v & 0xff);
-    return this;
-  }
-  be16(v: number): this {
-    return this.u8(v >> 8).u8(v);
-  }
-  be32(v: number): this {
-    return this.u8(v >>> 24).u8(v >>> 16).u8(v >>> 8).u8(v);
-  }
-  be64(v: bigint): this {
-    return this.be32(Number(v >> 32n)).be32(Number(v & 0xffff_ffffn));
-  }
-  str(s: string): this {
-    this.u8(s.length);
-    for (const c of s) this.u8(c.charCodeAt(0));
-    return this;
-  }
-  bytes(x: ArrayLike<number>): this {
-    for (let i = 0; i < x.length; i++) this.u8(x[i]!);
-    return this;
-  }
-  sub(name: string): this {
-    return this.u8(0x05).str(name).be32(1);
-  }
-  get length(): number {
-    return this.b.length;
-  }
-  out(): Uint8Array {
-    return Uint8Array.from(this.b);
-  }
-}
-
 /** A virtio-mmio v2 rng blob: transport, core, one queue, then 64bit_features, ringsize? and started. */
 function mmioBlob(opts: { isr?: number; ringsize?: boolean } = {}): Uint8Array {
-  const w = new W().be32(0).be32(0).be32(12);
-  w.u8(0x0f).u8(opts.isr ?? 1).be16(0).be32(0x3000_0000).be32(0);
-  w.be32(1).be32(8).be32(4096).be64(0x10_0000n).be16(5);
-  w.sub('virtio/64bit_features').be64(0x1_3000_0000n);
+  const w = new Bytes().u32(0).u32(0).u32(12);
+  w.u8(0x0f).u8(opts.isr ?? 1).u16(0).u32(0x3000_0000).u32(0);
+  w.u32(1).u32(8).u32(4096).u64(0x10_0000n).u16(5);
+  w.subsection('virtio/64bit_features').u64(0x1_3000_0000n);
   if (opts.ringsize) {
-    w.sub('virtio/ringsize');
-    for (let i = 0; i < 1024; i++) w.be32(i === 0 ? 8 : 0);
+    w.subsection('virtio/ringsize');
+    for (let i = 0; i < 1024; i++) w.u32(i === 0 ? 8 : 0);
   }
-  w.sub('virtio/started').u8(1);
-  return w.out();
+  w.subsection('virtio/started').u8(1);
+  return w.bytes();
 }
 
 /** A virtio-pci blob with MSI-X (2 vectors, unless `msix` is false) and the modern extra state. */
@@ -184,18 +150,18 @@ function pciBlob(opts: { msix?: boolean } = {}): Uint8Array {
     cfg[0x98] = 0x11; // MSI-X, next 0
     cfg[0x9a] = 0x01; // table size - 1
   }
-  const w = new W().be32(2).bytes(cfg).be32(1).be32(0).be32(0).be32(0);
+  const w = new Bytes().u32(2).raw(cfg).u32(1).u32(0).u32(0).u32(0);
   if (msix) {
     for (let i = 0; i < 32; i++) w.u8(i);
-    w.u8(0x02).be16(0xffff);
+    w.u8(0x02).u16(0xffff);
   }
-  w.u8(0x0f).u8(0x01).be16(0).be32(0).be32(0);
-  w.be32(1).be32(4).be64(0x10_0000n).be16(7);
-  if (msix) w.be16(1);
-  w.sub('virtio/extra_state').sub('virtio_pci/modern_state').be32(0).be32(0).be32(0).be32(1);
-  for (let i = 0; i < 1024; i++) w.be16(i === 0 ? 4 : 0).u8(0).u8(i === 0 ? 1 : 0).be32(0).be32(0).be32(0).be32(0).be32(0).be32(0);
-  w.sub('virtio/started').u8(1);
-  return w.out();
+  w.u8(0x0f).u8(0x01).u16(0).u32(0).u32(0);
+  w.u32(1).u32(4).u64(0x10_0000n).u16(7);
+  if (msix) w.u16(1);
+  w.subsection('virtio/extra_state').subsection('virtio_pci/modern_state').u32(0).u32(0).u32(0).u32(1);
+  for (let i = 0; i < 1024; i++) w.u16(i === 0 ? 4 : 0).u8(0).u8(i === 0 ? 1 : 0).u32(0).u32(0).u32(0).u32(0).u32(0).u32(0);
+  w.subsection('virtio/started').u8(1);
+  return w.bytes();
 }
 
 interface Dev {
@@ -210,17 +176,17 @@ function stream(devs: Dev[], opts: { json?: boolean; blocks?: [string, number][]
     ['pc.ram', 8192],
     ['pc.bios', 4096],
   ];
-  const w = new W().be32(0x5145564d).be32(3).u8(0x07).be32(13).bytes([...'pc-i440fx-7.2'].map((c) => c.charCodeAt(0)));
-  w.u8(0x01).be32(2).str('ram').be32(0).be32(4);
-  w.be64(BigInt(blocks.reduce((s, b) => s + b[1], 0)) | 0x4n);
-  for (const [n, s] of blocks) w.str(n).be64(BigInt(s));
-  w.be64(0x10n).u8(0x7e).be32(2);
-  w.u8(0x03).be32(2);
-  w.be64(0x02n).str('pc.ram').u8(0);
-  w.be64(0x1000n | 0x08n | 0x20n).bytes(new Uint8Array(4096).fill(0x5a));
-  w.be64(0x10n).u8(0x7e).be32(2);
+  const w = new Bytes().u32(0x5145564d).u32(3).u8(0x07).u32(13).str('pc-i440fx-7.2');
+  w.u8(0x01).u32(2).name('ram').u32(0).u32(4);
+  w.u64(BigInt(blocks.reduce((s, b) => s + b[1], 0)) | 0x4n);
+  for (const [n, s] of blocks) w.name(n).u64(BigInt(s));
+  w.u64(0x10n).u8(0x7e).u32(2);
+  w.u8(0x03).u32(2);
+  w.u64(0x02n).name('pc.ram').u8(0);
+  w.u64(0x1000n | 0x08n | 0x20n).raw(new Uint8Array(4096).fill(0x5a));
+  w.u64(0x10n).u8(0x7e).u32(2);
   devs.forEach((d, i) => {
-    w.u8(0x04).be32(10 + i).str(d.idstr).be32(0).be32(1).bytes(d.body).u8(0x7e).be32(opts.badFooter ? 99 : 10 + i);
+    w.u8(0x04).u32(10 + i).name(d.idstr).u32(0).u32(1).raw(d.body).u8(0x7e).u32(opts.badFooter ? 99 : 10 + i);
   });
   w.u8(0x00);
   if (opts.json ?? true) {
@@ -228,15 +194,15 @@ function stream(devs: Dev[], opts: { json?: boolean; blocks?: [string, number][]
       page_size: 4096,
       devices: devs.map((d) => d.json ?? { name: d.idstr, instance_id: 0, vmsd_name: d.idstr.split('/').pop(), version: 1, fields: [{ name: 'virtio', type: 'virtio', size: d.body.length }] }),
     });
-    w.u8(0x06).be32(json.length).bytes([...json].map((c) => c.charCodeAt(0)));
+    w.u8(0x06).u32(json.length).str(json);
   }
-  return w.out();
+  return w.bytes();
 }
 
 /** A device whose JSON description has a struct array and a subsection (walked by the JSON). */
 const timerDev: Dev = {
   idstr: 'timer',
-  body: new W().be32(1).be16(2).be16(3).be16(4).be16(5).sub('timer/x').u8(9).out(),
+  body: new Bytes().u32(1).u16(2).u16(3).u16(4).u16(5).subsection('timer/x').u8(9).bytes(),
   json: {
     name: 'timer',
     instance_id: 0,
