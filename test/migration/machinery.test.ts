@@ -4,7 +4,7 @@
 // exists to notice.
 import { describe, expect, it } from 'vitest';
 import { IrqLog, type Machine, type QmpLike } from '../../src/driver/machine.js';
-import { MigrationFailure, SwappableMachine, migrateIncomingFromFile, migrateToFile, shellQuote, waitMigration } from '../../src/oracle/migration.js';
+import { MigrationFailure, SwappableMachine, migrateIncomingFromFile, migrateToFile, runStateAfterMigration, shellQuote, waitMigration } from '../../src/oracle/migration.js';
 import { MigrationError } from '../../src/migration/qemu-file.js';
 import { parseSavevm } from '../../src/migration/savevm.js';
 import { decodeVirtioBlob, leafFields, type DecodeOptions } from '../../src/migration/virtio-decode.js';
@@ -121,6 +121,19 @@ describe('QMP migration helpers', () => {
     await expect(migrateIncomingFromFile(qmpOf([{ status: 'failed', 'error-desc': 'load of migration failed' }]), '/tmp/x.mig')).rejects.toThrow(/status failed: load of migration failed/);
     await expect(migrateToFile(qmpOf([], 'migrate'), '/tmp/x.mig')).rejects.toBeInstanceOf(MigrationFailure);
     await expect(waitMigration(qmpOf([]), { timeoutMs: 20 })).rejects.toThrow(/not completed after 20 ms/);
+  });
+
+  it("the source's run state after completed: finish-migrate (QEMU 7.2, for a moment) is polled past, nothing else", async () => {
+    const statuses = (list: string[]): QmpLike & { asked: () => number } => {
+      let n = 0;
+      return { asked: () => n, execute: async () => ({ status: list[Math.min(n++, list.length - 1)] }) };
+    };
+    const racing = statuses(['finish-migrate', 'finish-migrate', 'postmigrate']);
+    expect(await runStateAfterMigration(racing)).toBe('postmigrate');
+    expect(racing.asked()).toBe(3);
+    const wrong = statuses(['running', 'postmigrate']);
+    expect(await runStateAfterMigration(wrong)).toBe('running');
+    expect(await runStateAfterMigration(statuses(['finish-migrate']), { timeoutMs: 20 })).toBe('finish-migrate');
   });
 });
 
