@@ -11,6 +11,7 @@
  *
  * No Node imports: the transports live in `chardev.ts`.
  */
+import { jsonEscape, toQemuJson } from '../migration/json-writer.js';
 import type { ReferenceMachine } from './machine.js';
 import { MIGRATION_CAPABILITIES, MIGRATION_STATUSES, MigrationCommandError, MigrationController, type MigrationCapability, type MigrationOptions, type MigrationStatus } from './migration.js';
 import { resolveQomPath } from './qom.js';
@@ -57,52 +58,11 @@ export class QmpCommandError extends Error {
   }
 }
 
-/** Serialize as QEMU's JSON writer does (`", "` and `": "` separators, \uXXXX for non-ASCII). */
-export function qmpJson(v: unknown): string {
-  if (v === null || v === undefined) return 'null';
-  if (typeof v === 'boolean') return v ? 'true' : 'false';
-  if (typeof v === 'number') return Number.isFinite(v) ? formatNumber(v) : 'null';
-  if (typeof v === 'bigint') return v.toString();
-  if (typeof v === 'string') return quote(v);
-  if (Array.isArray(v)) return v.length ? `[${v.map(qmpJson).join(', ')}]` : '[]';
-  const entries = Object.entries(v as Record<string, unknown>).filter(([, x]) => x !== undefined);
-  return entries.length ? `{${entries.map(([k, x]) => `${quote(k)}: ${qmpJson(x)}`).join(', ')}}` : '{}';
-}
-
 /**
- * QEMU 7.2 prints integers as such and doubles with `%.17g` (qnum_to_string), e.g. 218.3712 as
- * 218.37120000000002. JS numbers do not say which they were: integral values print as integers,
- * which `%.17g` also does for them (below 1e17).
+ * Serialize as QEMU's JSON writer does (`", "` and `": "` separators, \uXXXX for non-ASCII);
+ * the writer is shared with the migration stream's JSON description.
  */
-function formatNumber(v: number): string {
-  if (Number.isInteger(v) && Math.abs(v) < 1e17) return String(v);
-  // %.17g: 17 significant digits, trailing zeros dropped, exponent form outside [1e-4, 1e17).
-  const exp = Math.floor(Math.log10(Math.abs(v)));
-  if (exp < -4 || exp >= 17) {
-    const [mant, e] = v.toExponential(16).split('e') as [string, string];
-    const n = Number(e);
-    return `${mant.replace(/\.?0+$/, '')}e${n < 0 ? '-' : '+'}${String(Math.abs(n)).padStart(2, '0')}`;
-  }
-  return v.toPrecision(17).replace(/(\.\d*?)0+$/, '$1').replace(/\.$/, '');
-}
-
-function quote(s: string): string {
-  let out = '"';
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    const ch = s[i]!;
-    if (ch === '"') out += '\\"';
-    else if (ch === '\\') out += '\\\\';
-    else if (c === 0x08) out += '\\b';
-    else if (c === 0x0c) out += '\\f';
-    else if (c === 0x0a) out += '\\n';
-    else if (c === 0x0d) out += '\\r';
-    else if (c === 0x09) out += '\\t';
-    else if (c < 0x20 || c >= 0x7f) out += '\\u' + c.toString(16).toUpperCase().padStart(4, '0');
-    else out += ch;
-  }
-  return out + '"';
-}
+export const qmpJson: (v: unknown) => string = toQemuJson;
 
 /** A JSON syntax error, worded like QEMU's parser. */
 class JsonSyntaxError extends Error {}
@@ -197,27 +157,16 @@ export function parseQmpJson(text: string): Json {
         out += ch;
         continue;
       }
-      const e = text[i++];
-      switch (e) {
-        case '"': out += '"'; break;
-        case "'": out += "'"; break;
-        case '\\': out += '\\'; break;
-        case '/': out += '/'; break;
-        case 'b': out += '\b'; break;
-        case 'f': out += '\f'; break;
-        case 'n': out += '\n'; break;
-        case 'r': out += '\r'; break;
-        case 't': out += '\t'; break;
-        case 'u': {
-          const h = text.slice(i, i + 4);
-          if (!/^[0-9a-fA-F]{4}$/.test(h)) throw new JsonSyntaxError('invalid escape sequence in string');
-          out += String.fromCharCode(parseInt(h, 16));
-          i += 4;
-          break;
-        }
-        default:
-          throw new JsonSyntaxError('invalid escape sequence in string');
+      // QEMU's parser takes \' besides JSON's escapes (libqtest writes single-quoted strings).
+      if (text[i] === "'") {
+        out += "'";
+        i++;
+        continue;
       }
+      const e = jsonEscape(text, i);
+      if (!e) throw new JsonSyntaxError('invalid escape sequence in string');
+      out += e[0];
+      i = e[1];
     }
   };
   const v = value();

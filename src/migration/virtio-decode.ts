@@ -57,6 +57,28 @@ export interface DecodeOptions {
   transport: 'pci' | 'mmio';
   /** Device types whose device part is empty (QEMU's rng and input write only the common blob). */
   emptyDeviceState?: boolean;
+  /**
+   * List every element, not only what is in use: all VIRTIO_QUEUE_MAX entries of the per-queue
+   * arrays (`virtio/virtqueues`, `virtio/ringsize`, `virtio/packed_virtqueues`, the transports'
+   * queue state) and the PCI configuration space dword by dword. The leaves of the tree then
+   * cover every byte of the blob exactly once (`leafFields`), which is what a byte-for-byte
+   * comparison needs: any difference lands in a named field. Off (the default, for a person
+   * reading): the entries that are all zero are left out and the configuration space is one field.
+   */
+  allEntries?: boolean;
+}
+
+/** Device types whose QEMU vmsd writes nothing beyond the common virtio blob. */
+const NO_DEVICE_STATE = new Set(['virtio-rng', 'virtio-input']);
+
+/**
+ * How to decode the blob of the section `idstr` from what its name tells: the transport
+ * (`virtio-mmio@<base>/...` on microvm, a PCI address otherwise) and whether the device type
+ * writes state of its own.
+ */
+export function decodeOptionsFor(idstr: string): DecodeOptions {
+  const vmsd = idstr.slice(idstr.lastIndexOf('/') + 1);
+  return { transport: idstr.includes('virtio-mmio@') ? 'mmio' : 'pci', emptyDeviceState: NO_DEVICE_STATE.has(vmsd) };
 }
 
 const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
@@ -65,7 +87,7 @@ const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, '
 class FieldReader {
   readonly fields: DecodedField[] = [];
   private stack: DecodedField[][] = [];
-  constructor(readonly f: QEMUFileReader, readonly base: number) {}
+  constructor(readonly f: QEMUFileReader, readonly base: number, readonly allEntries = false) {}
 
   private get out(): DecodedField[] {
     return this.stack.length ? this.stack[this.stack.length - 1]! : this.fields;
@@ -73,42 +95,38 @@ class FieldReader {
   private add(name: string, at: number, value?: DecodedField['value']): void {
     this.out.push({ name, offset: this.base + at, size: this.f.offset - at, ...(value !== undefined ? { value } : {}) });
   }
-  u8(name: string): number {
+  /** Read one value with `get` and record it as the field `name`. */
+  private read<T extends number | bigint | boolean | string>(name: string, get: () => T): T {
     const at = this.f.offset;
-    const v = this.f.getByte(name);
+    const v = get();
     this.add(name, at, v);
     return v;
+  }
+  u8(name: string): number {
+    return this.read(name, () => this.f.getByte(name));
   }
   be16(name: string): number {
-    const at = this.f.offset;
-    const v = this.f.getBe16(name);
-    this.add(name, at, v);
-    return v;
+    return this.read(name, () => this.f.getBe16(name));
   }
   be32(name: string): number {
-    const at = this.f.offset;
-    const v = this.f.getBe32(name);
-    this.add(name, at, v);
-    return v;
+    return this.read(name, () => this.f.getBe32(name));
   }
   be64(name: string): bigint {
-    const at = this.f.offset;
-    const v = this.f.getBe64(name);
-    this.add(name, at, v);
-    return v;
+    return this.read(name, () => this.f.getBe64(name));
+  }
+  /** A little-endian dword: PCI configuration space and the MSI-X table are saved as the guest sees them. */
+  le32(name: string): number {
+    return this.read(name, () => {
+      const b = this.f.getView(4, name);
+      return (b[0]! | (b[1]! << 8) | (b[2]! << 16) | (b[3]! << 24)) >>> 0;
+    });
   }
   bool(name: string): boolean {
-    const at = this.f.offset;
-    const v = this.f.getByte(name) !== 0;
-    this.add(name, at, v);
-    return v;
+    return this.read(name, () => this.f.getByte(name) !== 0);
   }
   /** `n` bytes shown as text (names in headers). */
   text(name: string, n: number): string {
-    const at = this.f.offset;
-    const v = latin1(this.f.getView(n, name));
-    this.add(name, at, v);
-    return v;
+    return this.read(name, () => latin1(this.f.getView(n, name)));
   }
   bytes(name: string, n: number): Uint8Array {
     const at = this.f.offset;
@@ -129,7 +147,32 @@ class FieldReader {
       node.size = this.f.offset - at;
     }
   }
+  /**
+   * One of the VIRTIO_QUEUE_MAX-entry arrays of the subsections, `size` bytes an entry, each read
+   * by `entry` as the group `vq[i]`. With `allEntries` every entry is listed; otherwise they are
+   * grouped under `label` and an entry whose bytes are all zero is stepped over unlisted.
+   */
+  queueArray(label: string, size: number, entry: (i: number) => void): void {
+    if (this.allEntries) {
+      for (let i = 0; i < VIRTIO_QUEUE_MAX; i++) this.group(`vq[${i}]`, () => entry(i));
+      return;
+    }
+    this.group(`${label} (${size} bytes each; the entries not all zero listed)`, () => {
+      for (let i = 0; i < VIRTIO_QUEUE_MAX; i++) {
+        if (this.f.peekBytes(0, size).some((b) => b !== 0)) this.group(`vq[${i}]`, () => entry(i));
+        else this.f.skip(size, label);
+      }
+    });
+  }
 }
+
+/** Names of the type 0 header's dwords, for the configuration space listed dword by dword. */
+const PCI_CONFIG_DWORDS: Record<number, string> = {
+  0x00: 'vendor/device', 0x04: 'command/status', 0x08: 'revision/class', 0x0c: 'cacheline/latency/header/bist',
+  0x10: 'BAR0', 0x14: 'BAR1', 0x18: 'BAR2', 0x1c: 'BAR3', 0x20: 'BAR4', 0x24: 'BAR5',
+  0x28: 'cardbus CIS', 0x2c: 'subsystem vendor/id', 0x30: 'expansion ROM', 0x34: 'capabilities pointer',
+  0x3c: 'interrupt line/pin/min_gnt/max_lat',
+};
 
 /** The MSI-X table size from a saved configuration space (0 without the capability). */
 function msixVectors(config: Uint8Array): number {
@@ -163,7 +206,7 @@ const KNOWN_SUBSECTIONS = new Set([
  */
 export function decodeVirtioBlob(blob: Uint8Array, opts: DecodeOptions, base = 0): DecodedVirtio {
   const f = new QEMUFileReader(blob);
-  const r = new FieldReader(f, base);
+  const r = new FieldReader(f, base, opts.allEntries ?? false);
   try {
     return decode(r, f, opts, base);
   } catch (e) {
@@ -179,13 +222,29 @@ function decode(r: FieldReader, f: QEMUFileReader, opts: DecodeOptions, base: nu
       r.group('PCIDevice', () => {
         r.be32('version_id');
         const first = f.peekBytes(0, 256);
-        r.bytes('config', first.length === 256 && isExpress(first) ? 4096 : 256);
+        const size = first.length === 256 && isExpress(first) ? 4096 : 256;
+        if (r.allEntries) {
+          r.group('config', () => {
+            for (let o = 0; o < size; o += 4) {
+              const name = PCI_CONFIG_DWORDS[o];
+              r.le32(`[0x${o.toString(16).padStart(2, '0')}]${name ? ` ${name}` : ''}`);
+            }
+          });
+        } else {
+          r.bytes('config', size);
+        }
         vectors = msixVectors(first);
         for (let i = 0; i < 4; i++) r.be32(`irq_state[${i}]`);
       });
       if (vectors) {
         r.group('msix', () => {
-          r.bytes('table', vectors * 16);
+          r.group('table', () => {
+            for (let i = 0; i < vectors; i++) {
+              r.group(`entry[${i}]`, () => {
+                for (const w of ['addr_lo', 'addr_hi', 'data', 'ctrl']) r.le32(w);
+              });
+            }
+          });
           r.bytes('pba', Math.ceil(vectors / 8));
         });
         r.be16('config_vector');
@@ -252,23 +311,14 @@ function decode(r: FieldReader, f: QEMUFileReader, opts: DecodeOptions, base: nu
           guestFeatures = r.be64('guest_features');
           break;
         case 'virtio/virtqueues':
-          r.group('vq[0..1023] avail, used (be64 each; the non-zero ones listed)', () => {
-            for (let i = 0; i < VIRTIO_QUEUE_MAX; i++) {
-              const at = f.offset;
-              const avail = f.getBe64('virtio/virtqueues');
-              const used = f.getBe64('virtio/virtqueues');
-              if (!avail && !used) continue;
-              out.rings.push({ index: i, avail, used });
-              f.seek(at);
-              r.group(`vq[${i}]`, () => {
-                r.be64('avail');
-                r.be64('used');
-              });
-            }
+          r.queueArray('vq[0..1023] avail, used', 16, (i) => {
+            const avail = r.be64('avail');
+            const used = r.be64('used');
+            if (avail || used) out.rings.push({ index: i, avail, used });
           });
           break;
         case 'virtio/ringsize':
-          r.bytes('num_default[1024] (be32 each)', VIRTIO_QUEUE_MAX * 4);
+          r.queueArray('vq[0..1023] num_default', 4, () => r.be32('num_default'));
           break;
         case 'virtio/broken':
           out.broken = r.bool('broken');
@@ -280,7 +330,14 @@ function decode(r: FieldReader, f: QEMUFileReader, opts: DecodeOptions, base: nu
           out.disabled = r.bool('disabled');
           break;
         case 'virtio/packed_virtqueues':
-          r.bytes('vq[1024] packed state (10 bytes each)', VIRTIO_QUEUE_MAX * 10);
+          // vmstate_packed_virtqueue
+          r.queueArray('vq[0..1023] packed state', 10, () => {
+            r.be16('last_avail_idx');
+            r.bool('last_avail_wrap_counter');
+            r.be16('used_idx');
+            r.bool('used_wrap_counter');
+            r.be32('inuse');
+          });
           break;
         case 'virtio/extra_state':
           decodeExtraState(r, f, out);
@@ -291,6 +348,29 @@ function decode(r: FieldReader, f: QEMUFileReader, opts: DecodeOptions, base: nu
     });
   }
   out.guestFeatures = guestFeatures;
+  return out;
+}
+
+/** A field that holds a value, with its place in the tree. */
+export interface DecodedLeaf extends DecodedField {
+  /** The names from the top of the tree down to this field, joined by ' > ' (e.g. `vq[0] > last_avail_idx`). */
+  path: string;
+}
+
+/**
+ * The leaves of a field tree in stream order (a group without children counts as a leaf). For a
+ * blob decoded with `allEntries` they cover every byte of it exactly once.
+ */
+export function leafFields(fields: readonly DecodedField[]): DecodedLeaf[] {
+  const out: DecodedLeaf[] = [];
+  const walk = (list: readonly DecodedField[], prefix: string): void => {
+    for (const f of list) {
+      const path = prefix ? `${prefix} > ${f.name}` : f.name;
+      if (f.children && f.children.length > 0) walk(f.children, path);
+      else out.push({ ...f, path });
+    }
+  };
+  walk(fields, '');
   return out;
 }
 
@@ -312,25 +392,14 @@ function decodeExtraState(r: FieldReader, f: QEMUFileReader, out: DecodedVirtio)
       }
       r.be32('guest_features[0]');
       r.be32('guest_features[1]');
-      r.group(`vqs[0..1023] (${pci ? 28 : 27} bytes each; enabled or sized ones listed)`, () => {
-        for (let i = 0; i < VIRTIO_QUEUE_MAX; i++) {
-          const at = f.offset;
-          const qnum = f.getBe16(name);
-          if (pci) f.skip(1, name);
-          const enabled = f.getByte(name);
-          const words = [0, 1, 2, 3, 4, 5].map(() => f.getBe32(name));
-          if (qnum || enabled || words.some((w) => w)) {
-            f.seek(at);
-            r.group(`vq[${i}]`, () => {
-              r.be16('num');
-              if (pci) r.u8('unused');
-              r.bool('enabled');
-              for (const part of ['desc', 'avail', 'used']) {
-                r.be32(`${part}[0]`);
-                r.be32(`${part}[1]`);
-              }
-            });
-          }
+      // virtio_pci/modern_queue_state or virtio_mmio/queue_state per queue.
+      r.queueArray('vqs[0..1023]', pci ? 28 : 27, () => {
+        r.be16('num');
+        if (pci) r.u8('unused');
+        r.bool('enabled');
+        for (const part of ['desc', 'avail', 'used']) {
+          r.be32(`${part}[0]`);
+          r.be32(`${part}[1]`);
         }
       });
     });

@@ -3,7 +3,8 @@
 // destination (spec/qemu-virtio-migration.md, shared/notes/qemu-oracle.md §5):
 //
 //   source:       migrate {"uri": "exec:cat > FILE"}, poll query-migrate until "completed";
-//                 its run state must then be "postmigrate";
+//                 its run state must then be "postmigrate" (once past "finish-migrate", which
+//                 QEMU 7.2 still reports for a moment after "completed");
 //   destination:  started with the same command line plus `-incoming defer` (in parallel with the
 //                 source, so its start costs nothing), the harness's IRQ intercepts set up again,
 //                 migrate-incoming {"uri": "exec:cat FILE"}, poll until "completed"; it must then
@@ -12,13 +13,13 @@
 // Each end is real QEMU 7.2 or our `virtio-ts-qemu`, started the same way (`launchQemu`). The
 // script sees one `Machine` throughout (`SwappableMachine`), so its PCI, virtio and vring driver
 // objects keep working after `ctx.migrate()`. Every stream written is kept for the blob
-// comparison (virtio-blob.ts).
+// comparison (blob-compare.ts).
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GuestAllocator } from '../../src/driver/alloc.js';
 import { launchQemu, type QemuProcess } from '../../src/driver/qemu-launcher.js';
-import { MigrationFailure, SwappableMachine, migrateIncomingFromFile, migrateToFile, runState } from '../../src/oracle/migration.js';
+import { MigrationFailure, SwappableMachine, migrateIncomingFromFile, migrateToFile, runState, runStateAfterMigration } from '../../src/oracle/migration.js';
 import type { OracleMachineSpec } from '../../src/oracle/scenario.js';
 
 export type Impl = 'qemu' | 'ours';
@@ -141,7 +142,7 @@ export async function runMigrationScenario(scenario: MigrationScenario, path: re
         const ts = performance.now();
         await migrateToFile(current.qmp!, file, opts.migrationTimeoutMs !== undefined ? { timeoutMs: opts.migrationTimeoutMs } : {});
         const saveMs = performance.now() - ts;
-        const after = await runState(current.qmp!);
+        const after = await runStateAfterMigration(current.qmp!);
         if (after !== 'postmigrate') throw new MigrationFailure(`${from.impl} source: run state '${after}' after migrating, expected 'postmigrate'`);
         let stream: Uint8Array = new Uint8Array(readFileSync(file));
         const record: HopRecord = { from: from.impl, to: to?.impl, stream, saveMs, loadMs: 0 };

@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { MigrationError } from '../../src/migration/qemu-file.js';
 import { saveVirtioDevice } from '../../src/migration/virtio.js';
-import { decodeVirtioBlob, type DecodedField } from '../../src/migration/virtio-decode.js';
+import { decodeOptionsFor, decodeVirtioBlob, leafFields, type DecodedField } from '../../src/migration/virtio-decode.js';
 import { bit, VIRTIO_RING_F_EVENT_IDX } from '../../src/virtio/constants.js';
 import { modernAddrs, rngRig } from '../support/harness.js';
 import { ModernPciDriver, PciRig, postEntropyRequest } from '../support/pci-rig.js';
@@ -55,6 +55,41 @@ describe('decodeVirtioBlob', () => {
     const table = flat(d.fields).find((f) => f.name === 'table')!;
     expect(table.size).toBe(48);
     expect(d.deviceState).toBeUndefined(); // found the subsections right after the queues
+  });
+
+  it('allEntries: every byte of the blob in exactly one leaf; MSI-X entries and configuration dwords as the guest sees them', () => {
+    const rig = new PciRig({ pci: { vectors: 3 } });
+    rig.mapBars();
+    rig.msixEnable();
+    rig.msixEntry(2);
+    const drv = new ModernPciDriver(rig);
+    drv.init();
+    drv.setupQueue(0, 0x10000, 8, 2);
+    drv.driverOk();
+    const blob = saveVirtioDevice(rig.rng);
+    const opts = { transport: 'pci' as const, emptyDeviceState: true };
+    const full = leafFields(decodeVirtioBlob(blob, { ...opts, allEntries: true }, 700).fields);
+    let at = 700;
+    for (const l of full) {
+      expect([l.path, l.offset]).toEqual([l.path, at]);
+      at += l.size;
+    }
+    expect(at).toBe(700 + blob.length);
+    const value = (path: string) => full.find((l) => l.path === path)?.value;
+    const entry = 'pci (virtio_pci_save_config) > msix > table > entry[2]';
+    expect([value(`${entry} > addr_lo`), value(`${entry} > data`), value(`${entry} > ctrl`)]).toEqual([rig.bar1(32, 4), rig.bar1(40, 4), 0]);
+    expect(value('pci (virtio_pci_save_config) > PCIDevice > config > [0x00] vendor/device')).toBe(rig.cfgRead(0, 4));
+    expect(full.filter((l) => /^subsection virtio\/virtqueues > vq\[\d+\] > avail$/.test(l.path))).toHaveLength(1024);
+    // The compact form (the inspector's) leaves the all-zero entries out.
+    const compact = leafFields(decodeVirtioBlob(blob, opts).fields);
+    expect(compact.filter((l) => /virtio\/virtqueues > .* > avail$/.test(l.path))).toHaveLength(1);
+    expect(compact.reduce((n, l) => n + l.size, 0)).toBeLessThan(blob.length);
+  });
+
+  it('the section name gives the transport and whether the device writes state of its own', () => {
+    expect(decodeOptionsFor('0000:00:03.0/virtio-rng')).toEqual({ transport: 'pci', emptyDeviceState: true });
+    expect(decodeOptionsFor('virtio-mmio@00000000feb02e00/virtio-rng')).toEqual({ transport: 'mmio', emptyDeviceState: true });
+    expect(decodeOptionsFor('0000:00:04.0/virtio-blk')).toEqual({ transport: 'pci', emptyDeviceState: false });
   });
 
   it('an unknown device part is skipped to the subsections, and reported', () => {
