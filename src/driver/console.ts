@@ -72,6 +72,11 @@ export class ConsoleQueue {
     return this.posted.size;
   }
 
+  /** Guest memory of the buffers posted and not used yet. */
+  postedBuffers(): { addr: number; len: number }[] {
+    return [...this.posted.values()].flatMap((p) => p.bufs.map((b) => ({ addr: b.addr, len: b.len })));
+  }
+
   /** Post `count` device-writable buffers of `len` bytes each (filled with `fill`). Returns the heads. */
   async postIn(len: number, count = 1, fill = 0): Promise<number[]> {
     const heads: number[] = [];

@@ -3,7 +3,7 @@
 // Everything that may differ is declared here, with the reason; anything else is a failure.
 // The one line to change to compare with the project's savevm parser instead of the test-only one.
 import { readStream as readSavevm, type DeviceSection } from './stream.js';
-import { compareBlobs, decodeVirtioBlob, formatBlobComparison, type BlobComparison, type DeclaredBlobDifference, type Transport } from './virtio-blob.js';
+import { compareBlobs, decodeVirtioBlob, formatBlobComparison, type BlobComparison, type DeclaredBlobDifference, type DeviceState, type Transport } from './virtio-blob.js';
 
 /**
  * Fields of the virtio blob that may differ between QEMU 7.2 and virtio-ts. None is known: the
@@ -56,6 +56,9 @@ export interface StreamComparison {
 
 const isVirtio = (idstr: string): boolean => /\/virtio-[a-z]+$/.test(idstr);
 
+/** The device's own state by section name (virtio-serial's vmsd is "virtio-console"). */
+export const deviceStateOf = (idstr: string): DeviceState => (idstr.endsWith('/virtio-console') ? { kind: 'virtio-console' } : 0);
+
 /**
  * Compare stream `a` (QEMU's, the reference) with `b` for the same scripted state. `transport`
  * tells the blob decoder how the blob starts.
@@ -68,7 +71,7 @@ export function compareStreams(a: Uint8Array, b: Uint8Array, transport: Transpor
     for (let end = at; end < bytes.length; end++) {
       if (bytes[end] !== 0x7e) continue;
       try {
-        return decodeVirtioBlob(bytes.subarray(at, end), transport).length;
+        return decodeVirtioBlob(bytes.subarray(at, end), transport, deviceStateOf(s.idstr)).length;
       } catch {
         /* not the end yet */
       }
@@ -105,7 +108,7 @@ export function compareStreams(a: Uint8Array, b: Uint8Array, transport: Transpor
   if (!va || !vb) {
     diffs.push({ item: `virtio device section missing in ${!va ? na : nb}` });
   } else {
-    blob = compareBlobs(va.body, vb.body, transport, DECLARED_BLOB_DIFFERENCES);
+    blob = compareBlobs(va.body, vb.body, transport, DECLARED_BLOB_DIFFERENCES, deviceStateOf(va.idstr));
     for (const d of blob.differences) diffs.push({ item: `blob ${d.field}: ${d.a} / ${d.b}`, ...(d.declared ? { declared: d.declared } : {}) });
     if (!blob.sameLayout) diffs.push({ item: `blob layout: ${formatBlobComparison(blob, names).split('\n')[0]}` });
   }

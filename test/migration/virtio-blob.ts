@@ -2,8 +2,8 @@
 // spec/qemu-virtio-migration.md §1): it cuts the blob into named fields (`status`, `isr`,
 // `pci.config[0x04]`, `vq[0].last_avail_idx`, `virtio/extra_state: vqs[3].num`, ...) so that
 // two blobs can be compared byte by byte and every difference named, and so that tests can find
-// a field to corrupt. It is not virtio_load: it checks nothing beyond the layout, and knows only
-// the device-specific part of virtio-rng (none).
+// a field to corrupt. It is not virtio_load: it checks nothing beyond the layout, and knows the
+// device-specific parts of virtio-rng (none) and virtio-console (the ports, spec §4).
 
 export interface Span {
   name: string;
@@ -99,11 +99,38 @@ function queueArray(entry: (i: number) => void): void {
   for (let i = 0; i < 1024; i++) entry(i);
 }
 
+/** The device's own state after the queues: a fixed size, or a device whose layout is known. */
+export type DeviceState = number | { kind: 'virtio-console'; maxPorts?: number };
+
+/** sizeof(VirtQueueElementOld) on x86-64, as virtio-serial writes a popped element. */
+const ELEMENT_OLD_SIZE = 16 + 8 * 1024 * 2 + 16 * 1024 * 2;
+
+/** virtio_serial_save_device: config, ports map, then each port (spec §4). */
+function consoleState(r: Reader, maxPorts: number): void {
+  r.be16('console.config.cols');
+  r.be16('console.config.rows');
+  r.be32('console.config.max_nr_ports');
+  for (let i = 0; i < Math.ceil(maxPorts / 32); i++) r.be32(`console.ports_map[${i}]`);
+  const n = r.be32('console.nr_active_ports');
+  if (n > 512) throw new BlobError(`nr_active_ports ${n}`);
+  for (let i = 0; i < n; i++) {
+    const id = r.be32(`console.port[${i}].id`);
+    const p = `console.port ${id}`;
+    r.u8(`${p}.guest_connected`);
+    r.u8(`${p}.host_connected`);
+    if (r.be32(`${p}.elem_popped`)) {
+      r.be32(`${p}.iov_idx`);
+      r.take(`${p}.iov_offset`, 8);
+      r.take(`${p}.elem`, ELEMENT_OLD_SIZE);
+    }
+  }
+}
+
 /**
- * Decode `blob` (the body of a virtio device section) written over `transport`. `deviceBytes`
- * is the size of the device's own state after the queues (0 for virtio-rng).
+ * Decode `blob` (the body of a virtio device section) written over `transport`. `device` is the
+ * device's own state after the queues: its size (0 for virtio-rng) or its kind.
  */
-export function decodeVirtioBlob(blob: Uint8Array, transport: Transport, deviceBytes = 0): DecodedBlob {
+export function decodeVirtioBlob(blob: Uint8Array, transport: Transport, device: DeviceState = 0): DecodedBlob {
   const r = new Reader(blob);
   let msixVectors = 0;
   if (transport === 'pci') {
@@ -138,7 +165,11 @@ export function decodeVirtioBlob(blob: Uint8Array, transport: Transport, deviceB
     r.be16(`vq[${i}].last_avail_idx`);
     if (transport === 'pci' && msixVectors > 0) r.be16(`vq[${i}].vector`);
   }
-  if (deviceBytes) r.take('device state', deviceBytes);
+  if (typeof device === 'number') {
+    if (device) r.take('device state', device);
+  } else {
+    consoleState(r, device.maxPorts ?? 31);
+  }
   const subsections: string[] = [];
   while (r.peek() === 0x05) {
     const name = r.subsectionHeader();
@@ -248,9 +279,9 @@ export interface BlobComparison {
  * Compare two blobs field by field. When their layouts differ (a subsection only one has, a
  * different MSI-X table size), that is reported and the common prefix of fields is compared.
  */
-export function compareBlobs(a: Uint8Array, b: Uint8Array, transport: Transport, declared: readonly DeclaredBlobDifference[] = [], deviceBytes = 0): BlobComparison {
-  const da = decodeVirtioBlob(a, transport, deviceBytes);
-  const db = decodeVirtioBlob(b, transport, deviceBytes);
+export function compareBlobs(a: Uint8Array, b: Uint8Array, transport: Transport, declared: readonly DeclaredBlobDifference[] = [], device: DeviceState = 0): BlobComparison {
+  const da = decodeVirtioBlob(a, transport, device);
+  const db = decodeVirtioBlob(b, transport, device);
   const sameLayout = da.spans.length === db.spans.length && da.spans.every((s, i) => s.name === db.spans[i]!.name && s.len === db.spans[i]!.len);
   const differences: BlobDifference[] = [];
   const bByName = new Map(db.spans.map((s) => [s.name, s]));

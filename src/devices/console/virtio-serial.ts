@@ -292,11 +292,13 @@ export class VirtIOSerial extends VirtIODevice {
     port.ovq = this.ovqs[port.id]!;
     const chr = port.chardev;
     if (chr) {
-      if (chr.frontend) throw new VirtIOSerialPortError(`Device '${chr.id}' is in use`);
-      chr.attach(port);
+      if (chr.frontend || this.ports.some((p) => p.chardev === chr)) throw new VirtIOSerialPortError(`Device '${chr.id}' is in use`);
       // A console is open whatever its chardev does; a generic port follows the chardev's
       // connection (QEMU replays OPENED for a chardev that is already open).
       if (port.isConsole || chr.opened) this.serialOpen(port);
+      // The chardev delivers only while the VM runs: QEMU's machine reset detaches it until the
+      // VM starts (`enable_backend` with vm_running false), and events meanwhile wait for then.
+      if (this.vmRunning) chr.attach(port);
     }
     // virtser_port_device_plug.
     this.ports.push(port);

@@ -5,8 +5,9 @@
  *
  * Both directions are bounded. Input a port cannot take yet waits in the chardev (at most
  * `inputLimit` bytes plus one chunk) and the source stream is paused meanwhile, so the kernel's
- * socket buffer fills and the peer's writes block. Output beyond `outputLimit` bytes queued in
- * Node is refused (`write` returns less), which throttles a generic port until the stream drains.
+ * socket buffer fills and the peer's writes block. Output goes to a socket's descriptor directly
+ * (what the kernel refuses, `write` refuses), or, for streams, into Node's queue up to
+ * `outputLimit` bytes; either way a full chardev throttles a generic port until it drains.
  */
 import { closeSync, openSync, unlinkSync, writeSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
@@ -16,6 +17,32 @@ import { CharBackendBase, DEFAULT_CHARDEV_BUFFER, type ChardevOptions } from '..
 export interface NodeChardevOptions extends ChardevOptions {
   /** Most output bytes queued in Node before `write` refuses more (default 64 KiB). */
   outputLimit?: number;
+}
+
+/**
+ * Write as much of `data` as fits under `limit` bytes queued in Node. The kernel often takes a
+ * write at once (Node's queue is empty again after it), so the room is measured again after each
+ * write. Returns the bytes taken; when that is less than offered, Node's queue is at the limit
+ * and 'drain' will follow (or, if Node will not emit it, `wake` is called on the next turn).
+ */
+function writeBounded(out: Writable, data: Uint8Array, limit: number, wake: () => void): number {
+  let done = 0;
+  while (done < data.length) {
+    const room = limit - out.writableLength;
+    if (room <= 0) break;
+    const n = Math.min(data.length - done, room);
+    // Node keeps the buffer until it is written: copy, since `data` is guest RAM.
+    out.write(Buffer.from(data.subarray(done, done + n)));
+    done += n;
+  }
+  if (done < data.length && !out.writableNeedDrain) setImmediate(wake);
+  return done;
+}
+
+/** The descriptor under a Node socket (`_handle.fd`, not a public API: undefined when absent). */
+function descriptorOf(s: Socket): number | undefined {
+  const fd = (s as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : undefined;
 }
 
 function outputLimitOf(id: string, opts: NodeChardevOptions): number {
@@ -54,12 +81,7 @@ export class StreamChardev extends CharBackendBase {
   write(data: Uint8Array): number {
     const out = this.output;
     if (!out || out.destroyed || !out.writable) return data.length;
-    const room = this.outputLimit - out.writableLength;
-    if (room <= 0) return 0;
-    const n = Math.min(data.length, room);
-    // Node keeps the buffer until it is written: copy, since `data` is guest RAM.
-    out.write(Buffer.from(data.subarray(0, n)));
-    return n;
+    return writeBounded(out, data, this.outputLimit, () => this.signalWritable());
   }
 
   protected override pauseSource(): void {
@@ -184,15 +206,50 @@ export class SocketChardev extends CharBackendBase {
     s.resume();
   }
 
+  /**
+   * Bytes go straight to the socket's descriptor when Node exposes it, so that what `write`
+   * takes is what the kernel took, as in QEMU: nothing taken can be lost with this process (say,
+   * when it quits after a migration while its peer is not reading). A full socket takes nothing
+   * (EAGAIN); the port then waits, and a timer (1 ms, doubling to 50 ms) tells it to try again,
+   * since Node has no "writable" event for a descriptor it does not write itself. Without a
+   * descriptor, Node's queue is used, bounded by `outputLimit`.
+   */
   write(data: Uint8Array): number {
     const s = this.sock;
     // No peer: QEMU's socket chardev reports the bytes written and they go nowhere.
     if (!s || s.destroyed) return data.length;
-    const room = this.outputLimit - s.writableLength;
-    if (room <= 0) return 0;
-    const n = Math.min(data.length, room);
-    s.write(Buffer.from(data.subarray(0, n)));
+    const fd = descriptorOf(s);
+    // Bytes already queued in Node go first, to keep the order.
+    if (fd === undefined || s.writableLength > 0) return writeBounded(s, data, this.outputLimit, () => this.signalWritable());
+    let n: number;
+    try {
+      n = writeSync(fd, data);
+    } catch (e) {
+      const code = (e as { code?: string }).code;
+      if (code === 'EAGAIN' || code === 'EWOULDBLOCK') {
+        this.retryLater();
+        return 0;
+      }
+      // The peer went away (EPIPE, ECONNRESET): its close event follows; the bytes go nowhere.
+      return data.length;
+    }
+    if (n < data.length) this.retryLater();
+    else this.retryDelay = 1;
     return n;
+  }
+
+  private retryTimer: ReturnType<typeof setTimeout> | undefined;
+  private retryDelay = 1;
+
+  private retryLater(): void {
+    if (this.retryTimer) return;
+    const t = setTimeout(() => {
+      this.retryTimer = undefined;
+      this.signalWritable();
+    }, this.retryDelay);
+    t.unref?.();
+    this.retryTimer = t;
+    this.retryDelay = Math.min(50, this.retryDelay * 2);
   }
 
   protected override pauseSource(): void {
@@ -204,6 +261,8 @@ export class SocketChardev extends CharBackendBase {
 
   override close(): void {
     if (this.closed) return;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
     this.sock?.destroy();
     this.sock = undefined;
     for (const w of this.waiting.splice(0)) w.destroy();
