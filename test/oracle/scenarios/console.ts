@@ -39,7 +39,7 @@ export type ConsoleIrq = 'intx' | 'msix' | 'mmio';
  * (1), a port on an output file (3, given its number) and a named port without a chardev (got
  * the first free number, 2).
  */
-const PORTS = [
+export const PORTS = [
   '-chardev', 'socket,id=c0,path=@DIR@/c0.sock,server=on,wait=off',
   '-chardev', 'socket,id=c1,path=@DIR@/c1.sock,server=on,wait=off',
   '-chardev', 'file,id=f3,path=@DIR@/f3.out',
@@ -56,7 +56,7 @@ const mmio = (v2: boolean): OracleMachineSpec => ({
   args: [...(v2 ? ['-global', 'virtio-mmio.force-legacy=false'] : []), '-global', 'virtio-mmio.ioeventfd=off', '-device', 'virtio-serial-device', ...PORTS],
 });
 
-const T = {
+export const T = {
   modern: { kind: 'pci', label: 'console pci modern', slot: 4, mode: 'modern' },
   legacy: { kind: 'pci', label: 'console pci legacy', slot: 3, mode: 'legacy' },
   transModern: { kind: 'pci', label: 'console pci transitional, driven modern', slot: 2, mode: 'modern' },
@@ -67,16 +67,16 @@ const T = {
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 /** Bytes as a short quoted string; long ones as their start, length and digest. */
-const text = (b: Uint8Array): string => {
+export const text = (b: Uint8Array): string => {
   const s = new TextDecoder('latin1').decode(b);
   if (s.length <= 40) return JSON.stringify(s);
   let h = 0x811c9dc5;
   for (const x of b) h = Math.imul(h ^ x, 0x01000193) >>> 0;
   return `${JSON.stringify(s.slice(0, 16))}...(${b.length} bytes, fnv ${h.toString(16)})`;
 };
-const fmtMsg = (c: ControlMessage): string =>
+export const fmtMsg = (c: ControlMessage): string =>
   `{id ${c.id === BAD_ID ? '-' : c.id} event ${c.event} value ${c.value}${c.extra.length ? ` extra ${text(c.extra)}` : ''} len ${c.len}}`;
-const fmtUsed = (u: readonly ConsoleUsed[]): string => (u.length ? u.map((x) => `${x.len}${x.data.length ? `:${text(x.data)}` : ''}`).join(' ') : 'none');
+export const fmtUsed = (u: readonly ConsoleUsed[]): string => (u.length ? u.map((x) => `${x.len}${x.data.length ? `:${text(x.data)}` : ''}`).join(' ') : 'none');
 
 /** A console rig: the transport, the console driver and the interrupt mode. */
 export interface ConsoleRig {
@@ -86,7 +86,7 @@ export interface ConsoleRig {
   hostDir: string;
 }
 
-async function open(ctx: Parameters<OracleScenario['run']>[0], t: Transport, irq: ConsoleIrq): Promise<ConsoleRig> {
+export async function open(ctx: Parameters<OracleScenario['run']>[0], t: Transport, irq: ConsoleIrq): Promise<ConsoleRig> {
   if (!ctx.hostDir) throw new Error('console scenarios need a host directory');
   const rig = await openRig(ctx, t);
   return { rig, con: new ConsoleDriver(rig.drv, ctx.alloc), irq, hostDir: ctx.hostDir };
@@ -96,14 +96,15 @@ async function open(ctx: Parameters<OracleScenario['run']>[0], t: Transport, irq
  * Negotiate `features`, set up the control queues (8 receive buffers of 64 bytes) and the queues
  * of `ports`, assign MSI-X vectors (entry 0 config, entry 1 every queue), DRIVER_OK.
  */
-async function bringUp(c: ConsoleRig, features: bigint, ports: readonly number[] = PORT_IDS, control = true): Promise<void> {
+export async function bringUp(c: ConsoleRig, features: bigint, ports: readonly number[] = PORT_IDS, controlSetup: boolean | { rxBuffers: number; bufLen: number } = true): Promise<void> {
+  const control = controlSetup !== false;
   const { rig, con } = c;
   const m = rig.m;
   if (c.irq === 'msix') await rig.pciDrv!.enableMsix();
   const f = await rig.drv.init(features | (isModern(rig.t) ? bit(VIRTIO_F_VERSION_1) : 0n));
   await m.note(`features ${f.toString(16)} status ${hexb(await rig.drv.status())}`);
   await m.quiet(async () => {
-    if (control) await con.setupControl({ rxBuffers: 8, bufLen: 64 });
+    if (control) await con.setupControl(typeof controlSetup === 'object' ? controlSetup : { rxBuffers: 8, bufLen: 64 });
     for (const p of ports) await con.setupPort(p);
   });
   if (c.irq === 'msix') {
@@ -120,7 +121,7 @@ async function bringUp(c: ConsoleRig, features: bigint, ports: readonly number[]
 }
 
 /** Record what the driver sees of interrupts since the last check. */
-async function irqCheck(c: ConsoleRig): Promise<void> {
+export async function irqCheck(c: ConsoleRig): Promise<void> {
   const { rig } = c;
   switch (c.irq) {
     case 'intx':
@@ -141,14 +142,14 @@ async function irqCheck(c: ConsoleRig): Promise<void> {
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** Give an asynchronous device time to act (QEMU's chardevs run from its main loop). */
-async function settle(c: ConsoleRig, ms = 30): Promise<void> {
+export async function settle(c: ConsoleRig, ms = 30): Promise<void> {
   await c.rig.m.idle();
   await sleep(ms);
   await c.rig.m.idle();
 }
 
 /** Wait (quietly, bounded) for `count` control messages and note them; 0: settle, then look. */
-async function control(c: ConsoleRig, count: number, what: string, timeoutMs = 2000): Promise<ControlMessage[]> {
+export async function control(c: ConsoleRig, count: number, what: string, timeoutMs = 2000): Promise<ControlMessage[]> {
   if (count === 0) await settle(c);
   const msgs = await c.rig.m.quiet(() => c.con.waitControl(count, { timeoutMs, throwOnTimeout: false }));
   await c.rig.m.note(`${what}: ${msgs.length ? msgs.map(fmtMsg).join(' ') : 'none'}${msgs.length < count ? ` (waited for ${count})` : ''}`);
@@ -156,7 +157,7 @@ async function control(c: ConsoleRig, count: number, what: string, timeoutMs = 2
 }
 
 /** Send a control message and note the used length of its buffer. */
-async function send(c: ConsoleRig, id: number, event: number, value: number, extra?: Uint8Array): Promise<void> {
+export async function send(c: ConsoleRig, id: number, event: number, value: number, extra?: Uint8Array): Promise<void> {
   const tx = c.con.controlTx!;
   await c.rig.m.quiet(async () => {
     await tx.postOut(extra ? new Uint8Array([...encodeHeader(id, event, value), ...extra]) : encodeHeader(id, event, value));
@@ -195,14 +196,14 @@ async function handshake(c: ConsoleRig, open: readonly number[] = [], hostOpen =
 }
 
 /** Reset and leave the function as the next scenario expects it. */
-async function teardown(c: ConsoleRig): Promise<void> {
+export async function teardown(c: ConsoleRig): Promise<void> {
   await c.rig.drv.setStatus(0);
   await c.rig.m.note(`status after reset ${hexb(await c.rig.drv.status())}`);
   if (c.rig.pciDrv?.msix) await c.rig.pciDrv.disableMsix();
 }
 
 /** Post `count` receive buffers of `len` bytes on port `p` and notify. */
-async function postRx(c: ConsoleRig, p: number, count: number, len: number): Promise<void> {
+export async function postRx(c: ConsoleRig, p: number, count: number, len: number): Promise<void> {
   const rx = c.con.port(p).rx;
   await c.rig.m.quiet(async () => {
     await rx.postIn(len, count, 0xa5);
@@ -211,14 +212,14 @@ async function postRx(c: ConsoleRig, p: number, count: number, len: number): Pro
 }
 
 /** Wait for `count` receive buffers of port `p` to come back; note their lengths and bytes. */
-async function rxUsed(c: ConsoleRig, p: number, count: number, what: string, timeoutMs = 2000): Promise<void> {
+export async function rxUsed(c: ConsoleRig, p: number, count: number, what: string, timeoutMs = 2000): Promise<void> {
   if (count === 0) await settle(c);
   const used = await c.rig.m.quiet(() => c.con.port(p).rx.waitUpTo(count, { timeoutMs }));
   await c.rig.m.note(`${what}: port ${p} received ${fmtUsed(used)}`);
 }
 
 /** Write chains on port `p` (each a list of readable pieces), notify once, note the used lengths. */
-async function txChains(c: ConsoleRig, p: number, chains: readonly (readonly string[])[], what: string): Promise<void> {
+export async function txChains(c: ConsoleRig, p: number, chains: readonly (readonly string[])[], what: string): Promise<void> {
   const tx = c.con.port(p).tx;
   await c.rig.m.quiet(async () => {
     for (const ch of chains) await tx.postChain(ch.map((s) => ({ data: enc(s) })));
@@ -234,7 +235,7 @@ const sock = (c: ConsoleRig, name: string): string => join(c.hostDir, name);
  * Connect to a socket chardev before the driver is up, and give the machine time to accept: the
  * PORT_OPEN this causes finds no control buffer yet, so it is not sent, on QEMU as on ours.
  */
-async function connected(c: ConsoleRig, name: string): Promise<HostSocket> {
+export async function connected(c: ConsoleRig, name: string): Promise<HostSocket> {
   const h = await HostSocket.connect(sock(c, name));
   await settle(c, 20);
   return h;
