@@ -15,6 +15,7 @@ import { openChardev, openDeviceChardev, ChardevError, strerror, type PendingCha
 import type { CharBackend } from '../devices/console/chardev.js';
 import { CmdlineError, parseQemuCommandLine, SUPPORTED_DEVICES, type ChardevSpec, type QemuCommandLine } from '../machine/cmdline.js';
 import { buildMachine, type BuiltMachine } from '../machine/qemu-machine.js';
+import { lookupBusChildType, lookupDeviceType, type PropKind } from '../machine/device-types/index.js';
 import { QmpServer, QEMU_VERSION } from '../machine/qmp-server.js';
 import { MigrationCommandError, MigrationController, savevmEngine, type MigrationEngine } from '../machine/migration.js';
 import { createNodeMigrationChannels } from './migration-channels.js';
@@ -46,11 +47,18 @@ microvm              microvm (i386)
 pc                   Standard PC (i440FX + PIIX, 1996) (alias of pc-i440fx-7.2)
 pc-i440fx-7.2        Standard PC (i440FX + PIIX, 1996) (default)`;
 
+const KIND_NAMES: Record<PropKind, string> = { bool: 'bool', u32: 'uint32', u64: 'uint64', onoffauto: 'OnOffAuto', str: 'str', addr: 'int32' };
+
 function deviceHelp(driver: string | undefined): string {
-  if (driver === undefined) return SUPPORTED_DEVICES.map((d) => `name "${d}", bus ${d.endsWith('-device') ? 'virtio-bus' : 'PCI'}`).join('\n');
-  const common = ['any_layout=<bool>', 'event_idx=<bool>', 'indirect_desc=<bool>', 'max-bytes=<uint64>', 'notify_on_empty=<bool>', 'period=<uint32>', 'queue_reset=<bool>'];
-  const pci = ['addr=<int32>', 'disable-legacy=<OnOffAuto>', 'disable-modern=<bool>', 'ioeventfd=<bool>', 'multifunction=<bool>', 'page-per-vq=<bool>', 'vectors=<uint32>'];
-  const props = driver.endsWith('-device') ? common : [...pci, ...common];
+  if (driver === undefined) {
+    return SUPPORTED_DEVICES.map((d) => `name "${d}", bus ${lookupBusChildType(d)?.busType ?? (d.endsWith('-device') ? 'virtio-bus' : 'PCI')}`).join('\n');
+  }
+  const child = lookupBusChildType(driver);
+  const found = lookupDeviceType(driver);
+  const own: Record<string, PropKind> = child ? child.props : { ...found?.type.props, ...(found?.pci ? found.type.pciProps : {}) };
+  const common = child ? [] : ['any_layout=<bool>', 'event_idx=<bool>', 'indirect_desc=<bool>', 'notify_on_empty=<bool>', 'queue_reset=<bool>'];
+  const pci = found?.pci ? ['addr=<int32>', 'disable-legacy=<OnOffAuto>', 'disable-modern=<bool>', 'ioeventfd=<bool>', 'multifunction=<bool>', 'page-per-vq=<bool>', 'vectors=<uint32>'] : [];
+  const props = [...pci, ...common, ...Object.entries(own).map(([k, kind]) => `${k}=<${KIND_NAMES[kind]}>`)];
   return `${driver} options:\n${props.sort().map((p) => `  ${p}`).join('\n')}`;
 }
 

@@ -249,6 +249,7 @@ function buildBusChild(machine: ReferenceMachine, cl: QemuCommandLine, spec: Dev
   const busName = values.get('bus');
   if (busName !== undefined) {
     bus = state.buses.find((b) => b.name === String(busName));
+    if (!bus && String(busName) === 'pci.0' && machine instanceof PcMachine) throw new CmdlineError(`Device '${type.typeName}' can't go on PCI bus`);
     if (!bus) throw new CmdlineError(`Bus '${String(busName)}' not found`);
     if (bus.type !== type.busType) throw new CmdlineError(`Device '${type.typeName}' can't go on ${bus.type} bus`);
   } else {
