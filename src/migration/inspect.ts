@@ -41,7 +41,7 @@ export function inspectStream(bytes: Uint8Array): InspectReport {
     const transport = s.idstr.includes('virtio-mmio@') ? 'mmio' : 'pci';
     try {
       const blob = bytes.subarray(s.bodyOffset, s.bodyOffset + s.bodyLength);
-      return { ...s, virtio: decodeVirtioBlob(blob, { transport, emptyDeviceState: NO_DEVICE_STATE.has(vmsd) }, s.bodyOffset) };
+      return { ...s, virtio: decodeVirtioBlob(blob, { transport, emptyDeviceState: NO_DEVICE_STATE.has(vmsd), ...(vmsd === 'virtio-console' ? { deviceState: 'virtio-console' as const } : {}) }, s.bodyOffset) };
     } catch (e) {
       return { ...s, virtioError: e instanceof Error ? e.message : String(e) };
     }

@@ -8,6 +8,7 @@ import { buildOurProgram } from '../oracle/support.js';
 import { compareStreams, formatStreamComparison } from './blob-compare.js';
 import { CONSOLE_DETERMINISTIC, CONSOLE_THROTTLED, blobTransportOf } from './console-scenarios.js';
 import { oursEndpoint, qemuEndpoint, runMigrationScenario, type Endpoint, type Impl } from './harness.js';
+import { inspectStream } from '../../src/migration/inspect.js';
 
 const DIRECTIONS: readonly (readonly Impl[])[] = [
   ['qemu', 'qemu'],
@@ -59,6 +60,10 @@ if (qemuOrPolicy('virtio-console migration interop between QEMU 7.2 and virtio-t
         const c = compareStreams(q.hops[0]!.stream, o.hops[0]!.stream, blobTransportOf(s), ['qemu', 'ours']);
         expect(c.undeclared, formatStreamComparison(c)).toEqual([]);
         expect(c.sections.a?.idstr).toMatch(/\/virtio-console$/);
+        // `virtio-ts inspect` decodes QEMU's device state field by field.
+        const sec = inspectStream(q.hops[0]!.stream).sections.find((x) => x.idstr.endsWith('/virtio-console'))!;
+        const dev = sec.virtio!.fields.find((f) => f.name === 'virtio-console')!;
+        expect(dev.children!.find((f) => f.name === 'nr_active_ports')?.value).toBe(3);
       }, 30_000);
     }
   });

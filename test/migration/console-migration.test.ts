@@ -16,6 +16,8 @@ import { createMachineFromArgs } from '../../src/machine/index.js';
 import type { MicrovmMachine } from '../../src/machine/microvm.js';
 import { MigrationError, QEMUFileReader, QEMUFileWriter } from '../../src/migration/qemu-file.js';
 import { loadVm, saveVm } from '../../src/migration/savevm.js';
+import { formatInspect, inspectStream } from '../../src/migration/inspect.js';
+import type { DecodedField } from '../../src/migration/virtio-decode.js';
 import { loadVirtioDevice, saveVirtioDevice } from '../../src/migration/virtio.js';
 import { saveVirtQueueElement } from '../../src/migration/virtqueue-element.js';
 import { SwappableMachine } from '../../src/oracle/migration.js';
@@ -69,6 +71,19 @@ describe('virtio-serial migration, ours to ours', () => {
     const dport = dst.vser.findPortById(1)!;
     expect([dport.guestConnected, dport.hostConnected, dport.iovOffset]).toEqual([true, false, 1000]);
     expect(dport.elem?.outNum).toBe(1);
+    // The inspector decodes the device state field by field.
+    const report = inspectStream(bytes);
+    const sec = report.sections.find((x) => x.idstr.endsWith('/virtio-console'))!;
+    const group = sec.virtio!.fields.find((f) => f.name === 'virtio-console')!;
+    const flat = (fs: readonly DecodedField[]): DecodedField[] => fs.flatMap((f) => [f, ...flat(f.children ?? [])]);
+    const val = (name: string) => flat(group.children!).filter((f) => f.name === name).map((f) => f.value);
+    expect(val('config.max_nr_ports')).toEqual([31]);
+    expect(val('ports_map[0]')).toEqual([3]);
+    expect(val('id')).toEqual([0, 1]);
+    expect(val('elem_popped')).toEqual([0, 1]);
+    expect(val('iov_offset')).toEqual([1000n]);
+    expect(val('out_num')).toEqual([1]);
+    expect(formatInspect(report)).toMatch(/virtio-console/);
     // Re-saved, the destination writes the same stream but for its own host side (port 1 closed).
     const again = saveVm(dst.m, { runState: 'running' });
     const diffs: number[] = [];
