@@ -476,9 +476,12 @@ export class VirtIOSerial extends VirtIODevice {
     if (!port.throttled) this.doFlushQueuedData(port, vq);
   }
 
-  /** Return every available buffer unused (QEMU's `discard_vq_data`). */
+  /**
+   * Return every available buffer unused (QEMU's `discard_vq_data`). Not while the VM is
+   * stopped (a port removed then): the ring is guest RAM.
+   */
   private discardVqData(vq: VirtQueue): void {
-    if (!vq.ready) return;
+    if (!vq.ready || !this.vmRunning) return;
     for (;;) {
       const elem = vq.pop();
       if (!elem) break;
@@ -829,6 +832,12 @@ export class VirtIOSerial extends VirtIODevice {
       entries.push(entry);
     }
     return () => {
+      // As on a fresh destination: no port waits for its chardev (the load reset the rest).
+      for (const port of this.ports) {
+        port.throttled = false;
+        port.flushPending = false;
+        port.dropWatch();
+      }
       const post: PostLoadPort[] = [];
       for (const e of entries) {
         const port = e.port;
