@@ -9,3 +9,5 @@ export * from './driver/qemu-launcher.js';
 // Migration channels for QMP `migrate`/`migrate-incoming` (`exec:`, opt-in `file:`), for
 // embedders that run a machine's QMP in a Node process.
 export * from './cli/migration-channels.js';
+// Node chardevs for virtio-serial ports: streams (stdin/stdout), unix sockets, files.
+export * from './devices/console/backends/node.js';

@@ -11,5 +11,6 @@ export * from './virtio-pci-driver.js';
 export * from './virtio-mmio-driver.js';
 export * from './vring.js';
 export * from './rng.js';
+export * from './console.js';
 export * from './split-ring.js';
 export * from './mmio-driver.js';

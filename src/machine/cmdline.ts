@@ -5,7 +5,7 @@
  *   -machine/-M TYPE[,acpi=,ioapic2=,accel=]   -accel qtest|tcg   -bios FILE   -m SIZE
  *   -nodefaults  -no-user-config  -display none  -nographic  -S  -incoming defer|URI
  *   -qtest CHARDEV  -qtest-log none|FILE  -qmp CHARDEV  -mon chardev=ID,mode=control
- *   -chardev null|stdio|socket,id=ID,...  -drive if=none,id=,file=,format=raw[,readonly=on]
+ *   -chardev null|stdio|socket|file,id=ID,...  -drive if=none,id=,file=,format=raw[,readonly=on]
  *   -device TYPE[,prop=value,...] (or JSON)  -global DRIVER.PROP=VALUE
  *
  * Option values follow QemuOpts syntax: comma-separated `key=value`, `,,` for a literal comma,
@@ -31,10 +31,17 @@ export class CmdlineError extends Error {
   }
 }
 
-export type ChardevSpec =
+export type ChardevSpec = ChardevBackendSpec & {
+  /** The `-chardev ...` option it came from (none for `-qtest`/`-qmp` compat syntax), for messages. */
+  loc?: string;
+};
+
+export type ChardevBackendSpec =
   | { backend: 'null'; id: string }
   | { backend: 'stdio'; id: string }
-  | { backend: 'socket'; id: string; path?: string; host?: string; port?: number; server: boolean; wait: boolean };
+  | { backend: 'socket'; id: string; path?: string; host?: string; port?: number; server: boolean; wait: boolean }
+  /** Output to a file (QEMU's `-chardev file`): created or truncated, or appended to with `append=on`. */
+  | { backend: 'file'; id: string; path: string; append: boolean };
 
 export interface MonitorSpec {
   chardev: string;
@@ -283,7 +290,7 @@ const KNOWN_QEMU_OPTIONS = new Set([
 ]);
 
 /** Devices this project will have but does not have yet (refused with that reason). */
-const NOT_YET = /^(virtio-(blk|net|serial|balloon|keyboard|mouse|tablet|input-host)(-pci(-transitional|-non-transitional)?|-device)|virtconsole|virtserialport)$/;
+const NOT_YET = /^virtio-(blk|net|balloon|keyboard|mouse|tablet|input-host)(-pci(-transitional|-non-transitional)?|-device)$/;
 
 /** QEMU's device aliases (`-device virtio-rng` is virtio-rng-pci on x86). */
 const DEVICE_ALIASES: Record<string, string> = {
@@ -295,7 +302,7 @@ const DEVICE_ALIASES: Record<string, string> = {
 export { SUPPORTED_DEVICES };
 
 const CHARDEV_BACKENDS_UNSUPPORTED = new Set([
-  'file', 'pipe', 'pty', 'vc', 'ringbuf', 'memory', 'udp', 'tty', 'serial', 'parallel', 'spicevmc', 'spiceport',
+  'pipe', 'pty', 'vc', 'ringbuf', 'memory', 'udp', 'tty', 'serial', 'parallel', 'spicevmc', 'spiceport',
   'braille', 'msmouse', 'wctablet', 'testdev', 'qemu-vdagent', 'dbus', 'mux', 'console',
 ]);
 
@@ -447,7 +454,7 @@ export function parseQemuCommandLine(argv: readonly string[]): QemuCommandLine {
         break;
       }
       case 'chardev':
-        addChardev(parseChardev(arg, loc, warnings), loc);
+        addChardev({ ...parseChardev(arg, loc, warnings), loc }, loc);
         break;
       case 'drive':
         cl.drives.push(parseDrive(arg, loc, warnings, cl.drives));
@@ -692,6 +699,20 @@ function parseChardev(arg: string, loc: string, warnings: string[]): ChardevSpec
       return { backend: 'stdio', id };
     case 'socket':
       return socketSpec(id, o.params, loc);
+    case 'file': {
+      // qemu_chr_parse_file_out: `path` is required; `append` opens without truncating.
+      let path: string | undefined;
+      let append = false;
+      for (const [k, v] of o.params) {
+        if (k === 'backend' || k === 'id') continue;
+        if (k === 'path') path = v;
+        else if (k === 'append') append = parseBoolAt(loc, k, v);
+        else if (k === 'mux' || k === 'logfile' || k === 'logappend') throw new CmdlineError(`${loc}: chardev option '${k}' is not supported by virtio-ts-qemu`);
+        else throw new CmdlineError(`${loc}: Invalid parameter '${k}'`);
+      }
+      if (path === undefined) throw new CmdlineError(`${loc}: chardev: file: no filename given`);
+      return { backend: 'file', id, path, append };
+    }
     default:
       if (CHARDEV_BACKENDS_UNSUPPORTED.has(backend)) throw new CmdlineError(`${loc}: chardev backend '${backend}' is not supported by virtio-ts-qemu`);
       throw new CmdlineError(`${loc}: '${backend}' is not a valid char driver name`);

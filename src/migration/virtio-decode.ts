@@ -66,6 +66,8 @@ export interface DecodeOptions {
    * reading): the entries that are all zero are left out and the configuration space is one field.
    */
   allEntries?: boolean;
+  /** A device part this decoder knows field by field (virtio-serial's "virtio-console"). */
+  deviceState?: 'virtio-console';
 }
 
 /** Device types whose QEMU vmsd writes nothing beyond the common virtio blob. */
@@ -78,7 +80,50 @@ const NO_DEVICE_STATE = new Set(['virtio-rng', 'virtio-input']);
  */
 export function decodeOptionsFor(idstr: string): DecodeOptions {
   const vmsd = idstr.slice(idstr.lastIndexOf('/') + 1);
-  return { transport: idstr.includes('virtio-mmio@') ? 'mmio' : 'pci', emptyDeviceState: NO_DEVICE_STATE.has(vmsd) };
+  return {
+    transport: idstr.includes('virtio-mmio@') ? 'mmio' : 'pci',
+    emptyDeviceState: NO_DEVICE_STATE.has(vmsd),
+    ...(vmsd === 'virtio-console' ? { deviceState: 'virtio-console' as const } : {}),
+  };
+}
+
+/** sizeof(VirtQueueElementOld) on x86-64 (src/migration/virtqueue-element.ts). */
+const ELEMENT_OLD_SIZE = 16 + 2 * 8 * 1024 + 2 * 16 * 1024;
+
+/**
+ * virtio-serial's device part (QEMU's `virtio_serial_save_device`): config, ports map (its length
+ * follows max_nr_ports, which the config carries), then each port with its popped element.
+ */
+function consoleState(r: FieldReader): void {
+  r.group('virtio-console', () => {
+    r.be16('config.cols');
+    r.be16('config.rows');
+    let max = r.be32('config.max_nr_ports');
+    // The value is guest-swapped: a big-endian legacy guest's 31 reads 0x1f000000 here.
+    if (max > 511) max = (((max & 0xff) << 24) | ((max & 0xff00) << 8) | ((max >>> 8) & 0xff00) | (max >>> 24)) >>> 0;
+    if (max === 0 || max > 511) throw r.f.error('virtio-console config.max_nr_ports', `max_nr_ports ${max} is not 1..511`);
+    for (let i = 0; i < Math.ceil(max / 32); i++) r.be32(`ports_map[${i}]`);
+    const n = r.be32('nr_active_ports');
+    if (n > max) throw r.f.error('virtio-console nr_active_ports', `${n} active ports with max_nr_ports ${max}`);
+    for (let i = 0; i < n; i++) {
+      r.group(`port[${i}]`, () => {
+        r.be32('id');
+        r.u8('guest_connected');
+        r.u8('host_connected');
+        if (r.be32('elem_popped') === 0) return;
+        r.be32('iov_idx');
+        r.be64('iov_offset');
+        // The element: its head and counts (little-endian, host layout), then the rest as bytes,
+        // so the fields still cover every byte once.
+        r.group('element (VirtQueueElementOld)', () => {
+          r.le32('index');
+          r.le32('out_num');
+          r.le32('in_num');
+          r.bytes('addresses and lengths', ELEMENT_OLD_SIZE - 12);
+        });
+      });
+    }
+  });
 }
 
 const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
@@ -283,7 +328,10 @@ function decode(r: FieldReader, f: QEMUFileReader, opts: DecodeOptions, base: nu
   // their headers, trying each candidate until one leads exactly to the end of the blob.
   const devAt = f.offset;
   let subsAt = devAt;
-  if (!opts.emptyDeviceState) {
+  if (opts.deviceState === 'virtio-console') {
+    consoleState(r);
+    subsAt = f.offset;
+  } else if (!opts.emptyDeviceState) {
     const found = findSubsections(f);
     subsAt = found;
     if (subsAt > devAt) {

@@ -291,7 +291,11 @@ export function virtioLoad(vdev: VirtIODevice, f: QEMUFileReader, ctx?: LoadCont
     queues.push({ num: qnum, align, desc, lastAvailIdx, avail: 0, used: 0, transport, usedIdx: 0, shadowAvailIdx: 0, inuse: 0, error: undefined });
   }
 
-  const device = vdev.loadDeviceState(f, vdev.vmsdVersion, { peekRam, writable: (gpa, len) => vdev.memory.isWritableRange(gpa, len) });
+  const device = vdev.loadDeviceState(f, vdev.vmsdVersion, {
+    peekRam,
+    writable: (gpa, len) => vdev.memory.isWritableRange(gpa, len),
+    queueNum: (n) => queues[n]?.num,
+  });
 
   const stage: SubsectionStage = {
     deviceEndian: undefined,

@@ -8,21 +8,35 @@
  * server must not change what a driver sees). A side whose machine throws, dies or stops
  * answering gets a fresh machine for the next scenario.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { GuestAllocator } from '../driver/alloc.js';
 import { InProcessMachine } from '../driver/inproc.js';
 import type { Machine } from '../driver/machine.js';
 import { launchQemu } from '../driver/qemu-launcher.js';
-import { createMachineFromArgs } from '../machine/index.js';
+import { createMachineFromArgs, parseQemuCommandLine } from '../machine/index.js';
+import { openDeviceChardev } from '../machine/chardev.js';
+import type { CharBackend } from '../devices/console/chardev.js';
 import { compareTranscripts, sameTranscripts, type Comparison } from './compare.js';
 import { RecordingMachine } from './recorder.js';
-import type { OracleGroup, OracleMachineSpec, OracleProbe, OracleScenario } from './scenario.js';
+import { argsIn, needsHostDir, type OracleGroup, type OracleMachineSpec, type OracleProbe, type OracleScenario } from './scenario.js';
 import { villainVerdict, type HostileFacts, type HostileVerdict } from './verdict.js';
 import { Transcript } from './transcript.js';
 
 export interface StartedMachine {
   machine: Machine;
   probe?: OracleProbe;
+  /** The side's directory that `@DIR@` in the arguments stands for. */
+  hostDir?: string;
   close(): Promise<void>;
+}
+
+/** A fresh directory for a machine whose arguments name `@DIR@`, and its removal. */
+function hostDirFor(spec: OracleMachineSpec): { dir: string | undefined; remove: () => void } {
+  if (!needsHostDir(spec)) return { dir: undefined, remove: () => undefined };
+  const dir = mkdtempSync(join(tmpdir(), 'virtio-ts-host-'));
+  return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
 export interface OracleSide {
@@ -45,8 +59,14 @@ export function qemuSide(command: readonly string[] = ['qemu-system-x86_64'], op
     label: opts.label ?? 'QEMU 7.2',
     settleMs: opts.settleMs ?? 20,
     async start(spec) {
-      const p = await launchQemu({ command, machine: spec.machine, args: spec.args, name: opts.id ?? 'qemu' });
-      return { machine: p.machine, close: () => p.close() };
+      const host = hostDirFor(spec);
+      try {
+        const p = await launchQemu({ command, machine: spec.machine, args: argsIn(spec, host.dir), name: opts.id ?? 'qemu' });
+        return { machine: p.machine, ...(host.dir ? { hostDir: host.dir } : {}), close: () => p.close().finally(host.remove) };
+      } catch (e) {
+        host.remove();
+        throw e;
+      }
     },
   };
 }
@@ -58,7 +78,28 @@ export function oursInProcessSide(): OracleSide {
     label: 'virtio-ts',
     settleMs: 0,
     async start(spec) {
-      const built = createMachineFromArgs(['-machine', spec.machine, '-m', '16M', ...spec.args]);
+      const host = hostDirFor(spec);
+      const argv = ['-machine', spec.machine, '-m', '16M', ...argsIn(spec, host.dir)];
+      // The chardevs devices use, opened as virtio-ts-qemu opens them (sockets listen here).
+      const chardevs = new Map<string, CharBackend>();
+      try {
+        for (const c of parseQemuCommandLine(argv).chardevs) chardevs.set(c.id, await openDeviceChardev(c));
+      } catch (e) {
+        for (const c of chardevs.values()) c.close();
+        host.remove();
+        throw e;
+      }
+      const closeHost = () => {
+        for (const c of chardevs.values()) c.close();
+        host.remove();
+      };
+      let built: ReturnType<typeof createMachineFromArgs>;
+      try {
+        built = createMachineFromArgs(argv, { chardevs });
+      } catch (e) {
+        closeHost();
+        throw e;
+      }
       const errors: string[] = [];
       for (const d of built.built.devices) {
         const dev = d.device;
@@ -68,10 +109,18 @@ export function oursInProcessSide(): OracleSide {
           orig(msg);
         };
       }
-      const machine = new InProcessMachine(built.target, { name: 'virtio-ts', qmp: built.qmp, onClose: () => built.close() });
+      const machine = new InProcessMachine(built.target, {
+        name: 'virtio-ts',
+        qmp: built.qmp,
+        onClose: () => {
+          built.close();
+          closeHost();
+        },
+      });
       return {
         machine,
         probe: { takeErrors: () => errors.splice(0) },
+        ...(host.dir ? { hostDir: host.dir } : {}),
         close: () => machine.close(),
       };
     },
@@ -85,8 +134,14 @@ export function oursSocketSide(program: string, opts: { settleMs?: number } = {}
     label: 'virtio-ts-qemu',
     settleMs: opts.settleMs ?? 0,
     async start(spec) {
-      const p = await launchQemu({ command: [process.execPath, program], machine: spec.machine, args: spec.args, name: 'virtio-ts-qemu' });
-      return { machine: p.machine, close: () => p.close() };
+      const host = hostDirFor(spec);
+      try {
+        const p = await launchQemu({ command: [process.execPath, program], machine: spec.machine, args: argsIn(spec, host.dir), name: 'virtio-ts-qemu' });
+        return { machine: p.machine, ...(host.dir ? { hostDir: host.dir } : {}), close: () => p.close().finally(host.remove) };
+      } catch (e) {
+        host.remove();
+        throw e;
+      }
     },
   };
 }
@@ -158,7 +213,7 @@ async function runSide(group: OracleGroup, side: OracleSide, opts: RunOptions): 
         const r = rec;
         facts = await withTimeout(
           (async () => {
-            const f = await s.run({ m: r, alloc: new GuestAllocator(ORACLE_RAM.start, ORACLE_RAM.end) });
+            const f = await s.run({ m: r, alloc: new GuestAllocator(ORACLE_RAM.start, ORACLE_RAM.end), ...(started.hostDir ? { hostDir: started.hostDir } : {}) });
             await r.sync();
             return f;
           })(),

@@ -92,6 +92,8 @@ export class VirtQueue {
   private pool: (VirtQueueElement | undefined)[] = [];
   /** Head popped at each avail position (mod 1024 ≥ num), so `rewind` knows what it returns. */
   private readonly poppedHeads = new Uint16Array(VIRTQUEUE_MAX_SIZE);
+  /** Scratch element for measuring chains without popping them (`availInBytes`). */
+  private measure: VirtQueueElement | undefined;
 
   constructor(
     readonly owner: VirtQueueOwner,
@@ -422,6 +424,32 @@ export class VirtQueue {
     const tr = this.owner.tracer;
     if (tr !== undefined) this.tracePop(tr, elem);
     return elem;
+  }
+
+  /**
+   * Device-writable bytes in the chains available now, without popping them (QEMU's
+   * `virtqueue_get_avail_bytes` with `max_out_bytes` 0): chains are measured in ring order until
+   * `maxIn` bytes are reached, so the answer is exact below `maxIn` and at least `maxIn` above it.
+   * A malformed chain or a bogus index breaks the device (as QEMU's walk does) and gives 0. The
+   * walk visits at most `num` chains, each bounded as in `pop`.
+   */
+  availInBytes(maxIn: number): number {
+    if (!this.mapped || this.owner.processingStopped) return 0;
+    const heads = this.availableHeads();
+    if (heads <= 0) return 0;
+    const elem = (this.measure ??= new VirtQueueElement(this.owner.memory));
+    let total = 0;
+    for (let k = 0; k < heads; k++) {
+      const pos = (this.lastAvailIdx + k) & 0xffff;
+      const slot = this.numMask >= 0 ? pos & this.numMask : pos % this.num;
+      const head = this.availView.getUint16(this.availOff + 4 + 2 * slot, this.le);
+      if (head >= this.num) return this.headError(head, false) ?? 0;
+      const err = this.readChain(head, elem);
+      if (err !== null) return this.popError(err) ?? 0;
+      total += elem.inBytes;
+      if (total >= maxIn) break;
+    }
+    return total;
   }
 
   // Cold paths of pop, kept out of it so that it stays small enough to be inlined.

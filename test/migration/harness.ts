@@ -14,13 +14,13 @@
 // script sees one `Machine` throughout (`SwappableMachine`), so its PCI, virtio and vring driver
 // objects keep working after `ctx.migrate()`. Every stream written is kept for the blob
 // comparison (blob-compare.ts).
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GuestAllocator } from '../../src/driver/alloc.js';
 import { launchQemu, type QemuProcess } from '../../src/driver/qemu-launcher.js';
 import { MigrationFailure, SwappableMachine, migrateIncomingFromFile, migrateToFile, runState, runStateAfterMigration } from '../../src/oracle/migration.js';
-import type { OracleMachineSpec } from '../../src/oracle/scenario.js';
+import { argsIn, type OracleMachineSpec } from '../../src/oracle/scenario.js';
 
 export type Impl = 'qemu' | 'ours';
 
@@ -51,6 +51,15 @@ export interface MigrationContext {
   migrate(): Promise<void>;
   /** Free-form observations the test may print or check (e.g. when a pending request completed). */
   notes: string[];
+  /**
+   * Each end's own directory, source first: `@DIR@` in the scenario's arguments stands for it on
+   * that end (its chardev sockets and files).
+   */
+  readonly hostDirs: readonly string[];
+  /** The directory of the end the script talks to now. */
+  readonly hostDir: string;
+  /** A capture-only run: no destination exists (`migrate()` ends the script). */
+  readonly capturing: boolean;
 }
 
 export interface MigrationScenario {
@@ -91,11 +100,11 @@ export interface RunResult {
   ms: number;
 }
 
-function launch(ep: Endpoint, spec: OracleMachineSpec, incoming: boolean): Promise<QemuProcess> {
+function launch(ep: Endpoint, spec: OracleMachineSpec, incoming: boolean, hostDir: string): Promise<QemuProcess> {
   return launchQemu({
     command: ep.command,
     machine: spec.machine,
-    args: [...spec.args, ...(incoming ? ['-incoming', 'defer'] : [])],
+    args: [...argsIn(spec, hostDir), ...(incoming ? ['-incoming', 'defer'] : [])],
     name: `${ep.impl}${incoming ? ' (destination)' : ''}`,
   });
 }
@@ -114,8 +123,14 @@ export async function runMigrationScenario(scenario: MigrationScenario, path: re
   const dir = mkdtempSync(join(tmpdir(), 'virtio-ts-migration-'));
   const procs: QemuProcess[] = [];
   // Every end starts now, in parallel; destinations wait in `inmigrate`.
+  // One per end the script may name (a capture-only run names its would-be destinations too).
+  const hostDirs = Array.from({ length: Math.max(path.length, migrations + 1) }, (_, i) => {
+    const d = join(dir, `end${i}`);
+    mkdirSync(d);
+    return d;
+  });
   const starts = (opts.captureOnly ? path.slice(0, 1) : path).map((ep, i) => {
-    const p = launch(ep, scenario.spec, i > 0);
+    const p = launch(ep, scenario.spec, i > 0, hostDirs[i]!);
     p.then((x) => procs.push(x)).catch(() => undefined);
     return p;
   });
@@ -134,6 +149,11 @@ export async function runMigrationScenario(scenario: MigrationScenario, path: re
       },
       hops: path.map((e) => e.impl),
       notes,
+      hostDirs,
+      capturing: opts.captureOnly === true,
+      get hostDir() {
+        return hostDirs[hop]!;
+      },
       async migrate() {
         const from = path[hop]!;
         const to = opts.captureOnly ? undefined : path[hop + 1];

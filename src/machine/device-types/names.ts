@@ -15,4 +15,4 @@ export function virtioNames(base: string, opts: { pci?: boolean; pciVariants?: b
   return out;
 }
 
-export const SUPPORTED_DEVICES: readonly string[] = [...virtioNames('virtio-rng')];
+export const SUPPORTED_DEVICES: readonly string[] = [...virtioNames('virtio-rng'), ...virtioNames('virtio-serial'), 'virtconsole', 'virtserialport'];

@@ -11,6 +11,7 @@ import type { VirtIODevice } from '../../virtio/device.js';
 import type { DeviceSpec, PropValue, QemuCommandLine } from '../cmdline.js';
 import type { ReferenceMachine } from '../machine.js';
 import type { EntropySource } from '../../devices/rng.js';
+import type { CharBackend } from '../../devices/console/chardev.js';
 
 export type PropKind = 'bool' | 'u32' | 'u64' | 'onoffauto' | 'str' | 'addr';
 
@@ -21,6 +22,11 @@ export interface BuildOptions {
   /** Entropy for virtio-rng devices (default: the platform's crypto generator). */
   entropy?: EntropySource;
   tracer?: Tracer;
+  /**
+   * Backends of the `-chardev`s devices use, by id (virtio-ts-qemu opens them; an embedder or a
+   * test passes its own). A `null` chardev needs none; any other one missing here is an error.
+   */
+  chardevs?: ReadonlyMap<string, CharBackend>;
 }
 
 export interface DeviceBuildContext {
@@ -38,6 +44,8 @@ export interface DeviceBuildContext {
   warn(message: string): void;
   /** Whether the device goes on PCI (else on a virtio-mmio transport). */
   pci: boolean;
+  /** Name of the bus the device will provide, for types with `childBusType`. */
+  childBusName: string | undefined;
 }
 
 export interface VirtioDeviceType {
@@ -54,4 +62,41 @@ export interface VirtioDeviceType {
   readonly refused?: Readonly<Record<string, string>>;
   /** Build the device; throws `CmdlineError` with QEMU's wording on bad values. */
   create(ctx: DeviceBuildContext): VirtIODevice;
+  /** Properties only the PCI form has (e.g. virtio-serial-pci's `class`). */
+  readonly pciProps?: Readonly<Record<string, PropKind>>;
+  /** PCI proxy settings the type derives from its properties (QEMU's `*_pci_realize`). */
+  pciOptions?(values: ReadonlyMap<string, PropValue>, device: VirtIODevice): { vectors?: number; classId?: number };
+  /** Type of the bus the device provides for child devices (virtio-serial's `virtio-serial-bus`). */
+  readonly childBusType?: string;
+}
+
+/** A bus a device provides for other `-device`s (QEMU's child buses, e.g. `virtio-serial-bus`). */
+export interface ChildBus {
+  /** QOM type of the bus (`virtio-serial-bus`): what a child type asks for. */
+  readonly type: string;
+  /** `<id>.0` for a device with an id, else `<type>.N`. */
+  readonly name: string;
+  readonly device: VirtIODevice;
+}
+
+export interface BusChildBuildContext {
+  machine: ReferenceMachine;
+  cl: QemuCommandLine;
+  spec: DeviceSpec;
+  values: ReadonlyMap<string, PropValue>;
+  bus: ChildBus;
+  /** Every bus of the same type built so far (QEMU checks some things across them). */
+  sameTypeBuses: readonly ChildBus[];
+  /** The backend of chardev `id` for property `prop`, checked as QEMU's chardev property does. */
+  chardev(prop: string, id: string): CharBackend;
+}
+
+/** A device that sits on a child bus, not on a transport (`virtconsole`, `virtserialport`). */
+export interface BusChildType {
+  readonly typeName: string;
+  /** The bus type it plugs into. */
+  readonly busType: string;
+  readonly props: Readonly<Record<string, PropKind>>;
+  /** Build and plug; throws `CmdlineError` with QEMU's wording. Returns an object for the build result. */
+  create(ctx: BusChildBuildContext): unknown;
 }
