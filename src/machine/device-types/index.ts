@@ -1,8 +1,10 @@
 /** The virtio device types `-device` can build, by QEMU type name. */
+import { balloonType } from './balloon.js';
+import { keyboardType, mouseType, tabletType } from './input.js';
 import { rngType } from './rng.js';
 import type { VirtioDeviceType } from './types.js';
 
-export const VIRTIO_DEVICE_TYPES: readonly VirtioDeviceType[] = [rngType];
+export const VIRTIO_DEVICE_TYPES: readonly VirtioDeviceType[] = [rngType, balloonType, keyboardType, mouseType, tabletType];
 
 /** The device type a `-device` name belongs to, and whether it is the PCI form and which variant. */
 export function lookupDeviceType(name: string): { type: VirtioDeviceType; pci: boolean; variant?: 'transitional' | 'non-transitional' } | undefined {
@@ -23,8 +25,8 @@ export function lookupDeviceType(name: string): { type: VirtioDeviceType; pci: b
 export function typeChain(name: string): string[] {
   const t = lookupDeviceType(name);
   if (!t) return [name];
-  if (!t.pci) return [name, 'virtio-device', 'device'];
-  return [name, `${t.type.pciType}-base`, 'virtio-pci', 'pci-device', 'device'];
+  if (!t.pci) return [name, ...(t.type.deviceParents ?? []), 'virtio-device', 'device'];
+  return [name, ...(t.type.pciParents ?? [`${t.type.pciType}-base`]), 'virtio-pci', 'pci-device', 'device'];
 }
 
 export type { VirtioDeviceType, DeviceBuildContext, PropKind, BuildOptions } from './types.js';
