@@ -404,9 +404,10 @@ export class VirtIOBalloon extends VirtIODevice {
       this.armStatsTimer(secs);
       return;
     }
-    // A new timer fires at once (QEMU arms it at now + 0).
+    // A new timer fires at once: QEMU arms it at now + 0, which its main loop runs right after
+    // the property is set; a timer on our virtual clock would wait for the clock to move.
     this.statsPollInterval = secs;
-    this.armStatsTimer(0);
+    this.guarded(() => this.statsPoll());
   }
 
   // ---------------------------------------------------------------------------------------

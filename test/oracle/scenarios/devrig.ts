@@ -78,12 +78,16 @@ export async function qmpNote(m: RecordingMachine, command: string, args?: Recor
   const qmp = m.qmp;
   if (!qmp) throw new Error(`${m.name}: no QMP`);
   const what = `qmp ${command}${args ? ` ${JSON.stringify(args)}` : ''}`;
+  // The interrupts a command causes reach a QEMU harness on the qtest socket, racing the reply on
+  // the QMP one: wait for them before noting the reply, so that they always come first.
   try {
     const r = await qmp.execute(command, args);
+    await m.idle();
     await m.note(`${what} -> ${JSON.stringify(r)}`);
     return r;
   } catch (e) {
     const err = e as { errorClass?: string; desc?: string; message?: string };
+    await m.idle();
     await m.note(`${what} -> error ${err.errorClass ?? '?'}: ${err.desc ?? err.message ?? String(e)}`);
     return undefined;
   }

@@ -1,9 +1,10 @@
 // Every oracle scenario group (rng on every transport, and the hostile guests), for
 // test/oracle/*.test.ts and `npm run oracle` (scripts/oracle.ts).
 import type { OracleGroup } from '../../../src/oracle/scenario.js';
+import { BALLOON_GROUPS } from './balloon.js';
 import { HOSTILE_GROUPS } from './hostile.js';
 import { INPUT_GROUPS } from './input.js';
 import { TRANSPORT_GROUPS } from './transports.js';
 
-export { HOSTILE_GROUPS, INPUT_GROUPS, TRANSPORT_GROUPS };
-export const ORACLE_GROUPS: readonly OracleGroup[] = [...TRANSPORT_GROUPS, ...HOSTILE_GROUPS, ...INPUT_GROUPS];
+export { BALLOON_GROUPS, HOSTILE_GROUPS, INPUT_GROUPS, TRANSPORT_GROUPS };
+export const ORACLE_GROUPS: readonly OracleGroup[] = [...TRANSPORT_GROUPS, ...HOSTILE_GROUPS, ...INPUT_GROUPS, ...BALLOON_GROUPS];
