@@ -57,6 +57,8 @@ export interface DecodeOptions {
   transport: 'pci' | 'mmio';
   /** Device types whose device part is empty (QEMU's rng and input write only the common blob). */
   emptyDeviceState?: boolean;
+  /** A device part this decoder knows field by field (the vmsd name of the device type). */
+  deviceVmsd?: 'virtio-balloon';
   /**
    * List every element, not only what is in use: all VIRTIO_QUEUE_MAX entries of the per-queue
    * arrays (`virtio/virtqueues`, `virtio/ringsize`, `virtio/packed_virtqueues`, the transports'
@@ -78,7 +80,11 @@ const NO_DEVICE_STATE = new Set(['virtio-rng', 'virtio-input']);
  */
 export function decodeOptionsFor(idstr: string): DecodeOptions {
   const vmsd = idstr.slice(idstr.lastIndexOf('/') + 1);
-  return { transport: idstr.includes('virtio-mmio@') ? 'mmio' : 'pci', emptyDeviceState: NO_DEVICE_STATE.has(vmsd) };
+  return {
+    transport: idstr.includes('virtio-mmio@') ? 'mmio' : 'pci',
+    emptyDeviceState: NO_DEVICE_STATE.has(vmsd),
+    ...(vmsd === 'virtio-balloon' ? { deviceVmsd: 'virtio-balloon' as const } : {}),
+  };
 }
 
 const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
@@ -283,7 +289,10 @@ function decode(r: FieldReader, f: QEMUFileReader, opts: DecodeOptions, base: nu
   // their headers, trying each candidate until one leads exactly to the end of the blob.
   const devAt = f.offset;
   let subsAt = devAt;
-  if (!opts.emptyDeviceState) {
+  if (opts.deviceVmsd === 'virtio-balloon') {
+    decodeBalloonDevice(r, f);
+    subsAt = f.offset;
+  } else if (!opts.emptyDeviceState) {
     const found = findSubsections(f);
     subsAt = found;
     if (subsAt > devAt) {
@@ -404,6 +413,36 @@ function decodeExtraState(r: FieldReader, f: QEMUFileReader, out: DecodedVirtio)
       });
     });
   }
+}
+
+/**
+ * virtio-balloon's `virtio-balloon-device` vmsd: num_pages, actual, then its subsections
+ * (free-page-report: command id and status; page-poison: poison_val), each named by its header.
+ */
+function decodeBalloonDevice(r: FieldReader, f: QEMUFileReader): void {
+  const vmsd = 'virtio-balloon-device';
+  r.group(`device (${vmsd})`, () => {
+    r.be32('num_pages');
+    r.be32('actual');
+    while (f.remaining > 2 && f.peekByte(0) === QEMU_VM_SUBSECTION) {
+      const name = latin1(f.peekBytes(2, f.peekByte(1)));
+      if (!name.startsWith(`${vmsd}/`)) break;
+      r.group(`subsection ${name}`, () => {
+        r.u8('QEMU_VM_SUBSECTION');
+        r.u8('name length');
+        r.text('name', name.length);
+        r.be32('version_id');
+        if (name === `${vmsd}/free-page-report`) {
+          r.be32('free_page_hint_cmd_id');
+          r.be32('free_page_hint_status');
+        } else if (name === `${vmsd}/page-poison`) {
+          r.be32('poison_val');
+        } else {
+          throw f.error(name, `unknown subsection '${name}' of ${vmsd}`);
+        }
+      });
+    }
+  });
 }
 
 /**
