@@ -333,6 +333,21 @@ describe('virtio-balloon: free page reporting and hinting', () => {
   });
 });
 
+describe('virtio-balloon: host callbacks', () => {
+  it('a callback that throws (T-Gl3: the host failed to reclaim) neither breaks the device nor undoes the discard', () => {
+    const r = make({ onDiscard: () => { throw new Error('reclaim failed'); }, onBalloonChange: () => { throw new Error('no'); } });
+    const [ivq] = up(r, STATS);
+    fill(r, PAGE, 0x33);
+    postPfns(r, ivq!, BUF, [PAGE]);
+    expect(() => r.drv.notify(0)).not.toThrow();
+    expect(ivq!.takeUsed().length).toBe(1);
+    expect(pageIs(r, PAGE, 0)).toBe(true);
+    cfgw(r, 4, 4, 1);
+    expect(r.drv.status() & VIRTIO_CONFIG_S_NEEDS_RESET).toBe(0);
+    expect(r.errors).toEqual([]);
+  });
+});
+
 describe('virtio-balloon: hostile rings', () => {
   it('garbage in every queue never throws', () => {
     for (let seed = 1; seed <= 30; seed++) {

@@ -23,6 +23,7 @@ import { bit, hasBit, VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_ID_BALLOON } from '../..
 import { VIRTQUEUE_MAX_SIZE } from '../../vring/constants.js';
 import type { VirtQueueElement } from '../../vring/element.js';
 import type { VirtQueue } from '../../vring/virtqueue.js';
+import { callHost } from '../host-callback.js';
 
 // Feature bits (VIRTIO 1.2 §5.5.3).
 export const VIRTIO_BALLOON_F_MUST_TELL_HOST = 0;
@@ -233,7 +234,8 @@ export class VirtIOBalloon extends VirtIODevice {
     const dv = new DataView(config.buffer, config.byteOffset, config.byteLength);
     const old = this.actual;
     this.actual = dv.getUint32(4, true);
-    if (this.actual !== old) this.onBalloonChange?.(this.queryActual());
+    const cb = this.onBalloonChange;
+    if (this.actual !== old && cb) callHost(this, 'onBalloonChange', () => cb(this.queryActual()));
     this.poisonVal = 0;
     if (this.hasFeature(VIRTIO_BALLOON_F_PAGE_POISON) && config.length >= 16) this.poisonVal = dv.getUint32(12, true);
   }
@@ -272,7 +274,8 @@ export class VirtIOBalloon extends VirtIODevice {
       }
       vq.push(elem, 0);
       this.notify(vq);
-      if (ranges.length > 0) (inflate ? this.onDiscard : this.onDeflate)?.(ranges);
+      const cb = inflate ? this.onDiscard : this.onDeflate;
+      if (ranges.length > 0 && cb) callHost(this, inflate ? 'onDiscard' : 'onDeflate', () => cb(ranges));
     }
   }
 
@@ -344,7 +347,8 @@ export class VirtIOBalloon extends VirtIODevice {
         if (tag < VIRTIO_BALLOON_S_NR) this.stats[tag] = dv.getBigUint64(2, le);
       }
       this.statsLastUpdate = this.wallClockSeconds();
-      this.onStats?.(this.guestStats());
+      const cb = this.onStats;
+      if (cb) callHost(this, 'onStats', () => cb(this.guestStats()));
     }
     if (this.statsPollInterval > 0) this.armStatsTimer(this.statsPollInterval);
   }
@@ -517,7 +521,8 @@ export class VirtIOBalloon extends VirtIODevice {
       }
       vq.push(elem, 0);
       this.notify(vq);
-      if (ranges.length > 0) this.onDiscard?.(ranges);
+      const cb = this.onDiscard;
+      if (ranges.length > 0 && cb) callHost(this, 'onDiscard', () => cb(ranges));
     }
   }
 

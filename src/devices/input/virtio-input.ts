@@ -16,6 +16,7 @@ import type { QEMUFileReader } from '../../migration/qemu-file.js';
 import { VIRTQUEUE_MAX_SIZE } from '../../vring/constants.js';
 import type { VirtQueue } from '../../vring/virtqueue.js';
 import type { VirtQueueElement } from '../../vring/element.js';
+import { callHost } from '../host-callback.js';
 import {
   EV_LED,
   EV_SYN,
@@ -371,7 +372,8 @@ export abstract class VirtIOInput extends VirtIODevice {
     const bit = code === LED_NUML ? QEMU_NUM_LOCK_LED : code === LED_CAPSL ? QEMU_CAPS_LOCK_LED : code === LED_SCROLLL ? QEMU_SCROLL_LOCK_LED : 0;
     this.ledState = value !== 0 ? this.ledState | bit : this.ledState & ~bit;
     const s = this.ledState;
-    this.onLeds?.({ numLock: (s & QEMU_NUM_LOCK_LED) !== 0, capsLock: (s & QEMU_CAPS_LOCK_LED) !== 0, scrollLock: (s & QEMU_SCROLL_LOCK_LED) !== 0, bits: s });
+    const cb = this.onLeds;
+    if (cb) callHost(this, 'onLeds', () => cb({ numLock: (s & QEMU_NUM_LOCK_LED) !== 0, capsLock: (s & QEMU_CAPS_LOCK_LED) !== 0, scrollLock: (s & QEMU_SCROLL_LOCK_LED) !== 0, bits: s }));
   }
 }
 
