@@ -480,6 +480,13 @@ export const INPUT_GROUPS: OracleGroup[] = [
     spec: { machine: 'pc', args: ['-device', 'virtio-keyboard-pci,addr=04.0,id=kbd', '-device', 'virtio-mouse-pci,addr=05.0', '-device', 'virtio-tablet-pci,addr=06.0'] },
     scenarios: groupsFor('pci'),
   },
+  {
+    // wheel-axis=off: QEMU chose the configuration table before the property was set (still the
+    // wheel one), but sends the wheel as the BTN_GEAR buttons.
+    name: 'pc, virtio-mouse-pci,wheel-axis=off at 05.0',
+    spec: { machine: 'pc', args: ['-device', 'virtio-mouse-pci,addr=05.0,wheel-axis=off'] },
+    scenarios: [configSpace(transportOf('pci', 'mouse'), 'mouse'), mouseEvents(transportOf('pci', 'mouse'), 'mouse')],
+  },
   { name: 'microvm, virtio-keyboard/mouse/tablet-device on virtio-mmio v1', spec: { machine: 'microvm', args: MMIO_INPUT }, scenarios: groupsFor('mmio1') },
   {
     name: 'microvm, virtio-keyboard/mouse/tablet-device on virtio-mmio v2',
