@@ -260,19 +260,20 @@ export abstract class VirtIOInput extends VirtIODevice {
       this.pendingOverflow = true;
     }
     if ((type & 0xffff) !== EV_SYN || (code & 0xffff) !== SYN_REPORT) return;
-    const report = this.pending.slice(0, this.pendingCount * VIRTIO_INPUT_EVENT_SIZE);
+    // A view of the collected events: copied only if the report has to wait.
+    const report = this.pending.subarray(0, this.pendingCount * VIRTIO_INPUT_EVENT_SIZE);
     const overflow = this.pendingOverflow;
     this.pendingCount = 0;
     this.pendingOverflow = false;
     if (this.waiting.length > 0) {
       // Reports keep their order: this one waits behind the older ones.
-      if (!overflow) this.queueWaiting(report);
+      if (!overflow) this.queueWaiting(report.slice());
       else this.droppedReports++;
       this.flushWaiting();
       return;
     }
     if (this.deliver(report, overflow)) return;
-    if (!overflow && this.backlogLimit > 0) this.queueWaiting(report);
+    if (!overflow && this.backlogLimit > 0) this.queueWaiting(report.slice());
     else this.droppedReports++;
   }
 
