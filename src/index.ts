@@ -14,6 +14,8 @@ export * from './bus/pci/msix.js';
 export * from './bus/virtio-pci.js';
 export * from './devices/rng.js';
 export * from './devices/console/index.js';
+export * from './devices/input/index.js';
+export * from './devices/balloon/virtio-balloon.js';
 export * from './clock/virtual-clock.js';
 export * from './trace/trace.js';
 export * from './migration/qemu-file.js';

@@ -78,6 +78,12 @@ export interface GlobalSpec {
 
 export type MachineType = 'pc' | 'microvm';
 
+/** One `-object TYPE,id=ID,...`. */
+export interface ObjectSpec {
+  qomType: string;
+  id: string;
+}
+
 export interface QemuCommandLine {
   machine: MachineType;
   /** The type as QEMU names it in QOM and migration: `pc-i440fx-7.2` or `microvm`. */
@@ -98,6 +104,8 @@ export interface QemuCommandLine {
   monitors: MonitorSpec[];
   chardevs: ChardevSpec[];
   drives: DriveSpec[];
+  /** `-object`s (only `iothread`, which virtio-balloon's free page hinting names). */
+  objects: ObjectSpec[];
   devices: DeviceSpec[];
   globals: GlobalSpec[];
   /** -incoming: `defer` or a migration URI (checked when the migration starts). */
@@ -275,12 +283,13 @@ const OPTIONS: Record<string, boolean> = {
   machine: true, M: true, accel: true, bios: true, m: true, nodefaults: false, 'no-user-config': false,
   display: true, nographic: false, qtest: true, 'qtest-log': true, qmp: true, mon: true, chardev: true,
   drive: true, device: true, global: true, incoming: true, S: false, version: false, h: false, help: false,
+  object: true,
 };
 
 /** QEMU options outside the subset, so the refusal can say it is a real option we lack. */
 const KNOWN_QEMU_OPTIONS = new Set([
   'cpu', 'smp', 'numa', 'name', 'uuid', 'boot', 'kernel', 'initrd', 'append', 'dtb', 'serial', 'parallel',
-  'monitor', 'net', 'netdev', 'nic', 'object', 'vga', 'vnc', 'spice', 'usb', 'usbdevice', 'hda', 'hdb',
+  'monitor', 'net', 'netdev', 'nic', 'vga', 'vnc', 'spice', 'usb', 'usbdevice', 'hda', 'hdb',
   'hdc', 'hdd', 'cdrom', 'fda', 'fdb', 'blockdev', 'fsdev', 'virtfs', 'audiodev', 'rtc', 'icount', 'L',
   'daemonize', 'pidfile', 'snapshot', 'no-reboot', 'no-shutdown', 'action', 'overcommit', 'sandbox',
   'enable-kvm', 'no-acpi', 'no-hpet', 'msg', 'trace', 'D', 'd', 'k', 'qmp-pretty', 'preconfig', 'runas',
@@ -290,7 +299,7 @@ const KNOWN_QEMU_OPTIONS = new Set([
 ]);
 
 /** Devices this project will have but does not have yet (refused with that reason). */
-const NOT_YET = /^virtio-(blk|net|balloon|keyboard|mouse|tablet|input-host)(-pci(-transitional|-non-transitional)?|-device)$/;
+const NOT_YET = /^virtio-(blk|net|input-host)(-pci(-transitional|-non-transitional)?|-device)$/;
 
 /** QEMU's device aliases (`-device virtio-rng` is virtio-rng-pci on x86). */
 const DEVICE_ALIASES: Record<string, string> = {
@@ -333,7 +342,7 @@ export function parseQemuCommandLine(argv: readonly string[]): QemuCommandLine {
   const cl: QemuCommandLine = {
     machine: 'pc', machineTypeName: 'pc-i440fx-7.2', acpi: undefined, ioapic2: undefined, accel: [], bios: undefined,
     ramSize: DEFAULT_RAM_BYTES, nodefaults: false, qtest: undefined, qtestLog: undefined, monitors: [], chardevs: [],
-    drives: [], devices: [], globals: [], incoming: undefined, startPaused: false, warnings, action: undefined,
+    drives: [], objects: [], devices: [], globals: [], incoming: undefined, startPaused: false, warnings, action: undefined,
   };
   const machineOpts: [string, string, string][] = [];
   let machineAccel: string | undefined;
@@ -458,6 +467,9 @@ export function parseQemuCommandLine(argv: readonly string[]): QemuCommandLine {
         break;
       case 'drive':
         cl.drives.push(parseDrive(arg, loc, warnings, cl.drives));
+        break;
+      case 'object':
+        cl.objects.push(parseObject(arg, loc, warnings, cl.objects));
         break;
       case 'device': {
         const spec = parseDevice(arg, loc, warnings);
@@ -724,6 +736,31 @@ const DRIVE_UNSUPPORTED = new Set([
   'werror', 'rerror', 'serial', 'bus', 'unit', 'index', 'addr', 'copy-on-read', 'throttling.iops-total', 'auto-read-only',
   'locking', 'force-share', 'driver', 'cyls', 'heads', 'secs', 'trans', 'boot', 'encrypt.format',
 ]);
+
+/** iothread's properties (QEMU 7.2 `iothread.c`): accepted, and meaningless here. */
+const IOTHREAD_PROPS = new Set(['poll-max-ns', 'poll-grow', 'poll-shrink', 'aio-max-batch']);
+
+/**
+ * `-object TYPE,id=ID` (QEMU's `object_option_parse`, keyval with `qom-type` implied first). Only
+ * `iothread` exists here: its one use is the `iothread` link virtio-balloon's free page hinting
+ * requires; the thread itself is not needed, as hints are handled in the notify.
+ */
+function parseObject(arg: string, loc: string, warnings: string[], existing: ObjectSpec[]): ObjectSpec {
+  const o = parseQemuOpts(arg, 'qom-type', false, loc, warnings);
+  let qomType: string | undefined;
+  let id: string | undefined;
+  for (const [k, v] of o.params) {
+    if (k === 'qom-type') qomType = v;
+    else if (k === 'id') id = v;
+    else if (qomType === 'iothread' && IOTHREAD_PROPS.has(k)) continue;
+    else if (qomType === 'iothread') throw new CmdlineError(`${loc}: Invalid parameter '${k}'`);
+  }
+  if (qomType === undefined) throw new CmdlineError(`${loc}: Parameter 'qom-type' is missing`);
+  if (qomType !== 'iothread') throw new CmdlineError(`${loc}: -object ${qomType} is not supported by virtio-ts-qemu (only iothread)`);
+  if (id === undefined) throw new CmdlineError(`${loc}: Parameter 'id' is missing`);
+  if (existing.some((x) => x.id === id)) throw new CmdlineError(`${loc}: Duplicate ID '${id}' for object`);
+  return { qomType, id };
+}
 
 function parseDrive(arg: string, loc: string, warnings: string[], existing: DriveSpec[]): DriveSpec {
   const o = parseQemuOpts(arg, undefined, true, loc, warnings);

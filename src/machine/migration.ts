@@ -396,16 +396,22 @@ export class MigrationController {
     await Promise.resolve();
     if (this.statusNow() !== 'setup') return this.finishOutgoing(job);
 
-    // ram_save_setup's first dirty bitmap sync, then active.
-    this.passEvent();
+    // ram_save_setup's first dirty bitmap sync, then active. The precopy notifiers hear of the
+    // set-up and of each sync (virtio-balloon asks for free page hints while the VM runs).
+    m.precopyNotify('setup');
+    this.bitmapSync();
     this.setupTime = this.now() - this.startTime;
     this.setStatus('active');
 
-    // migration_completion: stop the VM, save with the state it had.
+    // migration_completion: stop the VM, sync once more (the notifiers see a stopped VM: the
+    // balloon tells the guest hinting is DONE before its state is saved), save with the state
+    // the VM had.
     this.downtimeStart = this.now();
     job.vmWasRunning = m.vmRunning;
     const globalState = m.runState;
     m.vmStopForceState('finish-migrate');
+    this.bitmapSync();
+    m.precopyNotify('complete');
     let bytes: Uint8Array;
     try {
       if (!this.engine) throw new Error('virtio-ts: no migration stream engine is configured');
@@ -414,9 +420,10 @@ export class MigrationController {
     } catch (e) {
       this.error = messageOf(e);
       this.setStatus('failed');
+      m.precopyNotify('cleanup');
       return this.finishOutgoing(job);
     }
-    this.passEvent();
+    m.precopyNotify('cleanup');
     this.transferred = bytes.length;
 
     try {
@@ -463,6 +470,13 @@ export class MigrationController {
     }
     if (this.status === 'cancelling') this.setStatus('cancelled');
     if (this.error !== undefined && this.status === 'failed') this.report(this.error);
+  }
+
+  /** `migration_bitmap_sync_precopy`: the notifiers before and after, and the pass event. */
+  private bitmapSync(): void {
+    this.machine.precopyNotify('before-bitmap-sync');
+    this.passEvent();
+    this.machine.precopyNotify('after-bitmap-sync');
   }
 
   /** MIGRATION_PASS (sent with the `events` capability at each dirty bitmap sync). */

@@ -56,7 +56,11 @@ export interface BuiltMachine {
 
 /** Class names we know of for -global (others get QEMU's "invalid class name" warning). */
 const KNOWN_CLASSES = new Set([
-  ...VIRTIO_DEVICE_TYPES.flatMap((t) => [t.deviceType, ...(t.pciType ? [t.pciType, `${t.pciType}-transitional`, `${t.pciType}-non-transitional`, `${t.pciType}-base`] : [])]),
+  ...VIRTIO_DEVICE_TYPES.flatMap((t) => [
+    t.deviceType,
+    ...(t.deviceParents ?? []),
+    ...(t.pciType ? [t.pciType, `${t.pciType}-transitional`, `${t.pciType}-non-transitional`, `${t.pciType}-base`, ...(t.pciParents ?? [])] : []),
+  ]),
   'virtio-pci', 'virtio-device', 'pci-device', 'device', 'virtio-mmio', 'sys-bus-device', 'i440FX', 'PIIX3', 'piix3-ide', 'PIIX4_PM',
   'i440FX-pcihost', 'ioapic', 'kvm-pit', 'isa-pit', 'mc146818rtc', 'hpet', 'isa-fdc', 'i8042', 'cfi.pflash01',
   'virtio-blk-pci', 'virtio-blk-device', 'virtio-net-pci', 'virtio-net-device', 'virtio-serial-pci', 'virtio-serial-device',
@@ -284,6 +288,7 @@ function buildDevice(machine: ReferenceMachine, cl: QemuCommandLine, spec: Devic
   if (!found) throw new CmdlineError(`'${type}' is not a valid device model name`);
   const { type: dtype, pci: isPci, variant } = found;
   const known: Record<string, PropKind> = { ...VIRTIO_PROPS, ...dtype.props, ...(isPci ? { ...PCI_PROPS, ...dtype.pciProps } : { bus: 'str' }) };
+  if (isPci) for (const p of dtype.pciLacks ?? []) delete known[p];
   if (variant) {
     delete known['disable-legacy'];
     delete known['disable-modern'];
@@ -317,10 +322,12 @@ function buildDevice(machine: ReferenceMachine, cl: QemuCommandLine, spec: Devic
       childBusName = `${dtype.childBusType}.${n}`;
     }
   }
-  const device = dtype.create({
+  const buildCtx = {
     machine, cl, spec, values, bool, disabledFeatures: disabled, opts, pci: isPci, childBusName,
-    warn: (m) => warnings.push(`${spec.loc}: warning: ${m}`),
-  });
+    warn: (m: string) => warnings.push(`${spec.loc}: warning: ${m}`),
+  };
+  const ctxOf = () => buildCtx;
+  const device = dtype.create(buildCtx);
   const addChildBus = (): void => {
     if (dtype.childBusType === undefined || childBusName === undefined) return;
     if (spec.id === undefined) state.anonBuses.set(dtype.childBusType, (state.anonBuses.get(dtype.childBusType) ?? 0) + 1);
@@ -345,8 +352,9 @@ function buildDevice(machine: ReferenceMachine, cl: QemuCommandLine, spec: Devic
     const dl = values.get('disable-legacy');
     const pciOpts: VirtioPciOptions = {
       name: type,
-      disableLegacy: variant === 'non-transitional' ? true : variant === 'transitional' ? false : dl === undefined || dl === 'auto' ? 'auto' : (dl as boolean),
-      disableModern: variant ? false : bool('disable-modern', false),
+      // virtio_pci_force_virtio_1 (after the check above): modern only, whatever was asked.
+      disableLegacy: dtype.forceVirtio1 ? true : variant === 'non-transitional' ? true : variant === 'transitional' ? false : dl === undefined || dl === 'auto' ? 'auto' : (dl as boolean),
+      disableModern: dtype.forceVirtio1 ? false : variant ? false : bool('disable-modern', false),
       pagePerVq: bool('page-per-vq', false),
       ioeventfd: bool('ioeventfd', true),
       onWarning: (m) => warnings.push(`${spec.loc}: warning: ${m}`),
@@ -356,7 +364,8 @@ function buildDevice(machine: ReferenceMachine, cl: QemuCommandLine, spec: Devic
     };
     const proxy = createVirtioPci(device, pciOpts);
     if (bool('multifunction', false)) proxy.config[0x0e] = proxy.config[0x0e]! | 0x80;
-    qom.addChild('virtio-backend', new QomObject(dtype.deviceType, DEVICE_PROPS));
+    const backend = qom.addChild('virtio-backend', new QomObject(dtype.deviceType, DEVICE_PROPS));
+    dtype.qom?.(device, { backend, proxy: qom }, ctxOf());
     const pc = machine as PcMachine;
     const at = pc.addPciFunction(proxy, { ...(devfn !== undefined ? { devfn } : {}), typeName: type, ...(spec.id !== undefined ? { id: spec.id } : {}), qom });
     addChildBus();
@@ -370,6 +379,7 @@ function buildDevice(machine: ReferenceMachine, cl: QemuCommandLine, spec: Devic
     if (!m || Number(m[1]) >= microvm.transportCount) throw new CmdlineError(`Bus '${String(bus)}' not found`);
     index = Number(m[1]);
   }
+  dtype.qom?.(device, { backend: qom, proxy: undefined }, ctxOf());
   const slot = microvm.addDevice(device, { ...(index !== undefined ? { index } : {}), ...(spec.id !== undefined ? { id: spec.id } : {}), qom, typeName: type });
   addChildBus();
   return { spec, device, path: qom.path, mmio: { index: slot.index, base: slot.base, gsi: slot.gsi, transport: slot.transport } };

@@ -15,6 +15,7 @@ import { jsonEscape, toQemuJson } from '../migration/json-writer.js';
 import type { ReferenceMachine } from './machine.js';
 import { MIGRATION_CAPABILITIES, MIGRATION_STATUSES, MigrationCommandError, MigrationController, type MigrationCapability, type MigrationOptions, type MigrationStatus } from './migration.js';
 import { resolveQomPath } from './qom.js';
+import { QapiError, runInputSendEvent, visitInputSendEvent } from './qmp-input.js';
 
 export interface QemuVersion {
   major: number;
@@ -210,7 +211,10 @@ const MIGRATION_COMMANDS = new Set([
   'snapshot-delete',
 ]);
 
-const COMMANDS = ['qmp_capabilities', 'query-status', 'stop', 'cont', 'quit', 'system_reset', 'qom-list', 'qom-get', 'query-version', 'query-commands', ...MIGRATION_COMMANDS];
+const COMMANDS = [
+  'qmp_capabilities', 'query-status', 'stop', 'cont', 'quit', 'system_reset', 'qom-list', 'qom-get', 'qom-set', 'query-version',
+  'query-commands', 'balloon', 'query-balloon', 'input-send-event', ...MIGRATION_COMMANDS,
+];
 
 /** Longest partial JSON value kept while waiting for its end. */
 const MAX_PENDING = 1 << 20;
@@ -469,8 +473,62 @@ export class QmpServer {
         const obj = this.resolve(args.path as string);
         const prop = args.property as string;
         if (prop === 'type') return obj.type;
+        const dyn = obj.dynamic.get(prop);
+        if (dyn) return dyn.get();
         if (obj.values.has(prop)) return obj.values.get(prop);
         throw new QmpError('GenericError', `Property '${obj.type}.${prop}' not found`);
+      }
+      case 'qom-set': {
+        // qmp_qom_set: the arguments (`value` is 'any'), the object, then object_property_set.
+        checkArgs(args, { path: 'string', property: 'string', value: 'any' });
+        const obj = this.resolve(args.path as string);
+        const prop = args.property as string;
+        const dyn = obj.dynamic.get(prop);
+        if (dyn) {
+          if (!dyn.set) throw new QmpError('GenericError', `Property '${dyn.ownerType}.${prop}' is not writable`);
+          try {
+            dyn.set(args.value as Json);
+          } catch (e) {
+            throw new QmpError('GenericError', e instanceof Error ? e.message : String(e));
+          }
+          return {};
+        }
+        const owner = obj.staticOwner.get(prop);
+        if (owner) {
+          throw new QmpError('GenericError', `Attempt to set property '${prop}' on ${owner.id !== undefined ? `device '${owner.id}'` : 'anonymous device'} (type '${owner.type}') after it was realized`);
+        }
+        if (prop === 'type' || obj.values.has(prop)) throw new QmpError('GenericError', `Property '${obj.type}.${prop}' is not writable`);
+        throw new QmpError('GenericError', `Property '${obj.type}.${prop}' not found`);
+      }
+      case 'balloon': {
+        // qmp_balloon: arguments, then a balloon must exist, then the value.
+        checkArgs(args, { value: 'int' });
+        const b = m.balloon;
+        if (!b) throw new QmpError('DeviceNotActive', 'No balloon device has been activated');
+        const value = args.value as number;
+        if (value <= 0) throw new QmpError('GenericError', "Parameter 'target' expects a size");
+        b.toTarget(BigInt(value));
+        return {};
+      }
+      case 'query-balloon': {
+        checkArgs(args, {});
+        const b = m.balloon;
+        if (!b) throw new QmpError('DeviceNotActive', 'No balloon device has been activated');
+        return { actual: b.actual() };
+      }
+      case 'input-send-event': {
+        try {
+          const a = visitInputSendEvent(args);
+          runInputSendEvent(a, {
+            router: m.input,
+            running: m.runState === 'running' || m.runState === 'suspended',
+            hasDevice: (id) => m.peripheral.children.has(id),
+          });
+        } catch (e) {
+          if (e instanceof QapiError) throw new QmpError(e.errorClass, e.message);
+          throw e;
+        }
+        return {};
       }
       case 'query-version':
         checkArgs(args, {});
@@ -568,7 +626,7 @@ function checkCapabilityList(list: Json[]): { capability: MigrationCapability; s
   });
 }
 
-type ArgType = 'string' | 'array' | 'int' | 'bool';
+type ArgType = 'string' | 'array' | 'int' | 'bool' | 'any';
 
 /** QAPI argument checks: unexpected, missing and mistyped parameters, with QEMU's messages. */
 function checkArgs(args: { [k: string]: Json }, required: Record<string, ArgType>, optional: Record<string, ArgType> = {}): void {
@@ -581,7 +639,7 @@ function checkArgs(args: { [k: string]: Json }, required: Record<string, ArgType
   for (const [k, t] of Object.entries({ ...required, ...optional })) {
     if (!(k in args)) continue;
     const v = args[k];
-    const ok = t === 'string' ? typeof v === 'string' : t === 'array' ? Array.isArray(v) : t === 'int' ? Number.isInteger(v) : typeof v === 'boolean';
+    const ok = t === 'any' ? true : t === 'string' ? typeof v === 'string' : t === 'array' ? Array.isArray(v) : t === 'int' ? Number.isInteger(v) : typeof v === 'boolean';
     if (!ok) throw new QmpError('GenericError', `Invalid parameter type for '${k}', expected: ${t === 'string' ? 'string' : t === 'array' ? 'array' : t === 'int' ? 'integer' : 'boolean'}`);
   }
 }

@@ -57,6 +57,8 @@ export interface DecodeOptions {
   transport: 'pci' | 'mmio';
   /** Device types whose device part is empty (QEMU's rng and input write only the common blob). */
   emptyDeviceState?: boolean;
+  /** A device part this decoder knows field by field (the vmsd name of the device type). */
+  deviceVmsd?: 'virtio-balloon';
   /**
    * List every element, not only what is in use: all VIRTIO_QUEUE_MAX entries of the per-queue
    * arrays (`virtio/virtqueues`, `virtio/ringsize`, `virtio/packed_virtqueues`, the transports'
@@ -84,6 +86,7 @@ export function decodeOptionsFor(idstr: string): DecodeOptions {
     transport: idstr.includes('virtio-mmio@') ? 'mmio' : 'pci',
     emptyDeviceState: NO_DEVICE_STATE.has(vmsd),
     ...(vmsd === 'virtio-console' ? { deviceState: 'virtio-console' as const } : {}),
+    ...(vmsd === 'virtio-balloon' ? { deviceVmsd: 'virtio-balloon' as const } : {}),
   };
 }
 
@@ -331,6 +334,9 @@ function decode(r: FieldReader, f: QEMUFileReader, opts: DecodeOptions, base: nu
   if (opts.deviceState === 'virtio-console') {
     consoleState(r);
     subsAt = f.offset;
+  } else if (opts.deviceVmsd === 'virtio-balloon') {
+    decodeBalloonDevice(r, f);
+    subsAt = f.offset;
   } else if (!opts.emptyDeviceState) {
     const found = findSubsections(f);
     subsAt = found;
@@ -452,6 +458,36 @@ function decodeExtraState(r: FieldReader, f: QEMUFileReader, out: DecodedVirtio)
       });
     });
   }
+}
+
+/**
+ * virtio-balloon's `virtio-balloon-device` vmsd: num_pages, actual, then its subsections
+ * (free-page-report: command id and status; page-poison: poison_val), each named by its header.
+ */
+function decodeBalloonDevice(r: FieldReader, f: QEMUFileReader): void {
+  const vmsd = 'virtio-balloon-device';
+  r.group(`device (${vmsd})`, () => {
+    r.be32('num_pages');
+    r.be32('actual');
+    while (f.remaining > 2 && f.peekByte(0) === QEMU_VM_SUBSECTION) {
+      const name = latin1(f.peekBytes(2, f.peekByte(1)));
+      if (!name.startsWith(`${vmsd}/`)) break;
+      r.group(`subsection ${name}`, () => {
+        r.u8('QEMU_VM_SUBSECTION');
+        r.u8('name length');
+        r.text('name', name.length);
+        r.be32('version_id');
+        if (name === `${vmsd}/free-page-report`) {
+          r.be32('free_page_hint_cmd_id');
+          r.be32('free_page_hint_status');
+        } else if (name === `${vmsd}/page-poison`) {
+          r.be32('poison_val');
+        } else {
+          throw f.error(name, `unknown subsection '${name}' of ${vmsd}`);
+        }
+      });
+    }
+  });
 }
 
 /**

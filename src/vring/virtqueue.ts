@@ -590,12 +590,12 @@ export class VirtQueue {
    * capacity so a device bug cannot report more than the driver gave.
    */
   fill(elem: VirtQueueElement, len: number, idx = 0): void {
-    if (this.release(elem)) this.writeUsed(elem, len, idx);
+    if (this.release(elem)) this.writeUsed(elem, len, idx, true);
   }
 
-  private writeUsed(elem: VirtQueueElement, len: number, idx: number): void {
+  private writeUsed(elem: VirtQueueElement, len: number, idx: number, clamp: boolean): void {
     if (!this.mapped || this.owner.processingStopped) return;
-    const n = len > elem.inBytes ? elem.inBytes : len > 0 ? len >>> 0 : 0;
+    const n = clamp && len > elem.inBytes ? elem.inBytes : len > 0 ? len >>> 0 : 0;
     const pos = (this.usedIdx + idx) & 0xffff;
     const slot = this.numMask >= 0 ? pos & this.numMask : pos % this.num;
     const o = this.usedOff + 4 + 8 * slot;
@@ -625,11 +625,15 @@ export class VirtQueue {
   /**
    * fill + flush one element (QEMU's `virtqueue_push`). Untraced, the two are done in one step
    * with the same checks and ring writes; traced, they run as they are, event for event.
+   *
+   * `clamp` false reports `len` as given even beyond the chain's writable bytes, for the few
+   * places where QEMU reports something else than bytes written (virtio-input's status queue
+   * returns the bytes it read), so that the used ring reads as QEMU's.
    */
-  push(elem: VirtQueueElement, len: number): void {
+  push(elem: VirtQueueElement, len: number, clamp = true): void {
     if (!this.release(elem)) return;
     if (this.owner.tracer !== undefined) {
-      this.writeUsed(elem, len, 0);
+      this.writeUsed(elem, len, 0, clamp);
       this.flush(1);
       return;
     }
@@ -640,7 +644,7 @@ export class VirtQueue {
     const le = this.le;
     const view = this.usedView;
     const usedOff = this.usedOff;
-    const n = len > elem.inBytes ? elem.inBytes : len > 0 ? len >>> 0 : 0;
+    const n = clamp && len > elem.inBytes ? elem.inBytes : len > 0 ? len >>> 0 : 0;
     const old = this.usedIdx;
     const slot = this.numMask >= 0 ? old & this.numMask : old % this.num;
     const o = usedOff + 4 + 8 * slot;

@@ -1,9 +1,11 @@
 /** The virtio device types `-device` can build, by QEMU type name. */
+import { balloonType } from './balloon.js';
+import { keyboardType, mouseType, tabletType } from './input.js';
 import { rngType } from './rng.js';
 import { serialType, virtconsoleType, virtserialportType } from './serial.js';
 import type { BusChildType, VirtioDeviceType } from './types.js';
 
-export const VIRTIO_DEVICE_TYPES: readonly VirtioDeviceType[] = [rngType, serialType];
+export const VIRTIO_DEVICE_TYPES: readonly VirtioDeviceType[] = [rngType, serialType, balloonType, keyboardType, mouseType, tabletType];
 
 /** Devices that plug into a bus another device provides (virtio-serial's ports). */
 export const BUS_CHILD_TYPES: readonly BusChildType[] = [virtconsoleType, virtserialportType];
@@ -36,8 +38,8 @@ export function typeChain(name: string): string[] {
     if (name === 'virtserialport') return [name, 'virtio-serial-port', 'device'];
     return [name];
   }
-  if (!t.pci) return [name, 'virtio-device', 'device'];
-  return [name, `${t.type.pciType}-base`, 'virtio-pci', 'pci-device', 'device'];
+  if (!t.pci) return [name, ...(t.type.deviceParents ?? []), 'virtio-device', 'device'];
+  return [name, ...(t.type.pciParents ?? [`${t.type.pciType}-base`]), 'virtio-pci', 'pci-device', 'device'];
 }
 
 export type { VirtioDeviceType, DeviceBuildContext, PropKind, BuildOptions, BusChildType, BusChildBuildContext, ChildBus } from './types.js';

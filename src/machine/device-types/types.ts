@@ -12,6 +12,7 @@ import type { DeviceSpec, PropValue, QemuCommandLine } from '../cmdline.js';
 import type { ReferenceMachine } from '../machine.js';
 import type { EntropySource } from '../../devices/rng.js';
 import type { CharBackend } from '../../devices/console/chardev.js';
+import type { QomObject } from '../qom.js';
 
 export type PropKind = 'bool' | 'u32' | 'u64' | 'onoffauto' | 'str' | 'addr';
 
@@ -66,6 +67,22 @@ export interface VirtioDeviceType {
   readonly pciProps?: Readonly<Record<string, PropKind>>;
   /** PCI proxy settings the type derives from its properties (QEMU's `*_pci_realize`). */
   pciOptions?(values: ReadonlyMap<string, PropValue>, device: VirtIODevice): { vectors?: number; classId?: number };
+  /** virtio-pci properties the PCI form lacks (QEMU declares `vectors` and `ioeventfd` per type). */
+  readonly pciLacks?: readonly string[];
+  /** QEMU's classes between the PCI type and `virtio-pci`, for `-global` (default `<pciType>-base`). */
+  readonly pciParents?: readonly string[];
+  /** QEMU's classes between the device type and `virtio-device`, for `-global`. */
+  readonly deviceParents?: readonly string[];
+  /**
+   * QEMU's `virtio_pci_force_virtio_1`: the PCI form is modern only, whatever `disable-legacy`
+   * and `disable-modern` say (once QEMU's "neither modern nor legacy" check has passed).
+   */
+  readonly forceVirtio1?: boolean;
+  /**
+   * Fill the QOM objects: `backend` is the device proper (the `virtio-backend` child of a PCI
+   * proxy, or the `-device` itself on virtio-mmio), `proxy` the PCI function when there is one.
+   */
+  qom?(device: VirtIODevice, objs: { backend: QomObject; proxy: QomObject | undefined }, ctx: DeviceBuildContext): void;
   /** Type of the bus the device provides for child devices (virtio-serial's `virtio-serial-bus`). */
   readonly childBusType?: string;
 }

@@ -3,8 +3,11 @@
 import type { OracleGroup } from '../../../src/oracle/scenario.js';
 import { CONSOLE_GROUPS } from './console.js';
 import { CONSOLE_HOSTILE_GROUPS } from './console-hostile.js';
+import { BALLOON_GROUPS } from './balloon.js';
 import { HOSTILE_GROUPS } from './hostile.js';
+import { HOSTILE_DEVICE_GROUPS } from './hostile-devices.js';
+import { INPUT_GROUPS } from './input.js';
 import { TRANSPORT_GROUPS } from './transports.js';
 
-export { CONSOLE_GROUPS, CONSOLE_HOSTILE_GROUPS, HOSTILE_GROUPS, TRANSPORT_GROUPS };
-export const ORACLE_GROUPS: readonly OracleGroup[] = [...TRANSPORT_GROUPS, ...HOSTILE_GROUPS, ...CONSOLE_GROUPS, ...CONSOLE_HOSTILE_GROUPS];
+export { BALLOON_GROUPS, CONSOLE_GROUPS, CONSOLE_HOSTILE_GROUPS, HOSTILE_DEVICE_GROUPS, HOSTILE_GROUPS, INPUT_GROUPS, TRANSPORT_GROUPS };
+export const ORACLE_GROUPS: readonly OracleGroup[] = [...TRANSPORT_GROUPS, ...HOSTILE_GROUPS, ...CONSOLE_GROUPS, ...CONSOLE_HOSTILE_GROUPS, ...INPUT_GROUPS, ...BALLOON_GROUPS, ...HOSTILE_DEVICE_GROUPS];
