@@ -11,3 +11,5 @@ export * from './driver/qemu-launcher.js';
 export * from './cli/migration-channels.js';
 // The raw-file disk backend for virtio-blk (fs.promises), and opening a command line's files.
 export * from './devices/blk/backends/node-file.js';
+// Node chardevs for virtio-serial ports: streams (stdin/stdout), unix sockets, files.
+export * from './devices/console/backends/node.js';

@@ -2,7 +2,7 @@
  * The per-queue register records that virtio-pci (modern) and virtio-mmio (version 2) keep for
  * all 1024 queues and migrate inside `virtio/extra_state`.
  */
-import type { QEMUFileReader } from '../migration/qemu-file.js';
+import type { QEMUFileReader, QEMUFileWriter } from '../migration/qemu-file.js';
 import { VIRTIO_QUEUE_MAX } from '../vring/constants.js';
 
 /** Modern queue registers as `virtio_pci/modern_queue_state` and `virtio_mmio/queue_state` write them. */
@@ -12,6 +12,22 @@ export interface QueueRegisters {
   desc: [number, number];
   avail: [number, number];
   used: [number, number];
+}
+
+/**
+ * Write the 1024 queue register records of a transport's extra state (`pciPadding` as for
+ * `loadQueueRegisters`).
+ */
+export function saveQueueRegisters(f: QEMUFileWriter, vqs: readonly QueueRegisters[], pciPadding: boolean): void {
+  for (const q of vqs) {
+    f.putBe16(q.num);
+    if (pciPadding) f.putByte(0); // VMSTATE_UNUSED(1): `enabled` was once a be16
+    f.putBool(q.enabled);
+    for (const w of [q.desc, q.avail, q.used]) {
+      f.putBe32(w[0]);
+      f.putBe32(w[1]);
+    }
+  }
 }
 
 /**

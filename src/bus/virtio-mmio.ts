@@ -1,6 +1,6 @@
 import type { QEMUFileReader, QEMUFileWriter } from '../migration/qemu-file.js';
 import type { Apply, VMStateDescription } from '../migration/vmstate.js';
-import { loadQueueRegisters, type QueueRegisters } from './queue-registers.js';
+import { loadQueueRegisters, saveQueueRegisters, type QueueRegisters } from './queue-registers.js';
 import type { Tracer } from '../trace/trace.js';
 import type { VirtIODevice } from '../virtio/device.js';
 import { bit, VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_F_VERSION_1, VIRTIO_LEGACY_FEATURES } from '../virtio/constants.js';
@@ -443,14 +443,7 @@ export class VirtioMmioTransport implements VirtioBus {
       save: (f) => {
         f.putBe32(this.guestFeatures[0]);
         f.putBe32(this.guestFeatures[1]);
-        for (const q of this.vqs) {
-          f.putBe16(q.num);
-          f.putBool(q.enabled);
-          for (const w of [q.desc, q.avail, q.used]) {
-            f.putBe32(w[0]);
-            f.putBe32(w[1]);
-          }
-        }
+        saveQueueRegisters(f, this.vqs, false);
       },
       load: (f): Apply => {
         const gf0 = f.getBe32('virtio_mmio/state guest_features[0]');

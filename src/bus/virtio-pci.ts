@@ -38,7 +38,7 @@ import {
   setLong,
   setWord,
 } from './pci/pci-device.js';
-import { loadQueueRegisters } from './queue-registers.js';
+import { loadQueueRegisters, saveQueueRegisters } from './queue-registers.js';
 import type { VirtioBus } from './virtio-bus.js';
 
 // Legacy I/O BAR registers (VIRTIO 1.2 §4.1.4.8; QEMU's virtio_pci.h).
@@ -787,15 +787,7 @@ export class VirtIOPCIProxy extends PCIDevice implements VirtioBus {
         f.putBe32(this.gfselect);
         f.putBe32(this.guestFeatures[0]);
         f.putBe32(this.guestFeatures[1]);
-        for (const q of this.vqs) {
-          f.putBe16(q.num);
-          f.putByte(0); // VMSTATE_UNUSED(1): `enabled` was once a be16
-          f.putBool(q.enabled);
-          for (const w of [q.desc, q.avail, q.used]) {
-            f.putBe32(w[0]);
-            f.putBe32(w[1]);
-          }
-        }
+        saveQueueRegisters(f, this.vqs, true);
       },
       load: (f): Apply => {
         const dfselect = f.getBe32('virtio_pci/modern_state dfselect');

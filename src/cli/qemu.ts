@@ -11,13 +11,14 @@
  * start-up), and QMP `migrate` with `exec:CMD` (src/cli/migration-channels.ts).
  */
 import { readFileSync, openSync, statSync, writeSync } from 'node:fs';
-import { openChardev, ChardevError, type CharChannel, type PendingChannel } from '../machine/chardev.js';
+import { openChardev, openDeviceChardev, ChardevError, type PendingChannel } from '../machine/chardev.js';
+import type { CharBackend } from '../devices/console/chardev.js';
 import { BlockBackendError, type BlockBackend } from '../devices/blk/backend.js';
 import { openBlockFiles } from '../devices/blk/backends/node-file.js';
 import { fileNodes } from '../machine/block-cmdline.js';
-import { CmdlineError, parseQemuCommandLine, SUPPORTED_DEVICES, type QemuCommandLine } from '../machine/cmdline.js';
+import { CmdlineError, parseQemuCommandLine, SUPPORTED_DEVICES, type ChardevSpec, type QemuCommandLine } from '../machine/cmdline.js';
 import { buildMachine, type BuiltMachine } from '../machine/qemu-machine.js';
-import { lookupDeviceType } from '../machine/device-types/index.js';
+import { lookupBusChildType, lookupDeviceType, type PropKind } from '../machine/device-types/index.js';
 import { QmpServer, QEMU_VERSION } from '../machine/qmp-server.js';
 import { MigrationCommandError, MigrationController, savevmEngine, type MigrationEngine } from '../machine/migration.js';
 import { createNodeMigrationChannels } from './migration-channels.js';
@@ -38,6 +39,7 @@ line, the qtest protocol and QMP.
   -qtest-log none|FILE  -qmp unix:PATH[,server=on,wait=off] | chardev:ID
   -mon chardev=ID,mode=control
   -chardev null|stdio|socket,id=ID[,path=PATH|host=H,port=P][,server=on][,wait=off]
+  -chardev file,id=ID,path=PATH[,append=on]
   -drive if=none,id=ID,file=FILE|null-co://,format=raw[,readonly=on][,cache=MODE][,discard=unmap][,file.*=]
   -blockdev driver=file|raw|null-co,node-name=NAME,...
   -device ${SUPPORTED_DEVICES.join('|')}[,prop=value...]
@@ -49,15 +51,21 @@ microvm              microvm (i386)
 pc                   Standard PC (i440FX + PIIX, 1996) (alias of pc-i440fx-7.2)
 pc-i440fx-7.2        Standard PC (i440FX + PIIX, 1996) (default)`;
 
+/** QEMU's PropertyInfo names, as `-device X,help` prints them (size32 and blocksize are both "size"). */
+const KIND_NAMES: Record<PropKind, string> = {
+  bool: 'bool', u16: 'uint16', u32: 'uint32', u64: 'uint64', i32: 'int32', size32: 'size', blocksize: 'size', onoffauto: 'OnOffAuto', str: 'str', addr: 'int32',
+};
+
 function deviceHelp(driver: string | undefined): string {
-  if (driver === undefined) return SUPPORTED_DEVICES.map((d) => `name "${d}", bus ${d.endsWith('-device') ? 'virtio-bus' : 'PCI'}`).join('\n');
-  const common = ['any_layout=<bool>', 'event_idx=<bool>', 'indirect_desc=<bool>', 'notify_on_empty=<bool>', 'queue_reset=<bool>'];
-  const pci = ['addr=<int32>', 'disable-legacy=<OnOffAuto>', 'disable-modern=<bool>', 'ioeventfd=<bool>', 'multifunction=<bool>', 'page-per-vq=<bool>', 'vectors=<uint32>'];
+  if (driver === undefined) {
+    return SUPPORTED_DEVICES.map((d) => `name "${d}", bus ${lookupBusChildType(d)?.busType ?? (d.endsWith('-device') ? 'virtio-bus' : 'PCI')}`).join('\n');
+  }
+  const child = lookupBusChildType(driver);
   const found = lookupDeviceType(driver);
-  const own = Object.entries(found?.type.props ?? {})
-    .filter(([k]) => found?.pci || k !== 'class')
-    .map(([k, kind]) => `${k}=<${kind}>`);
-  const props = [...(found?.pci ? pci : []), ...common, ...own];
+  const own: Record<string, PropKind> = child ? child.props : { ...found?.type.props, ...(found?.pci ? found.type.pciProps : {}) };
+  const common = child ? [] : ['any_layout=<bool>', 'event_idx=<bool>', 'indirect_desc=<bool>', 'notify_on_empty=<bool>', 'queue_reset=<bool>'];
+  const pci = found?.pci ? ['addr=<int32>', 'disable-legacy=<OnOffAuto>', 'disable-modern=<bool>', 'ioeventfd=<bool>', 'multifunction=<bool>', 'page-per-vq=<bool>', 'vectors=<uint32>'] : [];
+  const props = [...pci, ...common, ...Object.entries(own).map(([k, kind]) => `${k}=<${KIND_NAMES[kind]}>`)];
   return `${driver} options:\n${props.sort().map((p) => `  ${p}`).join('\n')}`;
 }
 
@@ -128,15 +136,82 @@ export async function runQemu(argv: readonly string[], opts: RunQemuOptions = {}
         return exit(0);
     }
     for (const w of cl.warnings) err(w);
-    const bios = loadBios(cl);
-    const blockFiles = await openDrives(cl);
-    built = buildMachine(cl, { ...(bios ? { bios } : {}), blockFiles });
-    for (const w of built.warnings) err(w);
   } catch (e) {
     if (e instanceof CmdlineError) {
-      if (e.message.startsWith('qemu: ')) process.stderr.write(e.message + '\n');
-      else if (e.everyLine) for (const line of e.message.split('\n')) err(line);
-      else err(e.message);
+      reportCmdline(e, err);
+      return exit(1);
+    }
+    throw e;
+  }
+  let bios: Uint8Array | undefined;
+  try {
+    bios = loadBios(cl);
+  } catch (e) {
+    if (e instanceof CmdlineError) {
+      reportCmdline(e, err);
+      return exit(1);
+    }
+    throw e;
+  }
+
+  // Open every chardev in command-line order, before the devices that use them, as QEMU does;
+  // a failure is fatal, worded as QEMU's. qtest and monitors get text channels, everything else
+  // (a virtio-serial port's backend, or nobody's) a device chardev.
+  const channels = new Map<string, PendingChannel>();
+  const deviceChardevs = new Map<string, CharBackend>();
+  const open: { close(): void; flush?(): Promise<void> }[] = [];
+  const textUsers = new Set([...(cl.qtest !== undefined ? [cl.qtest] : []), ...cl.monitors.map((m) => m.chardev)]);
+  let failed: ChardevSpec | undefined;
+  try {
+    for (const spec of cl.chardevs) {
+      failed = spec;
+      if (textUsers.has(spec.id)) {
+        const ch = await openChardev(spec, { onWaiting: (m) => err(m) });
+        channels.set(spec.id, ch);
+        open.push(ch.channel);
+      } else {
+        const be = await openDeviceChardev(spec, { onWaiting: (m) => err(m) });
+        deviceChardevs.set(spec.id, be);
+        open.push(be);
+      }
+    }
+  } catch (e) {
+    for (const c of open) c.close();
+    if (e instanceof ChardevError) {
+      const spec = failed;
+      if (spec && spec.id === cl.qtest) {
+        err(e.message);
+        err(`Failed to initialize device for qtest: "${argOf(argv, '-qtest') ?? spec.id}"`);
+      } else {
+        const mon = cl.monitors.find((m) => m.chardev === spec?.id);
+        err(mon && spec?.id.startsWith('compat_monitor') ? `${mon.arg}: ${e.message}` : spec?.loc !== undefined ? `${spec.loc}: ${e.message}` : e.message);
+      }
+      return exit(1);
+    }
+    throw e;
+  }
+
+  // Then the files of -drive and -blockdev (QEMU's configure_blockdev comes after the chardevs),
+  // still before the devices: the machine gets them as backends.
+  let blockFiles: Map<string, BlockBackend>;
+  try {
+    blockFiles = await openDrives(cl);
+  } catch (e) {
+    for (const c of open) c.close();
+    if (e instanceof CmdlineError) {
+      reportCmdline(e, err);
+      return exit(1);
+    }
+    throw e;
+  }
+
+  try {
+    built = buildMachine(cl, { ...(bios ? { bios } : {}), chardevs: deviceChardevs, blockFiles });
+    for (const w of built.warnings) err(w);
+  } catch (e) {
+    for (const c of open) c.close();
+    if (e instanceof CmdlineError) {
+      reportCmdline(e, err);
       return exit(1);
     }
     throw e;
@@ -163,31 +238,6 @@ export async function runQemu(argv: readonly string[], opts: RunQemuOptions = {}
     }
   }
 
-  // Open every chardev in command-line order; a failure is fatal, worded as QEMU's.
-  const channels = new Map<string, PendingChannel>();
-  const open: CharChannel[] = [];
-  try {
-    for (const spec of cl.chardevs) {
-      const ch = await openChardev(spec, { onWaiting: (m) => err(m) });
-      channels.set(spec.id, ch);
-      open.push(ch.channel);
-    }
-  } catch (e) {
-    for (const c of open) c.close();
-    if (e instanceof ChardevError) {
-      const spec = cl.chardevs[open.length];
-      if (spec && spec.id === cl.qtest) {
-        err(e.message);
-        err(`Failed to initialize device for qtest: "${argOf(argv, '-qtest') ?? spec.id}"`);
-      } else {
-        const mon = cl.monitors.find((m) => m.chardev === spec?.id);
-        err(mon && spec?.id.startsWith('compat_monitor') ? `${mon.arg}: ${e.message}` : e.message);
-      }
-      return exit(1);
-    }
-    throw e;
-  }
-
   const engine: MigrationEngine = savevmEngine(machine);
   const migration = new MigrationController(machine, {
     engine,
@@ -205,7 +255,7 @@ export async function runQemu(argv: readonly string[], opts: RunQemuOptions = {}
     if (quitting) return;
     quitting = true;
     migration.dispose();
-    await Promise.race([Promise.all(open.map((c) => c.flush())), new Promise((r) => setTimeout(r, 500))]);
+    await Promise.race([Promise.all(open.map((c) => c.flush?.())), new Promise((r) => setTimeout(r, 500))]);
     for (const c of open) c.close();
     exit(code);
   };
@@ -240,6 +290,12 @@ export async function runQemu(argv: readonly string[], opts: RunQemuOptions = {}
       await quit(1);
     }
   }
+}
+
+function reportCmdline(e: CmdlineError, err: (msg: string) => void): void {
+  if (e.message.startsWith('qemu: ')) process.stderr.write(e.message + '\n');
+  else if (e.everyLine) for (const line of e.message.split('\n')) err(line);
+  else err(e.message);
 }
 
 function argOf(argv: readonly string[], opt: string): string | undefined {

@@ -11,6 +11,7 @@ export * from './virtio-pci-driver.js';
 export * from './virtio-mmio-driver.js';
 export * from './vring.js';
 export * from './rng.js';
+export * from './console.js';
 export * from './split-ring.js';
 export * from './mmio-driver.js';
 export * from './blk.js';

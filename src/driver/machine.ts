@@ -88,6 +88,8 @@ export class IrqLog {
 export interface QmpLike {
   /** Run `command`; resolves with its `return` value, rejects with a `QmpError`-like error. */
   execute(command: string, args?: Record<string, unknown>): Promise<unknown>;
+  /** Events received so far, oldest first, when the implementation collects them. */
+  readonly events?: readonly { event: string; data?: unknown }[];
 }
 
 /**

@@ -11,9 +11,11 @@
  *
  * Bytes are passed as latin1 strings (one character per byte).
  */
-import { unlinkSync } from 'node:fs';
+import { closeSync, openSync, unlinkSync, writeSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import type { ChardevSpec } from './cmdline.js';
+import { NullChardev, type CharBackend } from '../devices/console/chardev.js';
+import { FileChardev, SocketChardev, StreamChardev } from '../devices/console/backends/node.js';
 
 export interface CharChannel {
   readonly id: string;
@@ -56,6 +58,7 @@ export function strerror(e: unknown): string {
 }
 
 function describe(spec: ChardevSpec): string {
+  if (spec.backend === 'file') return spec.path;
   if (spec.backend !== 'socket') return spec.backend;
   return spec.path !== undefined ? spec.path : `${spec.host}:${spec.port}`;
 }
@@ -178,6 +181,87 @@ class NullChannel implements CharChannel {
   close(): void {}
 }
 
+/** Output-only text channel on a file (a monitor or qtest on `-chardev file`). */
+class FileChannel implements CharChannel {
+  onData: ((chunk: string) => void) | undefined;
+  onOpen: (() => void) | undefined;
+  onClose: (() => void) | undefined;
+  readonly connected = true;
+  constructor(readonly id: string, private fd: number | undefined) {}
+  start(): void {
+    this.onOpen?.();
+  }
+  write(text: string): void {
+    if (this.fd === undefined) return;
+    try {
+      writeSync(this.fd, Buffer.from(text, 'latin1'));
+    } catch {
+      /* QEMU goes on when a log file fills up */
+    }
+  }
+  flush(): Promise<void> {
+    return Promise.resolve();
+  }
+  close(): void {
+    if (this.fd !== undefined) closeSync(this.fd);
+    this.fd = undefined;
+  }
+}
+
+function openFile(path: string, append: boolean): number {
+  try {
+    return openSync(path, append ? 'a' : 'w', 0o666);
+  } catch (e) {
+    throw new ChardevError(`Could not open '${path}': ${strerror(e)}`);
+  }
+}
+
+/**
+ * Open `spec` as a device's chardev (a virtio-serial port's backend): sockets listen or connect
+ * now (client failures worded as QEMU's), files are created, stdio takes stdin/stdout.
+ */
+export async function openDeviceChardev(spec: ChardevSpec, opts: OpenOptions = {}): Promise<CharBackend> {
+  switch (spec.backend) {
+    case 'null':
+      return new NullChardev(spec.id);
+    case 'stdio':
+      return new StreamChardev(spec.id, process.stdin, process.stdout);
+    case 'file':
+      try {
+        return new FileChardev(spec.id, spec.path, { append: spec.append });
+      } catch (e) {
+        throw new ChardevError(`Could not open '${spec.path}': ${strerror(e)}`);
+      }
+    case 'socket': {
+      const target = describe(spec);
+      const where = { ...(spec.path !== undefined ? { path: spec.path } : {}), ...(spec.host !== undefined ? { host: spec.host } : {}), ...(spec.port !== undefined ? { port: spec.port } : {}) };
+      if (!spec.server) {
+        try {
+          return await SocketChardev.connect(spec.id, where);
+        } catch (e) {
+          throw new ChardevError(`Failed to connect to '${target}': ${strerror(e)}`);
+        }
+      }
+      let ch: SocketChardev;
+      try {
+        ch = await SocketChardev.listen(spec.id, where);
+      } catch (e) {
+        throw new ChardevError(`Failed to bind socket to ${target}: ${strerror(e)}`);
+      }
+      if (spec.wait && !ch.opened) {
+        const w = spec.path !== undefined ? `unix:${spec.path}` : `tcp:${target}`;
+        opts.onWaiting?.(`info: QEMU waiting for connection on: disconnected:${w},server=on`);
+        await new Promise<void>((resolve) => {
+          const probe = { canRead: () => 0, read: () => 0, event: () => resolve() };
+          ch.attach(probe);
+        });
+        ch.attach(undefined);
+      }
+      return ch;
+    }
+  }
+}
+
 /** An opened channel; call `start()` once the consumer's handlers are installed. */
 export interface PendingChannel {
   channel: CharChannel;
@@ -201,6 +285,10 @@ export async function openChardev(spec: ChardevSpec, opts: OpenOptions = {}): Pr
     }
     case 'stdio': {
       const ch = new StdioChannel(spec.id);
+      return { channel: ch, start: () => ch.start() };
+    }
+    case 'file': {
+      const ch = new FileChannel(spec.id, openFile(spec.path, spec.append));
       return { channel: ch, start: () => ch.start() };
     }
     case 'socket': {

@@ -5,7 +5,7 @@
  *   -machine/-M TYPE[,acpi=,ioapic2=,accel=]   -accel qtest|tcg   -bios FILE   -m SIZE
  *   -nodefaults  -no-user-config  -display none  -nographic  -S  -incoming defer|URI
  *   -qtest CHARDEV  -qtest-log none|FILE  -qmp CHARDEV  -mon chardev=ID,mode=control
- *   -chardev null|stdio|socket,id=ID,...  -drive if=none,... and -blockdev (block-cmdline.ts)
+ *   -chardev null|stdio|socket|file,id=ID,...  -drive if=none,... and -blockdev (block-cmdline.ts)
  *   -device TYPE[,prop=value,...] (or JSON)  -global DRIVER.PROP=VALUE
  *
  * Option values follow QemuOpts syntax: comma-separated `key=value`, `,,` for a literal comma,
@@ -34,10 +34,17 @@ export class CmdlineError extends Error {
   }
 }
 
-export type ChardevSpec =
+export type ChardevSpec = ChardevBackendSpec & {
+  /** The `-chardev ...` option it came from (none for `-qtest`/`-qmp` compat syntax), for messages. */
+  loc?: string;
+};
+
+export type ChardevBackendSpec =
   | { backend: 'null'; id: string }
   | { backend: 'stdio'; id: string }
-  | { backend: 'socket'; id: string; path?: string; host?: string; port?: number; server: boolean; wait: boolean };
+  | { backend: 'socket'; id: string; path?: string; host?: string; port?: number; server: boolean; wait: boolean }
+  /** Output to a file (QEMU's `-chardev file`): created or truncated, or appended to with `append=on`. */
+  | { backend: 'file'; id: string; path: string; append: boolean };
 
 export interface MonitorSpec {
   chardev: string;
@@ -67,6 +74,12 @@ export interface GlobalSpec {
 
 export type MachineType = 'pc' | 'microvm';
 
+/** One `-object TYPE,id=ID,...`. */
+export interface ObjectSpec {
+  qomType: string;
+  id: string;
+}
+
 export interface QemuCommandLine {
   machine: MachineType;
   /** The type as QEMU names it in QOM and migration: `pc-i440fx-7.2` or `microvm`. */
@@ -89,6 +102,8 @@ export interface QemuCommandLine {
   drives: DriveSpec[];
   /** -blockdev nodes, in order. */
   blockdevs: BlockdevSpec[];
+  /** `-object`s (only `iothread`, which virtio-balloon's free page hinting names). */
+  objects: ObjectSpec[];
   devices: DeviceSpec[];
   globals: GlobalSpec[];
   /** -incoming: `defer` or a migration URI (checked when the migration starts). */
@@ -266,12 +281,13 @@ const OPTIONS: Record<string, boolean> = {
   machine: true, M: true, accel: true, bios: true, m: true, nodefaults: false, 'no-user-config': false,
   display: true, nographic: false, qtest: true, 'qtest-log': true, qmp: true, mon: true, chardev: true,
   drive: true, blockdev: true, device: true, global: true, incoming: true, S: false, version: false, h: false, help: false,
+  object: true,
 };
 
 /** QEMU options outside the subset, so the refusal can say it is a real option we lack. */
 const KNOWN_QEMU_OPTIONS = new Set([
   'cpu', 'smp', 'numa', 'name', 'uuid', 'boot', 'kernel', 'initrd', 'append', 'dtb', 'serial', 'parallel',
-  'monitor', 'net', 'netdev', 'nic', 'object', 'vga', 'vnc', 'spice', 'usb', 'usbdevice', 'hda', 'hdb',
+  'monitor', 'net', 'netdev', 'nic', 'vga', 'vnc', 'spice', 'usb', 'usbdevice', 'hda', 'hdb',
   'hdc', 'hdd', 'cdrom', 'fda', 'fdb', 'fsdev', 'virtfs', 'audiodev', 'rtc', 'icount', 'L',
   'daemonize', 'pidfile', 'snapshot', 'no-reboot', 'no-shutdown', 'action', 'overcommit', 'sandbox',
   'enable-kvm', 'no-acpi', 'no-hpet', 'msg', 'trace', 'D', 'd', 'k', 'qmp-pretty', 'preconfig', 'runas',
@@ -281,7 +297,7 @@ const KNOWN_QEMU_OPTIONS = new Set([
 ]);
 
 /** Devices this project will have but does not have yet (refused with that reason). */
-const NOT_YET = /^(virtio-(net|serial|balloon|keyboard|mouse|tablet|input-host)(-pci(-transitional|-non-transitional)?|-device)|virtconsole|virtserialport)$/;
+const NOT_YET = /^virtio-(net|input-host)(-pci(-transitional|-non-transitional)?|-device)$/;
 
 /** QEMU's device aliases (`-device virtio-rng` is virtio-rng-pci on x86). */
 const DEVICE_ALIASES: Record<string, string> = {
@@ -293,7 +309,7 @@ const DEVICE_ALIASES: Record<string, string> = {
 export { SUPPORTED_DEVICES };
 
 const CHARDEV_BACKENDS_UNSUPPORTED = new Set([
-  'file', 'pipe', 'pty', 'vc', 'ringbuf', 'memory', 'udp', 'tty', 'serial', 'parallel', 'spicevmc', 'spiceport',
+  'pipe', 'pty', 'vc', 'ringbuf', 'memory', 'udp', 'tty', 'serial', 'parallel', 'spicevmc', 'spiceport',
   'braille', 'msmouse', 'wctablet', 'testdev', 'qemu-vdagent', 'dbus', 'mux', 'console',
 ]);
 
@@ -324,7 +340,7 @@ export function parseQemuCommandLine(argv: readonly string[]): QemuCommandLine {
   const cl: QemuCommandLine = {
     machine: 'pc', machineTypeName: 'pc-i440fx-7.2', acpi: undefined, ioapic2: undefined, accel: [], bios: undefined,
     ramSize: DEFAULT_RAM_BYTES, nodefaults: false, qtest: undefined, qtestLog: undefined, monitors: [], chardevs: [],
-    drives: [], blockdevs: [], devices: [], globals: [], incoming: undefined, startPaused: false, warnings, action: undefined,
+    drives: [], blockdevs: [], objects: [], devices: [], globals: [], incoming: undefined, startPaused: false, warnings, action: undefined,
   };
   const machineOpts: [string, string, string][] = [];
   let machineAccel: string | undefined;
@@ -445,13 +461,16 @@ export function parseQemuCommandLine(argv: readonly string[]): QemuCommandLine {
         break;
       }
       case 'chardev':
-        addChardev(parseChardev(arg, loc, warnings), loc);
+        addChardev({ ...parseChardev(arg, loc, warnings), loc }, loc);
         break;
       case 'drive':
         cl.drives.push(parseDrive(arg, loc, warnings, cl.drives, cl.blockdevs));
         break;
       case 'blockdev':
         cl.blockdevs.push(parseBlockdev(arg, loc, cl.blockdevs, cl.drives));
+        break;
+      case 'object':
+        cl.objects.push(parseObject(arg, loc, warnings, cl.objects));
         break;
       case 'device': {
         const spec = parseDevice(arg, loc, warnings);
@@ -693,10 +712,50 @@ function parseChardev(arg: string, loc: string, warnings: string[]): ChardevSpec
       return { backend: 'stdio', id };
     case 'socket':
       return socketSpec(id, o.params, loc);
+    case 'file': {
+      // qemu_chr_parse_file_out: `path` is required; `append` opens without truncating.
+      let path: string | undefined;
+      let append = false;
+      for (const [k, v] of o.params) {
+        if (k === 'backend' || k === 'id') continue;
+        if (k === 'path') path = v;
+        else if (k === 'append') append = parseBoolAt(loc, k, v);
+        else if (k === 'mux' || k === 'logfile' || k === 'logappend') throw new CmdlineError(`${loc}: chardev option '${k}' is not supported by virtio-ts-qemu`);
+        else throw new CmdlineError(`${loc}: Invalid parameter '${k}'`);
+      }
+      if (path === undefined) throw new CmdlineError(`${loc}: chardev: file: no filename given`);
+      return { backend: 'file', id, path, append };
+    }
     default:
       if (CHARDEV_BACKENDS_UNSUPPORTED.has(backend)) throw new CmdlineError(`${loc}: chardev backend '${backend}' is not supported by virtio-ts-qemu`);
       throw new CmdlineError(`${loc}: '${backend}' is not a valid char driver name`);
   }
+}
+
+/** iothread's properties (QEMU 7.2 `iothread.c`): accepted, and meaningless here. */
+const IOTHREAD_PROPS = new Set(['poll-max-ns', 'poll-grow', 'poll-shrink', 'aio-max-batch']);
+
+/**
+ * `-object TYPE,id=ID` (QEMU's `object_option_parse`, keyval with `qom-type` implied first). Only
+ * `iothread` exists here: its one use is the `iothread` link virtio-balloon's free page hinting
+ * requires; the thread itself is not needed, as hints are handled in the notify. (virtio-blk's
+ * `iothread` link is looked up as QEMU does, then refused.)
+ */
+function parseObject(arg: string, loc: string, warnings: string[], existing: ObjectSpec[]): ObjectSpec {
+  const o = parseQemuOpts(arg, 'qom-type', false, loc, warnings);
+  let qomType: string | undefined;
+  let id: string | undefined;
+  for (const [k, v] of o.params) {
+    if (k === 'qom-type') qomType = v;
+    else if (k === 'id') id = v;
+    else if (qomType === 'iothread' && IOTHREAD_PROPS.has(k)) continue;
+    else if (qomType === 'iothread') throw new CmdlineError(`${loc}: Invalid parameter '${k}'`);
+  }
+  if (qomType === undefined) throw new CmdlineError(`${loc}: Parameter 'qom-type' is missing`);
+  if (qomType !== 'iothread') throw new CmdlineError(`${loc}: -object ${qomType} is not supported by virtio-ts-qemu (only iothread)`);
+  if (id === undefined) throw new CmdlineError(`${loc}: Parameter 'id' is missing`);
+  if (existing.some((x) => x.id === id)) throw new CmdlineError(`${loc}: Duplicate ID '${id}' for object`);
+  return { qomType, id };
 }
 
 /** `-device`: QemuOpts with the implied key `driver`, or a JSON object. */

@@ -3,7 +3,7 @@
 // src/cli/qemu.ts) are not reachable from here.
 import { parseQemuCommandLine } from './cmdline.js';
 import { buildMachine, type BuildOptions, type BuiltMachine } from './qemu-machine.js';
-import { QmpServer } from './qmp-server.js';
+import { qmpJson, QmpServer } from './qmp-server.js';
 import type { QtestTarget } from './qtest-target.js';
 
 export * from './address-space.js';
@@ -27,8 +27,12 @@ export * from './migration.js';
 export interface MachineFromArgs {
   target: QtestTarget;
   built: BuiltMachine;
-  /** QMP commands run directly (no socket): resolves with the `return` value, rejects with QEMU's error. */
-  qmp: { execute(command: string, args?: Record<string, unknown>): Promise<unknown> };
+  /**
+   * QMP commands run directly (no socket): resolves with the `return` value as a client would
+   * read it off the wire (written as QEMU's JSON, parsed back), rejects with QEMU's error; the
+   * events the machine sent, as a QMP client collects them.
+   */
+  qmp: { execute(command: string, args?: Record<string, unknown>): Promise<unknown>; readonly events: { event: string; data?: unknown }[] };
   close(): void;
 }
 
@@ -42,12 +46,24 @@ export function createMachineFromArgs(argv: readonly string[], opts: BuildOption
   const cl = parseQemuCommandLine(argv);
   const built = buildMachine({ ...cl, bios: undefined }, opts);
   const server = new QmpServer(built.machine, { send: () => undefined });
+  const events: { event: string; data?: unknown }[] = [];
+  const listener = (event: string, data?: Record<string, unknown>): void => {
+    events.push(data === undefined ? { event } : { event, data: JSON.parse(qmpJson(data)) as unknown });
+  };
+  built.machine.eventListeners.add(listener);
   return {
     target: built.machine,
     built,
     qmp: {
-      execute: async (command, args) => server.call(command, args ?? {}),
+      execute: async (command, args) => {
+        const ret = server.call(command, args ?? {});
+        return ret === undefined ? ret : (JSON.parse(qmpJson(ret)) as unknown);
+      },
+      events,
     },
-    close: () => server.dispose(),
+    close: () => {
+      built.machine.eventListeners.delete(listener);
+      server.dispose();
+    },
   };
 }

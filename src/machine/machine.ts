@@ -13,6 +13,8 @@ import type { QtestTarget } from './qtest-target.js';
 import { DEVICE_PROPS, IrqLines, QomObject, resolveQomPath } from './qom.js';
 import { SystemMemory } from './system-memory.js';
 import { IO_APIC_DEFAULT_ADDRESS, IOAPIC_NUM_PINS, IOAPIC_WINDOW_SIZE, IoapicRegisters } from './ioapic.js';
+import { InputRouter } from '../devices/input/router.js';
+import { EventThrottle, wallClockTimers, type ThrottleTimers } from './event-throttle.js';
 
 /** QEMU's RunState names (qapi/run-state.json), as `query-status` reports them. */
 export const RUN_STATES = [
@@ -31,6 +33,23 @@ export function isRunState(s: string): s is RunState {
  * (`running` true) or stops (false, with the state it stopped in).
  */
 export type VmStateChangeHandler = (running: boolean, state: RunState) => void;
+
+/**
+ * The steps of an outgoing precopy migration QEMU tells its precopy notifiers about
+ * (`PrecopyNotifyReason`): the virtio-balloon asks for free page hints between them.
+ */
+export type PrecopyNotifyReason = 'setup' | 'before-bitmap-sync' | 'after-bitmap-sync' | 'complete' | 'cleanup';
+
+/**
+ * What QMP `balloon` and `query-balloon` reach (QEMU's balloon handler, one per machine: a
+ * second balloon device is refused with "Only one balloon device is supported").
+ */
+export interface BalloonHandler {
+  /** QEMU's `balloon_event_fn`: aim at `target` bytes of guest memory. */
+  toTarget(target: bigint): void;
+  /** QEMU's `balloon_stat_fn`: the `actual` of `query-balloon`, in bytes. */
+  actual(): bigint;
+}
 
 export { IOAPIC_NUM_PINS };
 /** First GSI of the second IOAPIC on microvm (QEMU's IO_APIC_SECONDARY_IRQBASE). */
@@ -68,6 +87,14 @@ export abstract class ReferenceMachine implements QtestTarget, MigratableMachine
   private readonly vmStateHandlers: VmStateChangeHandler[] = [];
   /** QMP event listeners (every monitor gets every event, as in QEMU). */
   readonly eventListeners = new Set<(name: string, data?: Record<string, unknown>) => void>();
+  /** Host input routing for QMP `input-send-event` and embedders (QEMU's `ui/input.c` handler list). */
+  readonly input = new InputRouter();
+  /** The balloon device's handler, once one is plugged. */
+  balloon: BalloonHandler | undefined;
+  /** Told about each step of an outgoing migration (QEMU's precopy notifiers). */
+  readonly precopyNotifiers = new Set<(reason: PrecopyNotifyReason) => void>();
+  /** Guest-triggerable events at most once a second, as QEMU's monitor sends them. */
+  private throttle: EventThrottle;
 
   private interceptDev: QomObject | undefined;
   /** Levels last reported through `onIrq` (QEMU's `irq_levels`). */
@@ -84,6 +111,18 @@ export abstract class ReferenceMachine implements QtestTarget, MigratableMachine
     this.ioapic = new QomObject('ioapic', IOAPIC_PROPS);
     this.ioapic.gpioIn = new IrqLines(IOAPIC_NUM_PINS);
     this.sys.mmio.map(IO_APIC_DEFAULT_ADDRESS, IOAPIC_WINDOW_SIZE, this.ioapicRegs, 'ioapic');
+    this.throttle = new EventThrottle((name, data) => this.deliverEvent(name, data));
+  }
+
+  /** The clock of the event rate limit (wall-clock by default; tests inject their own). */
+  setEventTimers(timers: ThrottleTimers = wallClockTimers): void {
+    this.throttle.dispose();
+    this.throttle = new EventThrottle((name, data) => this.deliverEvent(name, data), timers);
+  }
+
+  /** Tell the precopy notifiers about a migration step. */
+  precopyNotify(reason: PrecopyNotifyReason): void {
+    for (const n of [...this.precopyNotifiers]) n(reason);
   }
 
   /** Raise or lower global system interrupt `n` (QEMU's `gsi_handler`): an IOAPIC pin. */
@@ -97,6 +136,11 @@ export abstract class ReferenceMachine implements QtestTarget, MigratableMachine
     if (n < IOAPIC_NUM_PINS) return this.ioapic.gpioIn!.level(n);
     if (this.ioapic2 && n < IO_APIC_SECONDARY_IRQBASE + IOAPIC_NUM_PINS) return this.ioapic2.gpioIn!.level(n - IO_APIC_SECONDARY_IRQBASE);
     return false;
+  }
+
+  /** The path `addPeripheral` would give the next object placed with `id` (nothing is placed). */
+  nextPeripheralPath(id?: string): string {
+    return id !== undefined ? `${this.peripheral.path}/${id}` : `${this.peripheralAnon.path}/device[${this.anonCount}]`;
   }
 
   /**
@@ -200,8 +244,12 @@ export abstract class ReferenceMachine implements QtestTarget, MigratableMachine
     else this.vmStopForceState(state);
   }
 
-  /** Send a QMP event to every listener. */
+  /** Send a QMP event to every listener (guest-triggerable ones rate-limited as QEMU's monitor does). */
   emitEvent(name: string, data?: Record<string, unknown>): void {
+    this.throttle.send(name, data);
+  }
+
+  private deliverEvent(name: string, data: Record<string, unknown> | undefined): void {
     for (const l of this.eventListeners) l(name, data);
   }
 

@@ -50,10 +50,10 @@ export interface MigrationEngine {
   ramStats?(): RamStats;
 }
 
-/** The savevm stream of src/migration/savevm.ts, bound to one of our machines. */
 /** How long an outgoing migration waits for devices to finish their backend I/O (QEMU: no bound). */
 export const MIGRATION_DRAIN_TIMEOUT_MS = 1000;
 
+/** The savevm stream of src/migration/savevm.ts, bound to one of our machines. */
 export function savevmEngine(machine: ReferenceMachine): MigrationEngine {
   return {
     save: (runState) => saveVm(machine, { runState }),
@@ -399,12 +399,16 @@ export class MigrationController {
     await Promise.resolve();
     if (this.statusNow() !== 'setup') return this.finishOutgoing(job);
 
-    // ram_save_setup's first dirty bitmap sync, then active.
-    this.passEvent();
+    // ram_save_setup's first dirty bitmap sync, then active. The precopy notifiers hear of the
+    // set-up and of each sync (virtio-balloon asks for free page hints while the VM runs).
+    m.precopyNotify('setup');
+    this.bitmapSync();
     this.setupTime = this.now() - this.startTime;
     this.setStatus('active');
 
-    // migration_completion: stop the VM, save with the state it had.
+    // migration_completion: stop the VM, sync once more (the notifiers see a stopped VM: the
+    // balloon tells the guest hinting is DONE before its state is saved), save with the state
+    // the VM had.
     this.downtimeStart = this.now();
     job.vmWasRunning = m.vmRunning;
     const globalState = m.runState;
@@ -413,7 +417,13 @@ export class MigrationController {
     // devices' backends are doing; completions that arrive are written into RAM before it is
     // saved, what is still running then travels in the stream (virtio-blk's request list).
     await Promise.all(m.deviceSections().map((sec) => sec.drain?.(MIGRATION_DRAIN_TIMEOUT_MS)));
-    if (this.statusNow() !== 'active') return this.finishOutgoing(job);
+    if (this.statusNow() !== 'active') {
+      // Cancelled while draining: the notifiers that heard of the set-up hear of the clean-up.
+      m.precopyNotify('cleanup');
+      return this.finishOutgoing(job);
+    }
+    this.bitmapSync();
+    m.precopyNotify('complete');
     let bytes: Uint8Array;
     try {
       if (!this.engine) throw new Error('virtio-ts: no migration stream engine is configured');
@@ -422,9 +432,10 @@ export class MigrationController {
     } catch (e) {
       this.error = messageOf(e);
       this.setStatus('failed');
+      m.precopyNotify('cleanup');
       return this.finishOutgoing(job);
     }
-    this.passEvent();
+    m.precopyNotify('cleanup');
     this.transferred = bytes.length;
 
     try {
@@ -471,6 +482,13 @@ export class MigrationController {
     }
     if (this.status === 'cancelling') this.setStatus('cancelled');
     if (this.error !== undefined && this.status === 'failed') this.report(this.error);
+  }
+
+  /** `migration_bitmap_sync_precopy`: the notifiers before and after, and the pass event. */
+  private bitmapSync(): void {
+    this.machine.precopyNotify('before-bitmap-sync');
+    this.passEvent();
+    this.machine.precopyNotify('after-bitmap-sync');
   }
 
   /** MIGRATION_PASS (sent with the `events` capability at each dirty bitmap sync). */

@@ -21,6 +21,8 @@ import { buildMemoryLayout, DEFAULT_RAM_SIZE } from './memory-layout.js';
 import { I440fxHostBridge, i440fxSection, pcibusSection, Piix3, piix3Section, Piix3Ide, Piix4Pm, PIIX_RCR_IOPORT } from './pc-chipset.js';
 import { formatDevfn, PciHost, pciDevfn } from './pci-host.js';
 import { DEVICE_PROPS, QomObject } from './qom.js';
+import { sinkHandler } from '../devices/input/router.js';
+import { INPUT_EVENT_MASK_BTN, INPUT_EVENT_MASK_KEY, INPUT_EVENT_MASK_REL } from '../devices/input/keycodes.js';
 
 export interface PcMachineOptions {
   /** RAM size in bytes (QEMU's -m; default 128 MiB). */
@@ -62,6 +64,12 @@ export class PcMachine extends ReferenceMachine {
     const hostObj = this.qomMachine.addChild('i440fx', new QomObject('i440FX-pcihost', DEVICE_PROPS));
     this.pciBusObject = hostObj.addChild('pci.0', new QomObject('PCI'));
     hostObj.addChild('ioapic', this.ioapic);
+
+    // The i8042's PS/2 keyboard and mouse take host input before any -device exists (QEMU's
+    // pc_superio_init runs first). They are not modelled: what reaches them is dropped, and a
+    // virtio-input device active in the guest takes precedence over them, as in QEMU.
+    this.input.register(sinkHandler('QEMU PS/2 Keyboard', INPUT_EVENT_MASK_KEY));
+    this.input.register(sinkHandler('QEMU PS/2 Mouse', INPUT_EVENT_MASK_BTN | INPUT_EVENT_MASK_REL));
 
     this.pci = new PciHost(this.sys);
     this.hostBridge = new I440fxHostBridge(ramSize);

@@ -15,7 +15,8 @@ import { MicrovmMachine } from './microvm.js';
 import { PcMachine } from './pc.js';
 import { DEVICE_PROPS, QomObject } from './qom.js';
 import { parseStrtoull } from './qtest-server.js';
-import { lookupDeviceType, typeChain, VIRTIO_DEVICE_TYPES, type BuildOptions, type DeviceBuildContext, type PropKind } from './device-types/index.js';
+import { lookupBusChildType, lookupDeviceType, typeChain, VIRTIO_DEVICE_TYPES, type BuildOptions, type BusChildType, type ChildBus, type DeviceBuildContext, type PropKind } from './device-types/index.js';
+import { NullChardev, type CharBackend } from '../devices/console/chardev.js';
 
 export type { BuildOptions } from './device-types/types.js';
 
@@ -31,16 +32,35 @@ export interface BuiltDevice {
   mmio?: { index: number; base: number; gsi: number; transport: VirtioMmioTransport };
 }
 
+/** One `-device` that plugs into a child bus (a virtio-serial port). */
+export interface BuiltBusChild {
+  spec: DeviceSpec;
+  /** What the type built (for virtconsole/virtserialport, the `VirtIOSerialPort`). */
+  object: unknown;
+  /** The bus it sits on, and the device providing it. */
+  bus: ChildBus;
+  path: string;
+}
+
 export interface BuiltMachine {
   machine: PcMachine | MicrovmMachine;
+  /** The virtio devices, in `-device` order. */
   devices: BuiltDevice[];
+  /** Devices on child buses (virtio-serial ports), in `-device` order. */
+  children: BuiltBusChild[];
+  /** Child buses (virtio-serial port buses), in creation order. */
+  buses: ChildBus[];
   /** Warnings QEMU would print while creating devices (already located). */
   warnings: string[];
 }
 
 /** Class names we know of for -global (others get QEMU's "invalid class name" warning). */
 const KNOWN_CLASSES = new Set([
-  ...VIRTIO_DEVICE_TYPES.flatMap((t) => [t.deviceType, ...(t.pciType ? [t.pciType, `${t.pciType}-transitional`, `${t.pciType}-non-transitional`, `${t.pciType}-base`] : [])]),
+  ...VIRTIO_DEVICE_TYPES.flatMap((t) => [
+    t.deviceType,
+    ...(t.deviceParents ?? []),
+    ...(t.pciType ? [t.pciType, `${t.pciType}-transitional`, `${t.pciType}-non-transitional`, `${t.pciType}-base`, ...(t.pciParents ?? [])] : []),
+  ]),
   'virtio-pci', 'virtio-device', 'pci-device', 'device', 'virtio-mmio', 'sys-bus-device', 'i440FX', 'PIIX3', 'piix3-ide', 'PIIX4_PM',
   'i440FX-pcihost', 'ioapic', 'kvm-pit', 'isa-pit', 'mc146818rtc', 'hpet', 'isa-fdc', 'i8042', 'cfi.pflash01',
   'virtio-blk-pci', 'virtio-blk-device', 'virtio-net-pci', 'virtio-net-device', 'virtio-serial-pci', 'virtio-serial-device',
@@ -201,41 +221,47 @@ export function buildMachine(cl: QemuCommandLine, opts: BuildOptions = {}): Buil
   if (cl.incoming !== undefined) machine.runState = 'inmigrate';
 
   const devices: BuiltDevice[] = [];
-  const blockUsers = new Map<string, string>();
-  const fileLocks = new Map<string, { write: boolean; shareWrite: boolean }[]>();
-  let anon = 0;
+  const state: BuildState = {
+    buses: [],
+    anonBuses: new Map(),
+    children: [],
+    chardevUsers: new Set([...(cl.qtest !== undefined ? [cl.qtest] : []), ...cl.monitors.map((m) => m.chardev)]),
+    blockUsers: new Map(),
+    fileLocks: new Map(),
+  };
   for (const spec of cl.devices) {
     try {
-      const qomPath = spec.id !== undefined ? `/machine/peripheral/${spec.id}` : `/machine/peripheral-anon/device[${anon++}]`;
-      devices.push(buildDevice(machine, cl, spec, opts, warnings, { blockUsers, fileLocks }, qomPath));
+      const child = lookupBusChildType(spec.driver);
+      if (child) state.children.push(buildBusChild(machine, cl, spec, child, opts, state));
+      else devices.push(buildDevice(machine, cl, spec, opts, warnings, state));
     } catch (e) {
       if (e instanceof CmdlineError) throw new CmdlineError(`${spec.loc}: ${e.message}`);
       throw new CmdlineError(`${spec.loc}: ${(e as Error).message}`);
     }
   }
-  return { machine, devices, warnings };
+  return { machine, devices, children: state.children, buses: state.buses, warnings };
 }
 
-function buildDevice(
-  machine: ReferenceMachine,
-  cl: QemuCommandLine,
-  spec: DeviceSpec,
-  opts: BuildOptions,
-  warnings: string[],
-  block: Pick<DeviceBuildContext, 'blockUsers' | 'fileLocks'>,
-  qomPath: string,
-): BuiltDevice {
-  const type = spec.driver;
-  const found = lookupDeviceType(type);
-  if (!found) throw new CmdlineError(`'${type}' is not a valid device model name`);
-  const { type: dtype, pci: isPci, variant } = found;
-  const known: Record<string, PropKind> = { ...VIRTIO_PROPS, ...dtype.props, ...(isPci ? PCI_PROPS : { bus: 'str' }) };
-  if (variant) {
-    delete known['disable-legacy'];
-    delete known['disable-modern'];
-  }
+/** What building one device leaves for the next ones. */
+interface BuildState {
+  buses: ChildBus[];
+  /** Buses named `<type>.N` so far, by type (QEMU numbers unnamed buses per type). */
+  anonBuses: Map<string, number>;
+  children: BuiltBusChild[];
+  /** Chardevs taken by qtest, monitors or devices. */
+  chardevUsers: Set<string>;
+  /** Drives and block nodes already taken by a device (name → its QOM path). */
+  blockUsers: Map<string, string>;
+  /** Image files in use by devices, with each device's claim (QEMU's file locking between users). */
+  fileLocks: Map<string, { write: boolean; shareWrite: boolean }[]>;
+}
 
-  // Globals for the type and its ancestors first, then the -device properties (which win).
+/**
+ * -global values for `chain`, then the -device's own (which win), parsed to their kinds. `owner`:
+ * the QOM type that holds the properties, as QEMU's range messages name it.
+ */
+function resolveProps(cl: QemuCommandLine, spec: DeviceSpec, known: Record<string, PropKind>, owner: string): Map<string, PropValue> {
+  const type = spec.driver;
   const chain = typeChain(type);
   const values = new Map<string, PropValue>();
   for (const g of cl.globals) {
@@ -243,7 +269,7 @@ function buildDevice(
     const kind = known[g.property];
     if (!kind) throw new CmdlineError(`can't apply global ${g.driver}.${g.property}=${g.value}: Property '${type}.${g.property}' not found`);
     try {
-      const v = propValue(g.property, kind, g.value, false, dtype.deviceType);
+      const v = propValue(g.property, kind, g.value, false, owner);
       values.set(g.property, v === undefined ? 'auto' : v);
     } catch (e) {
       throw new CmdlineError(`can't apply global ${g.driver}.${g.property}=${g.value}: ${(e as Error).message}`);
@@ -252,9 +278,66 @@ function buildDevice(
   for (const [k, raw] of spec.props) {
     const kind = known[k];
     if (!kind) throw new CmdlineError(`Property '${type}.${k}' not found`);
-    const v = propValue(k, kind, raw, spec.json, dtype.deviceType);
+    const v = propValue(k, kind, raw, spec.json, owner);
     values.set(k, v === undefined ? 'auto' : v);
   }
+  return values;
+}
+
+/**
+ * A device on a child bus (`virtconsole`, `virtserialport`): the bus named by `bus=`, or the
+ * last bus of the right type created so far (QEMU's `qbus_find_recursive` meets the newest
+ * first); its properties; its chardev, resolved and checked as QEMU's chardev property does.
+ */
+function buildBusChild(machine: ReferenceMachine, cl: QemuCommandLine, spec: DeviceSpec, type: BusChildType, opts: BuildOptions, state: BuildState): BuiltBusChild {
+  const values = resolveProps(cl, spec, { ...type.props, bus: 'str' }, type.typeName);
+  let bus: ChildBus | undefined;
+  const busName = values.get('bus');
+  if (busName !== undefined) {
+    bus = state.buses.find((b) => b.name === String(busName));
+    if (!bus && String(busName) === 'pci.0' && machine instanceof PcMachine) throw new CmdlineError(`Device '${type.typeName}' can't go on PCI bus`);
+    if (!bus) throw new CmdlineError(`Bus '${String(busName)}' not found`);
+    if (bus.type !== type.busType) throw new CmdlineError(`Device '${type.typeName}' can't go on ${bus.type} bus`);
+  } else {
+    bus = [...state.buses].reverse().find((b) => b.type === type.busType);
+    if (!bus) throw new CmdlineError(`No '${type.busType}' bus found for device '${type.typeName}'`);
+  }
+  const chardev = (prop: string, id: string): CharBackend => {
+    const cs = cl.chardevs.find((c) => c.id === id);
+    if (!cs) throw new CmdlineError(`Property '${type.typeName}.${prop}' can't find value '${id}'`);
+    if (state.chardevUsers.has(id)) throw new CmdlineError(`Property '${type.typeName}.${prop}' can't take value '${id}': Device '${id}' is in use`);
+    const backend = opts.chardevs?.get(id) ?? (cs.backend === 'null' ? new NullChardev(id) : undefined);
+    if (!backend) throw new CmdlineError(`chardev '${id}' has no backend in this build (pass one in BuildOptions.chardevs)`);
+    state.chardevUsers.add(id);
+    return backend;
+  };
+  const sameTypeBuses = state.buses.filter((b) => b.type === bus!.type);
+  const object = type.create({ machine, cl, spec, values, bus, sameTypeBuses, chardev });
+  const qom = new QomObject(type.typeName, DEVICE_PROPS);
+  machine.addPeripheral(qom, spec.id);
+  // VSERPORT_CHANGE: the guest opened or closed a port that has an id.
+  const port = object as { onGuestConnected?: (open: boolean) => void };
+  if (spec.id !== undefined && typeof object === 'object' && object !== null && 'onGuestConnected' in object) {
+    const id = spec.id;
+    port.onGuestConnected = (open) => machine.emitEvent('VSERPORT_CHANGE', { id, open });
+  }
+  return { spec, object, bus, path: qom.path };
+}
+
+function buildDevice(machine: ReferenceMachine, cl: QemuCommandLine, spec: DeviceSpec, opts: BuildOptions, warnings: string[], state: BuildState): BuiltDevice {
+  const type = spec.driver;
+  const found = lookupDeviceType(type);
+  if (!found) throw new CmdlineError(`'${type}' is not a valid device model name`);
+  const { type: dtype, pci: isPci, variant } = found;
+  const known: Record<string, PropKind> = { ...VIRTIO_PROPS, ...dtype.props, ...(isPci ? { ...PCI_PROPS, ...dtype.pciProps } : { bus: 'str' }) };
+  if (isPci) for (const p of dtype.pciLacks ?? []) delete known[p];
+  if (variant) {
+    delete known['disable-legacy'];
+    delete known['disable-modern'];
+  }
+
+  // Globals for the type and its ancestors first, then the -device properties (which win).
+  const values = resolveProps(cl, spec, known, dtype.deviceType);
   const defaultOnly: Record<string, PropValue> = { ...DEFAULT_ONLY, ...dtype.defaultOnly };
   for (const [k, v] of values) {
     if (k in defaultOnly && v !== defaultOnly[k]) throw new CmdlineError(`property '${k}=${String(v)}' of ${type} is not supported by virtio-ts-qemu`);
@@ -272,11 +355,27 @@ function buildDevice(
 
   if (isPci && !(machine instanceof PcMachine)) throw new CmdlineError(`No 'PCI' bus found for device '${type}'`);
   if (!isPci && !(machine instanceof MicrovmMachine)) throw new CmdlineError(`No 'virtio-bus' bus found for device '${type}'`);
-  if (values.has('class') && !isPci) throw new CmdlineError(`Property '${type}.class' not found`);
-  const device = dtype.create({
-    machine, cl, spec, values, bool, disabledFeatures: disabled, opts, pci: isPci, ...block, qomPath,
-    warn: (m) => warnings.push(`${spec.loc}: warning: ${m}`),
-  });
+  // The bus a device provides is named after its id, else after its type and a per-type count.
+  let childBusName: string | undefined;
+  if (dtype.childBusType !== undefined) {
+    if (spec.id !== undefined) childBusName = `${spec.id}.0`;
+    else {
+      const n = state.anonBuses.get(dtype.childBusType) ?? 0;
+      childBusName = `${dtype.childBusType}.${n}`;
+    }
+  }
+  const buildCtx: DeviceBuildContext = {
+    machine, cl, spec, values, bool, disabledFeatures: disabled, opts, pci: isPci, childBusName,
+    blockUsers: state.blockUsers, fileLocks: state.fileLocks, qomPath: machine.nextPeripheralPath(spec.id),
+    warn: (m: string) => warnings.push(`${spec.loc}: warning: ${m}`),
+  };
+  const ctxOf = () => buildCtx;
+  const device = dtype.create(buildCtx);
+  const addChildBus = (): void => {
+    if (dtype.childBusType === undefined || childBusName === undefined) return;
+    if (spec.id === undefined) state.anonBuses.set(dtype.childBusType, (state.anonBuses.get(dtype.childBusType) ?? 0) + 1);
+    state.buses.push({ type: dtype.childBusType, name: childBusName, device });
+  };
 
   const qom = new QomObject(type, DEVICE_PROPS);
   if (isPci) {
@@ -296,21 +395,26 @@ function buildDevice(
     const dl = values.get('disable-legacy');
     const pciOpts: VirtioPciOptions = {
       name: type,
-      disableLegacy: variant === 'non-transitional' ? true : variant === 'transitional' ? false : dl === undefined || dl === 'auto' ? 'auto' : (dl as boolean),
-      disableModern: variant ? false : bool('disable-modern', false),
+      // virtio_pci_force_virtio_1 (after the check above): modern only, whatever was asked.
+      disableLegacy: dtype.forceVirtio1 ? true : variant === 'non-transitional' ? true : variant === 'transitional' ? false : dl === undefined || dl === 'auto' ? 'auto' : (dl as boolean),
+      disableModern: dtype.forceVirtio1 ? false : variant ? false : bool('disable-modern', false),
       pagePerVq: bool('page-per-vq', false),
       ioeventfd: bool('ioeventfd', true),
       onWarning: (m) => warnings.push(`${spec.loc}: warning: ${m}`),
       ...(values.has('vectors') ? { vectors: values.get('vectors') as number } : {}),
-      // The `class` property of some virtio-pci types (blk, serial): 0 keeps the type's own class.
+      // QEMU's `class` property of virtio-blk-pci (0 keeps the type's own class); a type that
+      // derives its class itself (virtio-serial-pci) says so in `pciOptions`, which wins.
       ...(values.get('class') ? { classId: values.get('class') as number } : {}),
+      ...dtype.pciOptions?.(values, device),
       ...(opts.tracer ? { tracer: opts.tracer } : {}),
     };
     const proxy = createVirtioPci(device, pciOpts);
     if (bool('multifunction', false)) proxy.config[0x0e] = proxy.config[0x0e]! | 0x80;
-    qom.addChild('virtio-backend', new QomObject(dtype.deviceType, DEVICE_PROPS));
+    const backend = qom.addChild('virtio-backend', new QomObject(dtype.deviceType, DEVICE_PROPS));
+    dtype.qom?.(device, { backend, proxy: qom }, ctxOf());
     const pc = machine as PcMachine;
     const at = pc.addPciFunction(proxy, { ...(devfn !== undefined ? { devfn } : {}), typeName: type, ...(spec.id !== undefined ? { id: spec.id } : {}), qom });
+    addChildBus();
     return { spec, device, path: qom.path, pci: { proxy, addr: pc.addressOf(proxy) ?? String(at) } };
   }
   const microvm = machine as MicrovmMachine;
@@ -321,6 +425,8 @@ function buildDevice(
     if (!m || Number(m[1]) >= microvm.transportCount) throw new CmdlineError(`Bus '${String(bus)}' not found`);
     index = Number(m[1]);
   }
+  dtype.qom?.(device, { backend: qom, proxy: undefined }, ctxOf());
   const slot = microvm.addDevice(device, { ...(index !== undefined ? { index } : {}), ...(spec.id !== undefined ? { id: spec.id } : {}), qom, typeName: type });
+  addChildBus();
   return { spec, device, path: qom.path, mmio: { index: slot.index, base: slot.base, gsi: slot.gsi, transport: slot.transport } };
 }

@@ -11,9 +11,11 @@
  *
  * No Node imports: the transports live in `chardev.ts`.
  */
+import { jsonEscape, toQemuJson } from '../migration/json-writer.js';
 import type { ReferenceMachine } from './machine.js';
 import { MIGRATION_CAPABILITIES, MIGRATION_STATUSES, MigrationCommandError, MigrationController, type MigrationCapability, type MigrationOptions, type MigrationStatus } from './migration.js';
 import { resolveQomPath } from './qom.js';
+import { QapiError, runInputSendEvent, visitInputSendEvent } from './qmp-input.js';
 
 export interface QemuVersion {
   major: number;
@@ -57,52 +59,11 @@ export class QmpCommandError extends Error {
   }
 }
 
-/** Serialize as QEMU's JSON writer does (`", "` and `": "` separators, \uXXXX for non-ASCII). */
-export function qmpJson(v: unknown): string {
-  if (v === null || v === undefined) return 'null';
-  if (typeof v === 'boolean') return v ? 'true' : 'false';
-  if (typeof v === 'number') return Number.isFinite(v) ? formatNumber(v) : 'null';
-  if (typeof v === 'bigint') return v.toString();
-  if (typeof v === 'string') return quote(v);
-  if (Array.isArray(v)) return v.length ? `[${v.map(qmpJson).join(', ')}]` : '[]';
-  const entries = Object.entries(v as Record<string, unknown>).filter(([, x]) => x !== undefined);
-  return entries.length ? `{${entries.map(([k, x]) => `${quote(k)}: ${qmpJson(x)}`).join(', ')}}` : '{}';
-}
-
 /**
- * QEMU 7.2 prints integers as such and doubles with `%.17g` (qnum_to_string), e.g. 218.3712 as
- * 218.37120000000002. JS numbers do not say which they were: integral values print as integers,
- * which `%.17g` also does for them (below 1e17).
+ * Serialize as QEMU's JSON writer does (`", "` and `": "` separators, \uXXXX for non-ASCII);
+ * the writer is shared with the migration stream's JSON description.
  */
-function formatNumber(v: number): string {
-  if (Number.isInteger(v) && Math.abs(v) < 1e17) return String(v);
-  // %.17g: 17 significant digits, trailing zeros dropped, exponent form outside [1e-4, 1e17).
-  const exp = Math.floor(Math.log10(Math.abs(v)));
-  if (exp < -4 || exp >= 17) {
-    const [mant, e] = v.toExponential(16).split('e') as [string, string];
-    const n = Number(e);
-    return `${mant.replace(/\.?0+$/, '')}e${n < 0 ? '-' : '+'}${String(Math.abs(n)).padStart(2, '0')}`;
-  }
-  return v.toPrecision(17).replace(/(\.\d*?)0+$/, '$1').replace(/\.$/, '');
-}
-
-function quote(s: string): string {
-  let out = '"';
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    const ch = s[i]!;
-    if (ch === '"') out += '\\"';
-    else if (ch === '\\') out += '\\\\';
-    else if (c === 0x08) out += '\\b';
-    else if (c === 0x0c) out += '\\f';
-    else if (c === 0x0a) out += '\\n';
-    else if (c === 0x0d) out += '\\r';
-    else if (c === 0x09) out += '\\t';
-    else if (c < 0x20 || c >= 0x7f) out += '\\u' + c.toString(16).toUpperCase().padStart(4, '0');
-    else out += ch;
-  }
-  return out + '"';
-}
+export const qmpJson: (v: unknown) => string = toQemuJson;
 
 /** A JSON syntax error, worded like QEMU's parser. */
 class JsonSyntaxError extends Error {}
@@ -197,27 +158,16 @@ export function parseQmpJson(text: string): Json {
         out += ch;
         continue;
       }
-      const e = text[i++];
-      switch (e) {
-        case '"': out += '"'; break;
-        case "'": out += "'"; break;
-        case '\\': out += '\\'; break;
-        case '/': out += '/'; break;
-        case 'b': out += '\b'; break;
-        case 'f': out += '\f'; break;
-        case 'n': out += '\n'; break;
-        case 'r': out += '\r'; break;
-        case 't': out += '\t'; break;
-        case 'u': {
-          const h = text.slice(i, i + 4);
-          if (!/^[0-9a-fA-F]{4}$/.test(h)) throw new JsonSyntaxError('invalid escape sequence in string');
-          out += String.fromCharCode(parseInt(h, 16));
-          i += 4;
-          break;
-        }
-        default:
-          throw new JsonSyntaxError('invalid escape sequence in string');
+      // QEMU's parser takes \' besides JSON's escapes (libqtest writes single-quoted strings).
+      if (text[i] === "'") {
+        out += "'";
+        i++;
+        continue;
       }
+      const e = jsonEscape(text, i);
+      if (!e) throw new JsonSyntaxError('invalid escape sequence in string');
+      out += e[0];
+      i = e[1];
     }
   };
   const v = value();
@@ -261,7 +211,10 @@ const MIGRATION_COMMANDS = new Set([
   'snapshot-delete',
 ]);
 
-const COMMANDS = ['qmp_capabilities', 'query-status', 'stop', 'cont', 'quit', 'system_reset', 'qom-list', 'qom-get', 'query-version', 'query-commands', ...MIGRATION_COMMANDS];
+const COMMANDS = [
+  'qmp_capabilities', 'query-status', 'stop', 'cont', 'quit', 'system_reset', 'qom-list', 'qom-get', 'qom-set', 'query-version',
+  'query-commands', 'balloon', 'query-balloon', 'input-send-event', ...MIGRATION_COMMANDS,
+];
 
 /** Longest partial JSON value kept while waiting for its end. */
 const MAX_PENDING = 1 << 20;
@@ -520,8 +473,62 @@ export class QmpServer {
         const obj = this.resolve(args.path as string);
         const prop = args.property as string;
         if (prop === 'type') return obj.type;
+        const dyn = obj.dynamic.get(prop);
+        if (dyn) return dyn.get();
         if (obj.values.has(prop)) return obj.values.get(prop);
         throw new QmpError('GenericError', `Property '${obj.type}.${prop}' not found`);
+      }
+      case 'qom-set': {
+        // qmp_qom_set: the arguments (`value` is 'any'), the object, then object_property_set.
+        checkArgs(args, { path: 'string', property: 'string', value: 'any' });
+        const obj = this.resolve(args.path as string);
+        const prop = args.property as string;
+        const dyn = obj.dynamic.get(prop);
+        if (dyn) {
+          if (!dyn.set) throw new QmpError('GenericError', `Property '${dyn.ownerType}.${prop}' is not writable`);
+          try {
+            dyn.set(args.value as Json);
+          } catch (e) {
+            throw new QmpError('GenericError', e instanceof Error ? e.message : String(e));
+          }
+          return {};
+        }
+        const owner = obj.staticOwner.get(prop);
+        if (owner) {
+          throw new QmpError('GenericError', `Attempt to set property '${prop}' on ${owner.id !== undefined ? `device '${owner.id}'` : 'anonymous device'} (type '${owner.type}') after it was realized`);
+        }
+        if (prop === 'type' || obj.values.has(prop)) throw new QmpError('GenericError', `Property '${obj.type}.${prop}' is not writable`);
+        throw new QmpError('GenericError', `Property '${obj.type}.${prop}' not found`);
+      }
+      case 'balloon': {
+        // qmp_balloon: arguments, then a balloon must exist, then the value.
+        checkArgs(args, { value: 'int' });
+        const b = m.balloon;
+        if (!b) throw new QmpError('DeviceNotActive', 'No balloon device has been activated');
+        const value = args.value as number;
+        if (value <= 0) throw new QmpError('GenericError', "Parameter 'target' expects a size");
+        b.toTarget(BigInt(value));
+        return {};
+      }
+      case 'query-balloon': {
+        checkArgs(args, {});
+        const b = m.balloon;
+        if (!b) throw new QmpError('DeviceNotActive', 'No balloon device has been activated');
+        return { actual: b.actual() };
+      }
+      case 'input-send-event': {
+        try {
+          const a = visitInputSendEvent(args);
+          runInputSendEvent(a, {
+            router: m.input,
+            running: m.runState === 'running' || m.runState === 'suspended',
+            hasDevice: (id) => m.peripheral.children.has(id),
+          });
+        } catch (e) {
+          if (e instanceof QapiError) throw new QmpError(e.errorClass, e.message);
+          throw e;
+        }
+        return {};
       }
       case 'query-version':
         checkArgs(args, {});
@@ -619,7 +626,7 @@ function checkCapabilityList(list: Json[]): { capability: MigrationCapability; s
   });
 }
 
-type ArgType = 'string' | 'array' | 'int' | 'bool';
+type ArgType = 'string' | 'array' | 'int' | 'bool' | 'any';
 
 /** QAPI argument checks: unexpected, missing and mistyped parameters, with QEMU's messages. */
 function checkArgs(args: { [k: string]: Json }, required: Record<string, ArgType>, optional: Record<string, ArgType> = {}): void {
@@ -632,7 +639,7 @@ function checkArgs(args: { [k: string]: Json }, required: Record<string, ArgType
   for (const [k, t] of Object.entries({ ...required, ...optional })) {
     if (!(k in args)) continue;
     const v = args[k];
-    const ok = t === 'string' ? typeof v === 'string' : t === 'array' ? Array.isArray(v) : t === 'int' ? Number.isInteger(v) : typeof v === 'boolean';
+    const ok = t === 'any' ? true : t === 'string' ? typeof v === 'string' : t === 'array' ? Array.isArray(v) : t === 'int' ? Number.isInteger(v) : typeof v === 'boolean';
     if (!ok) throw new QmpError('GenericError', `Invalid parameter type for '${k}', expected: ${t === 'string' ? 'string' : t === 'array' ? 'array' : t === 'int' ? 'integer' : 'boolean'}`);
   }
 }

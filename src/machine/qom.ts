@@ -37,6 +37,20 @@ export class IrqLines {
   }
 }
 
+/**
+ * A property computed when read, and possibly settable (QEMU's `object_property_add` with getter
+ * and setter, e.g. virtio-balloon's `guest-stats-polling-interval`).
+ */
+export interface QomDynamicProperty {
+  /** As `qom-list` shows it ("int", "guest statistics", ...). */
+  readonly type: string;
+  /** The type QEMU names in errors: an alias names the type of the object it forwards to. */
+  readonly ownerType: string;
+  get(): unknown;
+  /** Absent: read-only ("is not writable"). Throws an Error with QEMU's message for a bad value. */
+  set?(value: unknown): void;
+}
+
 export class QomObject {
   readonly children = new Map<string, QomObject>();
   parent: QomObject | undefined;
@@ -47,6 +61,13 @@ export class QomObject {
   gpioOut: IrqLines | undefined;
   /** What `qom-get` answers, by property name. */
   readonly values = new Map<string, unknown>();
+  /** Properties computed when read (listed after the static ones). */
+  readonly dynamic = new Map<string, QomDynamicProperty>();
+  /**
+   * For `values` that are device properties: the device QEMU names when `qom-set` tries one after
+   * realize (its `id`, or none for an anonymous device, and its type).
+   */
+  readonly staticOwner = new Map<string, { id: string | undefined; type: string }>();
 
   constructor(readonly type: string, readonly props: readonly QomProperty[] = []) {}
 
@@ -66,6 +87,7 @@ export class QomObject {
   /** `qom-list`: "type" first, the object's own properties, then its children. */
   list(): QomProperty[] {
     const out: QomProperty[] = [{ name: 'type', type: 'string' }, ...this.props];
+    for (const [name, p] of this.dynamic) out.push({ name, type: p.type });
     for (const [name, c] of this.children) out.push({ name, type: `child<${c.type}>` });
     if (this.gpioIn) for (let i = 0; i < this.gpioIn.count; i++) out.push({ name: `unnamed-gpio-in[${i}]`, type: 'child<irq>' });
     return out;

@@ -5,7 +5,7 @@
  */
 import type { VmdescDevice } from './vmdesc.js';
 import { parseSavevm, type ParsedSavevm, type SavevmSection } from './savevm.js';
-import { decodeVirtioBlob, type DecodedField, type DecodedVirtio } from './virtio-decode.js';
+import { decodeOptionsFor, decodeVirtioBlob, type DecodedField, type DecodedVirtio } from './virtio-decode.js';
 
 export interface InspectedSection extends SavevmSection {
   /** The decoded blob, for virtio devices. */
@@ -19,9 +19,6 @@ export interface InspectReport {
   sections: InspectedSection[];
 }
 
-/** Device types whose QEMU vmsd writes nothing beyond the common virtio blob. */
-const NO_DEVICE_STATE = new Set(['virtio-rng', 'virtio-input']);
-
 /** Is this section a virtio device (by the stream's own description, or by its name)? */
 function isVirtio(s: SavevmSection, desc: VmdescDevice | undefined): boolean {
   if (s.kind !== 'full') return false;
@@ -30,18 +27,21 @@ function isVirtio(s: SavevmSection, desc: VmdescDevice | undefined): boolean {
   return vmsd.startsWith('virtio-');
 }
 
+export interface InspectOptions {
+  /** Decode the virtio blobs with every queue entry and configuration dword listed (`DecodeOptions.allEntries`). */
+  allEntries?: boolean;
+}
+
 /** Parse a stream and decode its virtio sections. Throws `MigrationError` on a malformed stream. */
-export function inspectStream(bytes: Uint8Array): InspectReport {
+export function inspectStream(bytes: Uint8Array, opts: InspectOptions = {}): InspectReport {
   const stream = parseSavevm(bytes);
   const devices = stream.vmdesc?.description?.devices ?? [];
   const sections = stream.sections.map((s): InspectedSection => {
     const desc = s.vmdesc ?? devices.find((d) => d.name === s.idstr && d.instance_id === s.instanceId);
     if (!isVirtio(s, desc)) return s;
-    const vmsd = s.idstr.slice(s.idstr.lastIndexOf('/') + 1);
-    const transport = s.idstr.includes('virtio-mmio@') ? 'mmio' : 'pci';
     try {
       const blob = bytes.subarray(s.bodyOffset, s.bodyOffset + s.bodyLength);
-      return { ...s, virtio: decodeVirtioBlob(blob, { transport, emptyDeviceState: NO_DEVICE_STATE.has(vmsd), vmsdName: vmsd }, s.bodyOffset) };
+      return { ...s, virtio: decodeVirtioBlob(blob, { ...decodeOptionsFor(s.idstr), allEntries: opts.allEntries ?? false }, s.bodyOffset) };
     } catch (e) {
       return { ...s, virtioError: e instanceof Error ? e.message : String(e) };
     }

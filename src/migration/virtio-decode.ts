@@ -57,12 +57,104 @@ export interface DecodeOptions {
   transport: 'pci' | 'mmio';
   /** Device types whose device part is empty (QEMU's rng and input write only the common blob). */
   emptyDeviceState?: boolean;
-  /** The device type (vmsd name), for the device parts this decoder knows: virtio-blk's request list. */
-  vmsdName?: string;
+  /** A device part this decoder knows field by field (the vmsd name of the device type). */
+  deviceVmsd?: 'virtio-balloon';
+  /**
+   * List every element, not only what is in use: all VIRTIO_QUEUE_MAX entries of the per-queue
+   * arrays (`virtio/virtqueues`, `virtio/ringsize`, `virtio/packed_virtqueues`, the transports'
+   * queue state) and the PCI configuration space dword by dword. The leaves of the tree then
+   * cover every byte of the blob exactly once (`leafFields`), which is what a byte-for-byte
+   * comparison needs: any difference lands in a named field. Off (the default, for a person
+   * reading): the entries that are all zero are left out and the configuration space is one field.
+   */
+  allEntries?: boolean;
+  /**
+   * A device part this decoder knows field by field: virtio-serial's "virtio-console", virtio-blk's
+   * request list.
+   */
+  deviceState?: 'virtio-console' | 'virtio-blk';
+}
+
+/** Device types whose QEMU vmsd writes nothing beyond the common virtio blob. */
+const NO_DEVICE_STATE = new Set(['virtio-rng', 'virtio-input']);
+
+/**
+ * How to decode the blob of the section `idstr` from what its name tells: the transport
+ * (`virtio-mmio@<base>/...` on microvm, a PCI address otherwise) and whether the device type
+ * writes state of its own.
+ */
+export function decodeOptionsFor(idstr: string): DecodeOptions {
+  const vmsd = idstr.slice(idstr.lastIndexOf('/') + 1);
+  return {
+    transport: idstr.includes('virtio-mmio@') ? 'mmio' : 'pci',
+    emptyDeviceState: NO_DEVICE_STATE.has(vmsd),
+    ...(vmsd === 'virtio-console' ? { deviceState: 'virtio-console' as const } : {}),
+    ...(vmsd === 'virtio-blk' ? { deviceState: 'virtio-blk' as const } : {}),
+    ...(vmsd === 'virtio-balloon' ? { deviceVmsd: 'virtio-balloon' as const } : {}),
+  };
 }
 
 /** sizeof(VirtQueueElementOld) on x86-64 (src/migration/virtqueue-element.ts). */
-const VIRTQUEUE_ELEMENT_OLD_BYTES = 49168;
+const ELEMENT_OLD_SIZE = 16 + 2 * 8 * 1024 + 2 * 16 * 1024;
+
+/**
+ * virtio-serial's device part (QEMU's `virtio_serial_save_device`): config, ports map (its length
+ * follows max_nr_ports, which the config carries), then each port with its popped element.
+ */
+function consoleState(r: FieldReader): void {
+  r.group('virtio-console', () => {
+    r.be16('config.cols');
+    r.be16('config.rows');
+    let max = r.be32('config.max_nr_ports');
+    // The value is guest-swapped: a big-endian legacy guest's 31 reads 0x1f000000 here.
+    if (max > 511) max = (((max & 0xff) << 24) | ((max & 0xff00) << 8) | ((max >>> 8) & 0xff00) | (max >>> 24)) >>> 0;
+    if (max === 0 || max > 511) throw r.f.error('virtio-console config.max_nr_ports', `max_nr_ports ${max} is not 1..511`);
+    for (let i = 0; i < Math.ceil(max / 32); i++) r.be32(`ports_map[${i}]`);
+    const n = r.be32('nr_active_ports');
+    if (n > max) throw r.f.error('virtio-console nr_active_ports', `${n} active ports with max_nr_ports ${max}`);
+    for (let i = 0; i < n; i++) {
+      r.group(`port[${i}]`, () => {
+        r.be32('id');
+        r.u8('guest_connected');
+        r.u8('host_connected');
+        if (r.be32('elem_popped') === 0) return;
+        r.be32('iov_idx');
+        r.be64('iov_offset');
+        elementOld(r);
+      });
+    }
+  });
+}
+
+/**
+ * A VirtQueueElementOld: its head and counts (little-endian, host layout), then the rest as bytes,
+ * so the fields still cover every byte once. The group's value sums them up.
+ */
+function elementOld(r: FieldReader): void {
+  const [head, outNum, inNum] = r.group('element (VirtQueueElementOld)', () => {
+    const v = [r.le32('index'), r.le32('out_num'), r.le32('in_num')] as const;
+    r.bytes('addresses and lengths', ELEMENT_OLD_SIZE - 12);
+    return v;
+  });
+  r.describeLast(`head ${head}, out_num ${outNum}, in_num ${inNum}`);
+}
+
+/**
+ * virtio-blk's device part (QEMU's `virtio_blk_save_device`): for each request in flight u8 1, a
+ * be32 queue index when the device has several queues (`numQueues`: those the blob gives a ring
+ * size), and the request's VirtQueueElementOld; then u8 0.
+ */
+function blkRequestList(r: FieldReader, numQueues: number): void {
+  r.group('virtio-blk request list', () => {
+    for (let k = 0; ; k++) {
+      if (r.u8('more') === 0) break;
+      r.group(`rq[${k}]`, () => {
+        if (numQueues > 1) r.be32('vq index');
+        elementOld(r);
+      });
+    }
+  });
+}
 
 const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
 
@@ -70,7 +162,7 @@ const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, '
 class FieldReader {
   readonly fields: DecodedField[] = [];
   private stack: DecodedField[][] = [];
-  constructor(readonly f: QEMUFileReader, readonly base: number) {}
+  constructor(readonly f: QEMUFileReader, readonly base: number, readonly allEntries = false) {}
 
   private get out(): DecodedField[] {
     return this.stack.length ? this.stack[this.stack.length - 1]! : this.fields;
@@ -78,42 +170,38 @@ class FieldReader {
   private add(name: string, at: number, value?: DecodedField['value']): void {
     this.out.push({ name, offset: this.base + at, size: this.f.offset - at, ...(value !== undefined ? { value } : {}) });
   }
-  u8(name: string): number {
+  /** Read one value with `get` and record it as the field `name`. */
+  private read<T extends number | bigint | boolean | string>(name: string, get: () => T): T {
     const at = this.f.offset;
-    const v = this.f.getByte(name);
+    const v = get();
     this.add(name, at, v);
     return v;
+  }
+  u8(name: string): number {
+    return this.read(name, () => this.f.getByte(name));
   }
   be16(name: string): number {
-    const at = this.f.offset;
-    const v = this.f.getBe16(name);
-    this.add(name, at, v);
-    return v;
+    return this.read(name, () => this.f.getBe16(name));
   }
   be32(name: string): number {
-    const at = this.f.offset;
-    const v = this.f.getBe32(name);
-    this.add(name, at, v);
-    return v;
+    return this.read(name, () => this.f.getBe32(name));
   }
   be64(name: string): bigint {
-    const at = this.f.offset;
-    const v = this.f.getBe64(name);
-    this.add(name, at, v);
-    return v;
+    return this.read(name, () => this.f.getBe64(name));
+  }
+  /** A little-endian dword: PCI configuration space and the MSI-X table are saved as the guest sees them. */
+  le32(name: string): number {
+    return this.read(name, () => {
+      const b = this.f.getView(4, name);
+      return (b[0]! | (b[1]! << 8) | (b[2]! << 16) | (b[3]! << 24)) >>> 0;
+    });
   }
   bool(name: string): boolean {
-    const at = this.f.offset;
-    const v = this.f.getByte(name) !== 0;
-    this.add(name, at, v);
-    return v;
+    return this.read(name, () => this.f.getByte(name) !== 0);
   }
   /** `n` bytes shown as text (names in headers). */
   text(name: string, n: number): string {
-    const at = this.f.offset;
-    const v = latin1(this.f.getView(n, name));
-    this.add(name, at, v);
-    return v;
+    return this.read(name, () => latin1(this.f.getView(n, name)));
   }
   bytes(name: string, n: number): Uint8Array {
     const at = this.f.offset;
@@ -121,9 +209,10 @@ class FieldReader {
     this.add(name, at, hex(v));
     return v;
   }
-  /** A field decoded by the caller. */
-  push(field: DecodedField): void {
-    this.out.push(field);
+  /** Give the field last recorded at this level a value (a group's summary of its children). */
+  describeLast(value: DecodedField['value']): void {
+    const last = this.out[this.out.length - 1];
+    if (last) last.value = value;
   }
   /** A run of fields grouped under one name. */
   group<T>(name: string, fn: () => T): T {
@@ -138,7 +227,32 @@ class FieldReader {
       node.size = this.f.offset - at;
     }
   }
+  /**
+   * One of the VIRTIO_QUEUE_MAX-entry arrays of the subsections, `size` bytes an entry, each read
+   * by `entry` as the group `vq[i]`. With `allEntries` every entry is listed; otherwise they are
+   * grouped under `label` and an entry whose bytes are all zero is stepped over unlisted.
+   */
+  queueArray(label: string, size: number, entry: (i: number) => void): void {
+    if (this.allEntries) {
+      for (let i = 0; i < VIRTIO_QUEUE_MAX; i++) this.group(`vq[${i}]`, () => entry(i));
+      return;
+    }
+    this.group(`${label} (${size} bytes each; the entries not all zero listed)`, () => {
+      for (let i = 0; i < VIRTIO_QUEUE_MAX; i++) {
+        if (this.f.peekBytes(0, size).some((b) => b !== 0)) this.group(`vq[${i}]`, () => entry(i));
+        else this.f.skip(size, label);
+      }
+    });
+  }
 }
+
+/** Names of the type 0 header's dwords, for the configuration space listed dword by dword. */
+const PCI_CONFIG_DWORDS: Record<number, string> = {
+  0x00: 'vendor/device', 0x04: 'command/status', 0x08: 'revision/class', 0x0c: 'cacheline/latency/header/bist',
+  0x10: 'BAR0', 0x14: 'BAR1', 0x18: 'BAR2', 0x1c: 'BAR3', 0x20: 'BAR4', 0x24: 'BAR5',
+  0x28: 'cardbus CIS', 0x2c: 'subsystem vendor/id', 0x30: 'expansion ROM', 0x34: 'capabilities pointer',
+  0x3c: 'interrupt line/pin/min_gnt/max_lat',
+};
 
 /** The MSI-X table size from a saved configuration space (0 without the capability). */
 function msixVectors(config: Uint8Array): number {
@@ -172,7 +286,7 @@ const KNOWN_SUBSECTIONS = new Set([
  */
 export function decodeVirtioBlob(blob: Uint8Array, opts: DecodeOptions, base = 0): DecodedVirtio {
   const f = new QEMUFileReader(blob);
-  const r = new FieldReader(f, base);
+  const r = new FieldReader(f, base, opts.allEntries ?? false);
   try {
     return decode(r, f, opts, base);
   } catch (e) {
@@ -188,13 +302,29 @@ function decode(r: FieldReader, f: QEMUFileReader, opts: DecodeOptions, base: nu
       r.group('PCIDevice', () => {
         r.be32('version_id');
         const first = f.peekBytes(0, 256);
-        r.bytes('config', first.length === 256 && isExpress(first) ? 4096 : 256);
+        const size = first.length === 256 && isExpress(first) ? 4096 : 256;
+        if (r.allEntries) {
+          r.group('config', () => {
+            for (let o = 0; o < size; o += 4) {
+              const name = PCI_CONFIG_DWORDS[o];
+              r.le32(`[0x${o.toString(16).padStart(2, '0')}]${name ? ` ${name}` : ''}`);
+            }
+          });
+        } else {
+          r.bytes('config', size);
+        }
         vectors = msixVectors(first);
         for (let i = 0; i < 4; i++) r.be32(`irq_state[${i}]`);
       });
       if (vectors) {
         r.group('msix', () => {
-          r.bytes('table', vectors * 16);
+          r.group('table', () => {
+            for (let i = 0; i < vectors; i++) {
+              r.group(`entry[${i}]`, () => {
+                for (const w of ['addr_lo', 'addr_hi', 'data', 'ctrl']) r.le32(w);
+              });
+            }
+          });
           r.bytes('pba', Math.ceil(vectors / 8));
         });
         r.be16('config_vector');
@@ -233,24 +363,14 @@ function decode(r: FieldReader, f: QEMUFileReader, opts: DecodeOptions, base: nu
   // their headers, trying each candidate until one leads exactly to the end of the blob.
   const devAt = f.offset;
   let subsAt = devAt;
-  if (opts.vmsdName === 'virtio-blk') {
-    // virtio_blk_save_device: u8 1, [be32 queue index with several queues], a VirtQueueElementOld
-    // (49168 bytes, x86-64 layout: u32 index, out_num, in_num first), ...; then u8 0. The number
-    // of queues decides whether the index is there: those with a ring size in the blob.
-    r.group('virtio-blk request list', () => {
-      for (let k = 0; ; k++) {
-        const more = r.u8('more');
-        if (more === 0) break;
-        r.group(`rq[${k}]`, () => {
-          if (num > 1) r.be32('vq index');
-          const at = f.offset;
-          const rec = f.getView(VIRTQUEUE_ELEMENT_OLD_BYTES, `rq[${k}] element`);
-          const dv = new DataView(rec.buffer, rec.byteOffset, 12);
-          const node = { name: 'element (VirtQueueElementOld)', offset: base + at, size: VIRTQUEUE_ELEMENT_OLD_BYTES, value: `head ${dv.getUint32(0, true)}, out_num ${dv.getUint32(4, true)}, in_num ${dv.getUint32(8, true)}` };
-          r.push(node);
-        });
-      }
-    });
+  if (opts.deviceState === 'virtio-console') {
+    consoleState(r);
+    subsAt = f.offset;
+  } else if (opts.deviceState === 'virtio-blk') {
+    blkRequestList(r, num);
+    subsAt = f.offset;
+  } else if (opts.deviceVmsd === 'virtio-balloon') {
+    decodeBalloonDevice(r, f);
     subsAt = f.offset;
   } else if (!opts.emptyDeviceState) {
     const found = findSubsections(f);
@@ -280,23 +400,14 @@ function decode(r: FieldReader, f: QEMUFileReader, opts: DecodeOptions, base: nu
           guestFeatures = r.be64('guest_features');
           break;
         case 'virtio/virtqueues':
-          r.group('vq[0..1023] avail, used (be64 each; the non-zero ones listed)', () => {
-            for (let i = 0; i < VIRTIO_QUEUE_MAX; i++) {
-              const at = f.offset;
-              const avail = f.getBe64('virtio/virtqueues');
-              const used = f.getBe64('virtio/virtqueues');
-              if (!avail && !used) continue;
-              out.rings.push({ index: i, avail, used });
-              f.seek(at);
-              r.group(`vq[${i}]`, () => {
-                r.be64('avail');
-                r.be64('used');
-              });
-            }
+          r.queueArray('vq[0..1023] avail, used', 16, (i) => {
+            const avail = r.be64('avail');
+            const used = r.be64('used');
+            if (avail || used) out.rings.push({ index: i, avail, used });
           });
           break;
         case 'virtio/ringsize':
-          r.bytes('num_default[1024] (be32 each)', VIRTIO_QUEUE_MAX * 4);
+          r.queueArray('vq[0..1023] num_default', 4, () => r.be32('num_default'));
           break;
         case 'virtio/broken':
           out.broken = r.bool('broken');
@@ -308,7 +419,14 @@ function decode(r: FieldReader, f: QEMUFileReader, opts: DecodeOptions, base: nu
           out.disabled = r.bool('disabled');
           break;
         case 'virtio/packed_virtqueues':
-          r.bytes('vq[1024] packed state (10 bytes each)', VIRTIO_QUEUE_MAX * 10);
+          // vmstate_packed_virtqueue
+          r.queueArray('vq[0..1023] packed state', 10, () => {
+            r.be16('last_avail_idx');
+            r.bool('last_avail_wrap_counter');
+            r.be16('used_idx');
+            r.bool('used_wrap_counter');
+            r.be32('inuse');
+          });
           break;
         case 'virtio/extra_state':
           decodeExtraState(r, f, out);
@@ -319,6 +437,29 @@ function decode(r: FieldReader, f: QEMUFileReader, opts: DecodeOptions, base: nu
     });
   }
   out.guestFeatures = guestFeatures;
+  return out;
+}
+
+/** A field that holds a value, with its place in the tree. */
+export interface DecodedLeaf extends DecodedField {
+  /** The names from the top of the tree down to this field, joined by ' > ' (e.g. `vq[0] > last_avail_idx`). */
+  path: string;
+}
+
+/**
+ * The leaves of a field tree in stream order (a group without children counts as a leaf). For a
+ * blob decoded with `allEntries` they cover every byte of it exactly once.
+ */
+export function leafFields(fields: readonly DecodedField[]): DecodedLeaf[] {
+  const out: DecodedLeaf[] = [];
+  const walk = (list: readonly DecodedField[], prefix: string): void => {
+    for (const f of list) {
+      const path = prefix ? `${prefix} > ${f.name}` : f.name;
+      if (f.children && f.children.length > 0) walk(f.children, path);
+      else out.push({ ...f, path });
+    }
+  };
+  walk(fields, '');
   return out;
 }
 
@@ -340,29 +481,48 @@ function decodeExtraState(r: FieldReader, f: QEMUFileReader, out: DecodedVirtio)
       }
       r.be32('guest_features[0]');
       r.be32('guest_features[1]');
-      r.group(`vqs[0..1023] (${pci ? 28 : 27} bytes each; enabled or sized ones listed)`, () => {
-        for (let i = 0; i < VIRTIO_QUEUE_MAX; i++) {
-          const at = f.offset;
-          const qnum = f.getBe16(name);
-          if (pci) f.skip(1, name);
-          const enabled = f.getByte(name);
-          const words = [0, 1, 2, 3, 4, 5].map(() => f.getBe32(name));
-          if (qnum || enabled || words.some((w) => w)) {
-            f.seek(at);
-            r.group(`vq[${i}]`, () => {
-              r.be16('num');
-              if (pci) r.u8('unused');
-              r.bool('enabled');
-              for (const part of ['desc', 'avail', 'used']) {
-                r.be32(`${part}[0]`);
-                r.be32(`${part}[1]`);
-              }
-            });
-          }
+      // virtio_pci/modern_queue_state or virtio_mmio/queue_state per queue.
+      r.queueArray('vqs[0..1023]', pci ? 28 : 27, () => {
+        r.be16('num');
+        if (pci) r.u8('unused');
+        r.bool('enabled');
+        for (const part of ['desc', 'avail', 'used']) {
+          r.be32(`${part}[0]`);
+          r.be32(`${part}[1]`);
         }
       });
     });
   }
+}
+
+/**
+ * virtio-balloon's `virtio-balloon-device` vmsd: num_pages, actual, then its subsections
+ * (free-page-report: command id and status; page-poison: poison_val), each named by its header.
+ */
+function decodeBalloonDevice(r: FieldReader, f: QEMUFileReader): void {
+  const vmsd = 'virtio-balloon-device';
+  r.group(`device (${vmsd})`, () => {
+    r.be32('num_pages');
+    r.be32('actual');
+    while (f.remaining > 2 && f.peekByte(0) === QEMU_VM_SUBSECTION) {
+      const name = latin1(f.peekBytes(2, f.peekByte(1)));
+      if (!name.startsWith(`${vmsd}/`)) break;
+      r.group(`subsection ${name}`, () => {
+        r.u8('QEMU_VM_SUBSECTION');
+        r.u8('name length');
+        r.text('name', name.length);
+        r.be32('version_id');
+        if (name === `${vmsd}/free-page-report`) {
+          r.be32('free_page_hint_cmd_id');
+          r.be32('free_page_hint_status');
+        } else if (name === `${vmsd}/page-poison`) {
+          r.be32('poison_val');
+        } else {
+          throw f.error(name, `unknown subsection '${name}' of ${vmsd}`);
+        }
+      });
+    }
+  });
 }
 
 /**

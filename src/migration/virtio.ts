@@ -294,7 +294,7 @@ export function virtioLoad(vdev: VirtIODevice, f: QEMUFileReader, ctx?: LoadCont
   const device = vdev.loadDeviceState(f, vdev.vmsdVersion, {
     peekRam,
     writable: (gpa, len) => vdev.memory.isWritableRange(gpa, len),
-    queueSize: (n) => queues[n]?.num ?? 0,
+    queueNum: (n) => queues[n]?.num,
   });
 
   const stage: SubsectionStage = {

@@ -2,8 +2,9 @@
  * The JSON description ("vmdesc") QEMU appends to a stream after QEMU_VM_EOF
  * (spec/qemu-virtio-migration.md §5.5): how it is written, found, read and used.
  *
- * - Written as QEMU's compact JSON writer writes it (`qobject/json-writer.c` with pretty off):
- *   `", "` between members and elements, `": "` after a key, keys in QEMU's order, no newline.
+ * - Written as QEMU's compact JSON writer writes it (`qobject/json-writer.c` with pretty off,
+ *   shared with QMP in `json-writer.ts`): `", "` between members and elements, `": "` after a
+ *   key, keys in QEMU's order (repeated where QEMU repeats them), no newline.
  * - Found from the end of the stream: the record is u8 0x06, be32 length, then exactly that many
  *   bytes of JSON up to the end of the file.
  * - Used to step over sections nobody here can decode: a described section is the sum of its
@@ -12,6 +13,7 @@
  *
  * Everything read here comes from the stream and is checked: types, integer sizes, nesting depth.
  */
+import { jsonArray, jsonEscape, jsonMember as member, jsonObject, jsonString } from './json-writer.js';
 import { latin1, MigrationError, type QEMUFileReader } from './qemu-file.js';
 import { printable, QEMU_VM_SUBSECTION, type VmdescField, type VmdescStruct } from './vmstate.js';
 
@@ -49,71 +51,47 @@ export interface VmdescLocation {
 // ---------------------------------------------------------------------------------------------
 // Writing
 
-/** A string as QEMU's `quoted_str` writes it: the usual escapes, other controls and non-ASCII as \uXXXX. */
-function quoted(s: string): string {
-  let out = '"';
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    switch (c) {
-      case 0x22: out += '\\"'; break;
-      case 0x5c: out += '\\\\'; break;
-      case 0x08: out += '\\b'; break;
-      case 0x0c: out += '\\f'; break;
-      case 0x0a: out += '\\n'; break;
-      case 0x0d: out += '\\r'; break;
-      case 0x09: out += '\\t'; break;
-      default:
-        out += c < 0x20 || c >= 0x7f ? `\\u${c.toString(16).toUpperCase().padStart(4, '0')}` : s[i];
-    }
-  }
-  return out + '"';
-}
-
-function member(key: string, value: string): string {
-  return `${quoted(key)}: ${value}`;
-}
-
 function formatFields(fields: readonly VmdescField[]): string {
-  return `[${fields.map(formatField).join(', ')}]`;
+  return jsonArray(fields.map(formatField));
 }
 
 function formatField(f: VmdescField): string {
   // vmsd_desc_field_start/end: name, array_len or index, type, struct, size.
-  const m = [member('name', quoted(f.name))];
+  const m = [member('name', jsonString(f.name))];
   if (f.array_len !== undefined) m.push(member('array_len', String(f.array_len)));
   else if (f.index !== undefined) m.push(member('index', String(f.index)));
-  m.push(member('type', quoted(f.type)));
+  m.push(member('type', jsonString(f.type)));
   if (f.struct) m.push(member('struct', formatStruct(f.struct)));
   for (const r of f.inline ?? []) m.push(...structMembers(r));
   m.push(member('size', String(f.size)));
-  return `{${m.join(', ')}}`;
+  return jsonObject(m);
 }
 
 function structMembers(s: VmdescStruct): string[] {
-  const m = [member('vmsd_name', quoted(s.vmsd_name)), member('version', String(s.version)), member('fields', formatFields(s.fields))];
+  const m = [member('vmsd_name', jsonString(s.vmsd_name)), member('version', String(s.version)), member('fields', formatFields(s.fields))];
   // vmstate_subsection_save opens the array only when a subsection is written.
-  if (s.subsections && s.subsections.length > 0) m.push(member('subsections', `[${s.subsections.map(formatStruct).join(', ')}]`));
+  if (s.subsections && s.subsections.length > 0) m.push(member('subsections', jsonArray(s.subsections.map(formatStruct))));
   return m;
 }
 
 function formatStruct(s: VmdescStruct): string {
-  return `{${structMembers(s).join(', ')}}`;
+  return jsonObject(structMembers(s));
 }
 
 function formatDevice(d: VmdescDevice): string {
-  const m = [member('name', quoted(d.name)), member('instance_id', String(d.instance_id))];
+  const m = [member('name', jsonString(d.name)), member('instance_id', String(d.instance_id))];
   if (d.vmsd_name !== undefined) {
     m.push(...structMembers({ vmsd_name: d.vmsd_name, version: d.version ?? 0, fields: d.fields, ...(d.subsections ? { subsections: d.subsections } : {}) }));
   } else {
     // vmstate_save_old_style: the size, then one "data" buffer field.
     m.push(member('size', String(d.size ?? 0)), member('fields', formatFields(d.fields)));
   }
-  return `{${m.join(', ')}}`;
+  return jsonObject(m);
 }
 
 /** The description's JSON text, byte for byte as QEMU 7.2 writes it. */
 export function formatVmdesc(d: Vmdesc): string {
-  return `{${member('page_size', String(d.page_size))}, ${member('devices', `[${d.devices.map(formatDevice).join(', ')}]`)}}`;
+  return jsonObject([member('page_size', String(d.page_size)), member('devices', jsonArray(d.devices.map(formatDevice)))]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -261,26 +239,10 @@ class JsonParser {
         out += c;
         continue;
       }
-      const e = s[this.i++];
-      switch (e) {
-        case '"': out += '"'; break;
-        case '\\': out += '\\'; break;
-        case '/': out += '/'; break;
-        case 'b': out += '\b'; break;
-        case 'f': out += '\f'; break;
-        case 'n': out += '\n'; break;
-        case 'r': out += '\r'; break;
-        case 't': out += '\t'; break;
-        case 'u': {
-          const h = s.slice(this.i, this.i + 4);
-          if (!/^[0-9a-fA-F]{4}$/.test(h)) this.fail('bad \\u escape');
-          out += String.fromCharCode(parseInt(h, 16));
-          this.i += 4;
-          break;
-        }
-        default:
-          this.fail('bad escape');
-      }
+      const e = jsonEscape(s, this.i);
+      if (!e) this.fail(s[this.i] === 'u' ? 'bad \\u escape' : 'bad escape');
+      out += e[0];
+      this.i = e[1];
     }
   }
 

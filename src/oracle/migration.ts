@@ -77,6 +77,22 @@ export async function runState(qmp: QmpLike): Promise<string> {
 }
 
 /**
+ * The run state of a source whose migration `query-migrate` reported `completed`. QEMU 7.2's
+ * migration thread sets `completed` (migration_completion) and only afterwards, once it holds the
+ * iothread lock again (migration_iteration_finish), moves the VM from `finish-migrate` to
+ * `postmigrate`; a `query-status` in between sees `finish-migrate`. That state is polled past
+ * (bounded by `timeoutMs`); whatever comes after it is returned for the caller to check.
+ */
+export async function runStateAfterMigration(qmp: QmpLike, opts: { timeoutMs?: number; pollMs?: number } = {}): Promise<string> {
+  const deadline = performance.now() + (opts.timeoutMs ?? 2000);
+  for (;;) {
+    const state = await runState(qmp);
+    if (state !== 'finish-migrate' || performance.now() > deadline) return state;
+    await sleep(opts.pollMs ?? 1);
+  }
+}
+
+/**
  * A `Machine` that forwards to a current machine which can be swapped for another (the
  * destination of a migration). It keeps:
  *  - one IRQ log across machines: the current machine's events are copied into it as they come,

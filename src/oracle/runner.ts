@@ -8,16 +8,22 @@
  * server must not change what a driver sees). A side whose machine throws, dies or stops
  * answering gets a fresh machine for the next scenario.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { GuestAllocator } from '../driver/alloc.js';
 import { InProcessMachine } from '../driver/inproc.js';
 import type { Machine } from '../driver/machine.js';
 import { launchQemu } from '../driver/qemu-launcher.js';
 import { createMachineFromArgs, parseQemuCommandLine } from '../machine/index.js';
+import { openDeviceChardev } from '../machine/chardev.js';
+import type { CharBackend } from '../devices/console/chardev.js';
 import { fileNodes } from '../machine/block-cmdline.js';
 import { openBlockFiles } from '../devices/blk/backends/node-file.js';
+import type { BlockBackend } from '../devices/blk/backend.js';
 import { compareTranscripts, sameTranscripts, type Comparison } from './compare.js';
 import { RecordingMachine } from './recorder.js';
-import type { OracleGroup, OracleMachineSpec, OracleProbe, OracleScenario } from './scenario.js';
+import { argsIn, needsHostDir, type OracleGroup, type OracleMachineSpec, type OracleProbe, type OracleScenario } from './scenario.js';
 import { villainVerdict, type HostileFacts, type HostileVerdict } from './verdict.js';
 import { Transcript } from './transcript.js';
 import { materializeDisks } from './disks.js';
@@ -25,7 +31,16 @@ import { materializeDisks } from './disks.js';
 export interface StartedMachine {
   machine: Machine;
   probe?: OracleProbe;
+  /** The side's directory that `@DIR@` in the arguments stands for. */
+  hostDir?: string;
   close(): Promise<void>;
+}
+
+/** A fresh directory for a machine whose arguments name `@DIR@`, and its removal. */
+function hostDirFor(spec: OracleMachineSpec): { dir: string | undefined; remove: () => void } {
+  if (!needsHostDir(spec)) return { dir: undefined, remove: () => undefined };
+  const dir = mkdtempSync(join(tmpdir(), 'virtio-ts-host-'));
+  return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
 export interface OracleSide {
@@ -48,8 +63,14 @@ export function qemuSide(command: readonly string[] = ['qemu-system-x86_64'], op
     label: opts.label ?? 'QEMU 7.2',
     settleMs: opts.settleMs ?? 20,
     async start(spec) {
-      const p = await launchQemu({ command, machine: spec.machine, args: spec.args, name: opts.id ?? 'qemu' });
-      return { machine: p.machine, close: () => p.close() };
+      const host = hostDirFor(spec);
+      try {
+        const p = await launchQemu({ command, machine: spec.machine, args: argsIn(spec, host.dir), name: opts.id ?? 'qemu' });
+        return { machine: p.machine, ...(host.dir ? { hostDir: host.dir } : {}), close: () => p.close().finally(host.remove) };
+      } catch (e) {
+        host.remove();
+        throw e;
+      }
     },
   };
 }
@@ -61,11 +82,32 @@ export function oursInProcessSide(): OracleSide {
     label: 'virtio-ts',
     settleMs: 0,
     async start(spec) {
-      const argv = ['-machine', spec.machine, '-m', '16M', ...spec.args];
-      // Files of -drive/-blockdev are opened here, as virtio-ts-qemu opens them at start-up.
+      const host = hostDirFor(spec);
+      const argv = ['-machine', spec.machine, '-m', '16M', ...argsIn(spec, host.dir)];
       const cl = parseQemuCommandLine(argv);
-      const files = await openBlockFiles(fileNodes(cl.drives, cl.blockdevs));
-      const built = createMachineFromArgs(argv, { blockFiles: files });
+      // The chardevs devices use, then the files of -drive/-blockdev, opened as virtio-ts-qemu
+      // opens them at start-up (sockets listen here).
+      const chardevs = new Map<string, CharBackend>();
+      let files = new Map<string, BlockBackend>();
+      const closeHost = () => {
+        for (const c of chardevs.values()) c.close();
+        for (const f of files.values()) void f.close?.();
+        host.remove();
+      };
+      try {
+        for (const c of cl.chardevs) chardevs.set(c.id, await openDeviceChardev(c));
+        files = await openBlockFiles(fileNodes(cl.drives, cl.blockdevs));
+      } catch (e) {
+        closeHost();
+        throw e;
+      }
+      let built: ReturnType<typeof createMachineFromArgs>;
+      try {
+        built = createMachineFromArgs(argv, { chardevs, blockFiles: files });
+      } catch (e) {
+        closeHost();
+        throw e;
+      }
       const errors: string[] = [];
       for (const d of built.built.devices) {
         const dev = d.device;
@@ -80,12 +122,13 @@ export function oursInProcessSide(): OracleSide {
         qmp: built.qmp,
         onClose: () => {
           built.close();
-          for (const f of files.values()) void f.close();
+          closeHost();
         },
       });
       return {
         machine,
         probe: { takeErrors: () => errors.splice(0) },
+        ...(host.dir ? { hostDir: host.dir } : {}),
         close: () => machine.close(),
       };
     },
@@ -99,8 +142,14 @@ export function oursSocketSide(program: string, opts: { settleMs?: number } = {}
     label: 'virtio-ts-qemu',
     settleMs: opts.settleMs ?? 0,
     async start(spec) {
-      const p = await launchQemu({ command: [process.execPath, program], machine: spec.machine, args: spec.args, name: 'virtio-ts-qemu' });
-      return { machine: p.machine, close: () => p.close() };
+      const host = hostDirFor(spec);
+      try {
+        const p = await launchQemu({ command: [process.execPath, program], machine: spec.machine, args: argsIn(spec, host.dir), name: 'virtio-ts-qemu' });
+        return { machine: p.machine, ...(host.dir ? { hostDir: host.dir } : {}), close: () => p.close().finally(host.remove) };
+      } catch (e) {
+        host.remove();
+        throw e;
+      }
     },
   };
 }
@@ -182,7 +231,7 @@ async function runSide(group: OracleGroup, side: OracleSide, opts: RunOptions): 
         const r = rec;
         facts = await withTimeout(
           (async () => {
-            const f = await s.run({ m: r, alloc: new GuestAllocator(ORACLE_RAM.start, ORACLE_RAM.end) });
+            const f = await s.run({ m: r, alloc: new GuestAllocator(ORACLE_RAM.start, ORACLE_RAM.end), ...(started.hostDir ? { hostDir: started.hostDir } : {}) });
             await r.sync();
             return f;
           })(),

@@ -18,10 +18,26 @@ export interface DiskTemplate {
 export interface OracleMachineSpec {
   /** `-machine` value. */
   machine: string;
-  /** `-device`, `-global`, ... `@disk:NAME@` stands for the path of disk NAME. */
+  /**
+   * `-device`, `-global`, ...; `@DIR@` is replaced by a directory of the side's own, `@disk:NAME@`
+   * by the path of disk NAME.
+   */
   args: readonly string[];
   /** Disk images, made afresh for each machine started (src/oracle/disks.ts). */
   disks?: Readonly<Record<string, DiskTemplate>>;
+}
+
+/** Placeholder in `OracleMachineSpec.args` for a side's own directory. */
+export const HOST_DIR = '@DIR@';
+
+/** `spec`'s arguments with `@DIR@` replaced by `dir`. */
+export function argsIn(spec: OracleMachineSpec, dir: string | undefined): string[] {
+  return spec.args.map((a) => (dir === undefined ? a : a.split(HOST_DIR).join(dir)));
+}
+
+/** Whether `spec` needs a host directory. */
+export function needsHostDir(spec: OracleMachineSpec): boolean {
+  return spec.args.some((a) => a.includes(HOST_DIR));
 }
 
 /** What only our in-process machine can tell (never part of a transcript). */
@@ -34,6 +50,11 @@ export interface OracleContext {
   m: RecordingMachine;
   /** Fresh for every scenario: guest RAM from 1 MiB up. */
   alloc: GuestAllocator;
+  /**
+   * This side's directory for host-side files: `@DIR@` in the machine's arguments stands for it
+   * (e.g. `-chardev socket,path=@DIR@/c0.sock,...`), so each side gets its own sockets.
+   */
+  hostDir?: string;
 }
 
 export interface OracleScenario {

@@ -25,7 +25,18 @@ export type TraceEvent =
   | { type: 'mmio_write'; device: string; offset: number; size: number; value: number; register: string }
   | { type: 'guest_error'; device: string; message: string }
   | { type: 'irq'; device: string; level: boolean }
-  | { type: 'device'; device: string; message: string };
+  | { type: 'device'; device: string; message: string }
+  | { type: 'virtio_serial_send_control_event'; device: string; port: number; event: number; value: number; sent: boolean }
+  | { type: 'virtio_serial_handle_control_message'; device: string; port: number; event: number; value: number }
+  | { type: 'virtio_serial_throttle_port'; device: string; port: number; throttle: boolean }
+  | { type: 'virtio_console_flush_buf'; device: string; port: number; len: number; ret: number }
+  | { type: 'virtio_console_chr_read'; device: string; port: number; len: number }
+  | { type: 'virtio_console_chr_event'; device: string; port: number; event: string };
+
+/** virtio-console control event names (VIRTIO 1.2 §5.3.6.2), for the formatter. */
+function controlEventName(event: number): string {
+  return ['DEVICE_READY', 'PORT_ADD', 'PORT_REMOVE', 'PORT_READY', 'CONSOLE_PORT', 'RESIZE', 'PORT_OPEN', 'PORT_NAME'][event] ?? `event ${event}`;
+}
 
 export type Tracer = (event: TraceEvent) => void;
 
@@ -56,6 +67,12 @@ export function formatTraceEvent(e: TraceEvent): string {
     case 'guest_error': return `${e.device}: guest error: ${e.message}`;
     case 'irq': return `${e.device}: irq line ${e.level ? 'raised' : 'lowered'}`;
     case 'device': return `${e.device}: ${e.message}`;
+    case 'virtio_serial_send_control_event': return `${e.device}: control -> guest: port ${e.port === 0xffffffff ? '-' : e.port} ${controlEventName(e.event)} ${e.value}${e.sent ? '' : ' (no buffer: not sent)'}`;
+    case 'virtio_serial_handle_control_message': return `${e.device}: control <- guest: port ${e.port === 0xffffffff ? '-' : e.port} ${controlEventName(e.event)} ${e.value}`;
+    case 'virtio_serial_throttle_port': return `${e.device}: port ${e.port} ${e.throttle ? 'throttled (host side full)' : 'unthrottled'}`;
+    case 'virtio_console_flush_buf': return `${e.device}: port ${e.port} guest wrote ${e.len} B, host took ${e.ret}`;
+    case 'virtio_console_chr_read': return `${e.device}: port ${e.port} ${e.len} B from the host to the guest`;
+    case 'virtio_console_chr_event': return `${e.device}: port ${e.port} host side ${e.event}`;
   }
 }
 

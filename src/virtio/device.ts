@@ -22,8 +22,8 @@ import {
 /** What a device's own load may ask: guest RAM as the load leaves it, and whether a range is writable RAM. */
 export interface DeviceLoadContext extends LoadContext {
   writable(gpa: number, len: number): boolean;
-  /** The size the stream gives queue `n` (0 when it has none), for checking in-flight elements. */
-  queueSize?(n: number): number;
+  /** Size of queue `n` as the stream sets it (undefined for a queue the stream does not carry). */
+  queueNum?(n: number): number | undefined;
 }
 
 export interface VirtIODeviceOptions {

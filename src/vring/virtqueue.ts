@@ -92,6 +92,8 @@ export class VirtQueue {
   private pool: (VirtQueueElement | undefined)[] = [];
   /** Head popped at each avail position (mod 1024 ≥ num), so `rewind` knows what it returns. */
   private readonly poppedHeads = new Uint16Array(VIRTQUEUE_MAX_SIZE);
+  /** Scratch element for measuring chains without popping them (`availInBytes`). */
+  private measure: VirtQueueElement | undefined;
 
   constructor(
     readonly owner: VirtQueueOwner,
@@ -424,6 +426,32 @@ export class VirtQueue {
     return elem;
   }
 
+  /**
+   * Device-writable bytes in the chains available now, without popping them (QEMU's
+   * `virtqueue_get_avail_bytes` with `max_out_bytes` 0): chains are measured in ring order until
+   * `maxIn` bytes are reached, so the answer is exact below `maxIn` and at least `maxIn` above it.
+   * A malformed chain or a bogus index breaks the device (as QEMU's walk does) and gives 0. The
+   * walk visits at most `num` chains, each bounded as in `pop`.
+   */
+  availInBytes(maxIn: number): number {
+    if (!this.mapped || this.owner.processingStopped) return 0;
+    const heads = this.availableHeads();
+    if (heads <= 0) return 0;
+    const elem = (this.measure ??= new VirtQueueElement(this.owner.memory));
+    let total = 0;
+    for (let k = 0; k < heads; k++) {
+      const pos = (this.lastAvailIdx + k) & 0xffff;
+      const slot = this.numMask >= 0 ? pos & this.numMask : pos % this.num;
+      const head = this.availView.getUint16(this.availOff + 4 + 2 * slot, this.le);
+      if (head >= this.num) return this.headError(head, false) ?? 0;
+      const err = this.readChain(head, elem);
+      if (err !== null) return this.popError(err) ?? 0;
+      total += elem.inBytes;
+      if (total >= maxIn) break;
+    }
+    return total;
+  }
+
   // Cold paths of pop, kept out of it so that it stays small enough to be inlined.
   private popError(message: string): null {
     this.owner.virtioError(message);
@@ -562,12 +590,12 @@ export class VirtQueue {
    * capacity so a device bug cannot report more than the driver gave.
    */
   fill(elem: VirtQueueElement, len: number, idx = 0): void {
-    if (this.release(elem)) this.writeUsed(elem, len, idx);
+    if (this.release(elem)) this.writeUsed(elem, len, idx, true);
   }
 
-  private writeUsed(elem: VirtQueueElement, len: number, idx: number): void {
+  private writeUsed(elem: VirtQueueElement, len: number, idx: number, clamp: boolean): void {
     if (!this.mapped || this.owner.processingStopped) return;
-    const n = len > elem.inBytes ? elem.inBytes : len > 0 ? len >>> 0 : 0;
+    const n = clamp && len > elem.inBytes ? elem.inBytes : len > 0 ? len >>> 0 : 0;
     const pos = (this.usedIdx + idx) & 0xffff;
     const slot = this.numMask >= 0 ? pos & this.numMask : pos % this.num;
     const o = this.usedOff + 4 + 8 * slot;
@@ -597,11 +625,15 @@ export class VirtQueue {
   /**
    * fill + flush one element (QEMU's `virtqueue_push`). Untraced, the two are done in one step
    * with the same checks and ring writes; traced, they run as they are, event for event.
+   *
+   * `clamp` false reports `len` as given even beyond the chain's writable bytes, for the few
+   * places where QEMU reports something else than bytes written (virtio-input's status queue
+   * returns the bytes it read), so that the used ring reads as QEMU's.
    */
-  push(elem: VirtQueueElement, len: number): void {
+  push(elem: VirtQueueElement, len: number, clamp = true): void {
     if (!this.release(elem)) return;
     if (this.owner.tracer !== undefined) {
-      this.writeUsed(elem, len, 0);
+      this.writeUsed(elem, len, 0, clamp);
       this.flush(1);
       return;
     }
@@ -612,7 +644,7 @@ export class VirtQueue {
     const le = this.le;
     const view = this.usedView;
     const usedOff = this.usedOff;
-    const n = len > elem.inBytes ? elem.inBytes : len > 0 ? len >>> 0 : 0;
+    const n = clamp && len > elem.inBytes ? elem.inBytes : len > 0 ? len >>> 0 : 0;
     const old = this.usedIdx;
     const slot = this.numMask >= 0 ? old & this.numMask : old % this.num;
     const o = usedOff + 4 + 8 * slot;

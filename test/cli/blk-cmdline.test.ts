@@ -101,6 +101,7 @@ const BAD: [string, () => string[], string][] = [
   ['two writers of one file', () => ['-drive', D(), '-device', 'virtio-blk-pci,drive=d0', '-drive', `if=none,id=d1,file=${disk},format=raw`, '-device', 'virtio-blk-pci,drive=d1'], '-device virtio-blk-pci,drive=d1: Failed to get "write" lock\nIs another process using the image [DIR/d.raw]?'],
   ['a reader joining a writer', () => ['-drive', D(), '-device', 'virtio-blk-pci,drive=d0', '-drive', `if=none,id=d1,file=${disk},format=raw,readonly=on`, '-device', 'virtio-blk-pci,drive=d1'], '-device virtio-blk-pci,drive=d1: Failed to get shared "write" lock\nIs another process using the image [DIR/d.raw]?'],
   ['a writer joining a reader', () => ['-drive', `${D()},readonly=on`, '-device', 'virtio-blk-pci,drive=d0', '-drive', `if=none,id=d1,file=${disk},format=raw`, '-device', 'virtio-blk-pci,drive=d1'], '-device virtio-blk-pci,drive=d1: Failed to get "write" lock\nIs another process using the image [DIR/d.raw]?'],
+  ['an iothread that does not exist', () => ['-drive', D(), '-device', 'virtio-blk-pci,drive=d0,iothread=nope'], "-device virtio-blk-pci,drive=d0,iothread=nope: Device 'nope' not found"],
   ['a node used by two devices', () => ['-blockdev', `driver=file,node-name=f0,filename=${disk}`, '-device', 'virtio-blk-pci,drive=f0', '-device', 'virtio-blk-pci,drive=f0'], "-device virtio-blk-pci,drive=f0: Permission conflict on node 'f0': permissions 'write' are both required by block device '/machine/peripheral-anon/device[0]/virtio-backend' (uses node 'f0' as 'root' child) and unshared by block device '/machine/peripheral-anon/device[1]/virtio-backend' (uses node 'f0' as 'root' child)."],
 ];
 
@@ -164,6 +165,13 @@ describe('virtio-blk command line in-process', () => {
     expect(blkOf(b).vq.map((q) => q.numDefault)).toEqual([128, 128, 128, 128]);
     const proxy = b.devices[0]!.pci!.proxy;
     expect([proxy.config[0x0a], proxy.config[0x0b]]).toEqual([0x80, 0x01]);
+  });
+
+  it('iothread: looked up among the -object iothreads as QEMU does, then refused; class only on PCI', () => {
+    const args = ['-drive', 'if=none,id=d0,file=null-co://,format=raw', '-object', 'iothread,id=io0', '-device', 'virtio-blk-pci,drive=d0,iothread=io0'];
+    expect(() => build(args)).toThrow("-device virtio-blk-pci,drive=d0,iothread=io0: property 'iothread=io0' of virtio-blk-pci is not supported by virtio-ts-qemu");
+    const mmio = parseQemuCommandLine(['-M', 'microvm', '-nodefaults', '-drive', 'if=none,id=d0,file=null-co://,format=raw', '-device', 'virtio-blk-device,drive=d0,class=0x0180']);
+    expect(() => buildMachine(mmio)).toThrow("-device virtio-blk-device,drive=d0,class=0x0180: Property 'virtio-blk-device.class' not found");
   });
 
   it('-device help lists blk properties', () => {

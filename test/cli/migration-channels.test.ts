@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNodeMigrationChannels } from '../../src/cli/migration-channels.js';
+import { alive, waitFor } from '../support/process.js';
 
 let dir: string;
 beforeAll(() => {
@@ -19,25 +20,6 @@ const quiet = () => createNodeMigrationChannels({ onStderr: () => undefined });
 const bytes = (n: number, seed = 7) => Uint8Array.from({ length: n }, (_, i) => (i * 31 + seed) & 0xff);
 /** Byte equality without a deep-equality walk (which takes seconds on a megabyte). */
 const same = (a: Uint8Array, b: Uint8Array) => a.length === b.length && Buffer.compare(a, b) === 0;
-
-/** Is process `pid` alive? (signal 0 only checks.) */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function waitFor(cond: () => boolean, ms = 3000): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (cond()) return true;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return cond();
-}
 
 describe('exec: channels', () => {
   it('outgoing: the stream is the command\'s stdin; incoming: its stdout (1 MiB, byte for byte)', async () => {

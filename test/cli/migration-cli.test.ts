@@ -4,6 +4,7 @@
 // test/cli/migration-qmp.test.ts.)
 import { existsSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { alive, waitFor } from '../support/process.js';
 import { Workdir } from '../support/qmp-process.js';
 
 const RNG = ['-device', 'virtio-rng-pci,ioeventfd=off'];
@@ -76,15 +77,6 @@ describe('virtio-ts-qemu migration', () => {
     p.send({ execute: 'quit' });
     await p.exited;
     expect(p.exit).toEqual({ code: 0, signal: null });
-    let gone = false;
-    for (let i = 0; i < 100 && !gone; i++) {
-      try {
-        process.kill(pid, 0);
-        await new Promise((r) => setTimeout(r, 20));
-      } catch {
-        gone = true;
-      }
-    }
-    expect(gone).toBe(true);
+    expect(await waitFor(() => !alive(pid), 2000)).toBe(true);
   });
 });

@@ -9,6 +9,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { haltFirmware, launchQemu } from '../../src/driver/qemu-launcher.js';
 import { MachineError, TimeoutError } from '../../src/driver/machine.js';
 import { QmpError } from '../../src/driver/qmp-client.js';
+import { alive } from '../support/process.js';
 import { QEMU_COMMAND, qemuOrPolicy } from './impls.js';
 
 const FAKE = String.raw`
@@ -55,15 +56,6 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 const fake = (mode: string, extra: object = {}) =>
   launchQemu({ command: [process.execPath, script], env: { ...process.env, FAKE_MODE: mode }, name: 'fake', ...extra });
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 describe('halt firmware', () => {
   it('is 64 KiB of hlt with cli; hlt; jmp $-3 at the reset vector', () => {

@@ -3,7 +3,8 @@
 // destination (spec/qemu-virtio-migration.md, shared/notes/qemu-oracle.md §5):
 //
 //   source:       migrate {"uri": "exec:cat > FILE"}, poll query-migrate until "completed";
-//                 its run state must then be "postmigrate";
+//                 its run state must then be "postmigrate" (once past "finish-migrate", which
+//                 QEMU 7.2 still reports for a moment after "completed");
 //   destination:  started with the same command line plus `-incoming defer` (in parallel with the
 //                 source, so its start costs nothing), the harness's IRQ intercepts set up again,
 //                 migrate-incoming {"uri": "exec:cat FILE"}, poll until "completed"; it must then
@@ -12,15 +13,15 @@
 // Each end is real QEMU 7.2 or our `virtio-ts-qemu`, started the same way (`launchQemu`). The
 // script sees one `Machine` throughout (`SwappableMachine`), so its PCI, virtio and vring driver
 // objects keep working after `ctx.migrate()`. Every stream written is kept for the blob
-// comparison (virtio-blob.ts).
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+// comparison (blob-compare.ts).
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { diskBytes } from '../../src/oracle/disks.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GuestAllocator } from '../../src/driver/alloc.js';
 import { launchQemu, type QemuProcess } from '../../src/driver/qemu-launcher.js';
-import { MigrationFailure, SwappableMachine, migrateIncomingFromFile, migrateToFile, runState } from '../../src/oracle/migration.js';
-import type { OracleMachineSpec } from '../../src/oracle/scenario.js';
+import { MigrationFailure, SwappableMachine, migrateIncomingFromFile, migrateToFile, runState, runStateAfterMigration } from '../../src/oracle/migration.js';
+import { argsIn, type OracleMachineSpec } from '../../src/oracle/scenario.js';
 
 export type Impl = 'qemu' | 'ours';
 
@@ -56,6 +57,15 @@ export interface MigrationContext {
   migrate(): Promise<void>;
   /** Free-form observations the test may print or check (e.g. when a pending request completed). */
   notes: string[];
+  /**
+   * Each end's own directory, source first: `@DIR@` in the scenario's arguments stands for it on
+   * that end (its chardev sockets and files).
+   */
+  readonly hostDirs: readonly string[];
+  /** The directory of the end the script talks to now. */
+  readonly hostDir: string;
+  /** A capture-only run: no destination exists (`migrate()` ends the script). */
+  readonly capturing: boolean;
 }
 
 export interface MigrationScenario {
@@ -115,11 +125,11 @@ function withDisks(spec: OracleMachineSpec, disks: Readonly<Record<string, strin
   };
 }
 
-function launch(ep: Endpoint, spec: OracleMachineSpec, incoming: boolean): Promise<QemuProcess> {
+function launch(ep: Endpoint, spec: OracleMachineSpec, incoming: boolean, hostDir: string): Promise<QemuProcess> {
   return launchQemu({
     command: ep.command,
     machine: spec.machine,
-    args: [...spec.args, ...(incoming ? ['-incoming', 'defer'] : [])],
+    args: [...argsIn(spec, hostDir), ...(incoming ? ['-incoming', 'defer'] : [])],
     name: `${ep.impl}${incoming ? ' (destination)' : ''}`,
   });
 }
@@ -143,8 +153,14 @@ export async function runMigrationScenario(scenario: MigrationScenario, path: re
   }
   const procs: QemuProcess[] = [];
   // Every end starts now, in parallel; destinations wait in `inmigrate`.
+  // One per end the script may name (a capture-only run names its would-be destinations too).
+  const hostDirs = Array.from({ length: Math.max(path.length, migrations + 1) }, (_, i) => {
+    const d = join(dir, `end${i}`);
+    mkdirSync(d);
+    return d;
+  });
   const starts = (opts.captureOnly ? path.slice(0, 1) : path).map((ep, i) => {
-    const p = launch(ep, withDisks(scenario.specFor?.(i, ep.impl) ?? scenario.spec, disks), i > 0);
+    const p = launch(ep, withDisks(scenario.specFor?.(i, ep.impl) ?? scenario.spec, disks), i > 0, hostDirs[i]!);
     p.then((x) => procs.push(x)).catch(() => undefined);
     return p;
   });
@@ -164,6 +180,11 @@ export async function runMigrationScenario(scenario: MigrationScenario, path: re
       hops: path.map((e) => e.impl),
       notes,
       disks,
+      hostDirs,
+      capturing: opts.captureOnly === true,
+      get hostDir() {
+        return hostDirs[hop]!;
+      },
       async migrate() {
         const from = path[hop]!;
         const to = opts.captureOnly ? undefined : path[hop + 1];
@@ -172,7 +193,7 @@ export async function runMigrationScenario(scenario: MigrationScenario, path: re
         const ts = performance.now();
         await migrateToFile(current.qmp!, file, opts.migrationTimeoutMs !== undefined ? { timeoutMs: opts.migrationTimeoutMs } : {});
         const saveMs = performance.now() - ts;
-        const after = await runState(current.qmp!);
+        const after = await runStateAfterMigration(current.qmp!);
         if (after !== 'postmigrate') throw new MigrationFailure(`${from.impl} source: run state '${after}' after migrating, expected 'postmigrate'`);
         let stream: Uint8Array = new Uint8Array(readFileSync(file));
         const record: HopRecord = { from: from.impl, to: to?.impl, stream, saveMs, loadMs: 0 };

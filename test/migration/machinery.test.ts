@@ -1,13 +1,16 @@
-// The migration harness's own machinery, without QEMU: the swappable machine, the stream reader,
-// the virtio blob decoder and comparisons, and the snapshot diff — each shown to notice what it
+// The migration harness's own machinery, without QEMU: the swappable machine, the QMP helpers,
+// streams read for the comparisons (parseSavevm and decodeVirtioBlob, as the inspector reads
+// them), the blob and stream comparisons, and the snapshot diff — each shown to notice what it
 // exists to notice.
 import { describe, expect, it } from 'vitest';
 import { IrqLog, type Machine, type QmpLike } from '../../src/driver/machine.js';
-import { MigrationFailure, SwappableMachine, migrateIncomingFromFile, migrateToFile, shellQuote, waitMigration } from '../../src/oracle/migration.js';
-import { compareStreams } from './blob-compare.js';
+import { MigrationFailure, SwappableMachine, migrateIncomingFromFile, migrateToFile, runStateAfterMigration, shellQuote, waitMigration } from '../../src/oracle/migration.js';
+import { MigrationError } from '../../src/migration/qemu-file.js';
+import { parseSavevm } from '../../src/migration/savevm.js';
+import { decodeVirtioBlob, leafFields, type DecodeOptions } from '../../src/migration/virtio-decode.js';
+import { blobLeaves, compareBlobs, compareStreams, decodeBlob, readStream, sectionBody, virtioField, type DecodedBlob } from './blob-compare.js';
+import { Bytes } from './bytes.js';
 import { diffSnapshots, pendingAllowances, type Snapshot } from './rig.js';
-import { StreamError, deviceSection, parseStream, readStream, sectionKeys } from './stream.js';
-import { compareBlobs, decodeVirtioBlob, msixVectorsFromConfig, span } from './virtio-blob.js';
 
 // --- a fake machine ------------------------------------------------------------------------------
 
@@ -119,75 +122,59 @@ describe('QMP migration helpers', () => {
     await expect(migrateToFile(qmpOf([], 'migrate'), '/tmp/x.mig')).rejects.toBeInstanceOf(MigrationFailure);
     await expect(waitMigration(qmpOf([]), { timeoutMs: 20 })).rejects.toThrow(/not completed after 20 ms/);
   });
+
+  it("the source's run state after completed: finish-migrate (QEMU 7.2, for a moment) is polled past, nothing else", async () => {
+    const statuses = (list: string[]): QmpLike & { asked: () => number } => {
+      let n = 0;
+      return { asked: () => n, execute: async () => ({ status: list[Math.min(n++, list.length - 1)] }) };
+    };
+    const racing = statuses(['finish-migrate', 'finish-migrate', 'postmigrate']);
+    expect(await runStateAfterMigration(racing)).toBe('postmigrate');
+    expect(racing.asked()).toBe(3);
+    const wrong = statuses(['running', 'postmigrate']);
+    expect(await runStateAfterMigration(wrong)).toBe('running');
+    expect(await runStateAfterMigration(statuses(['finish-migrate']), { timeoutMs: 20 })).toBe('finish-migrate');
+  });
 });
 
 // --- a synthetic stream ----------------------------------------------------------------------------
 
-class W {
-  private readonly b: number[] = [];
-  u8(v: number): this {
-    this.b.push(v & 0xff);
-    return this;
-  }
-  be16(v: number): this {
-    return this.u8(v >> 8).u8(v);
-  }
-  be32(v: number): this {
-    return this.u8(v >>> 24).u8(v >>> 16).u8(v >>> 8).u8(v);
-  }
-  be64(v: bigint): this {
-    return this.be32(Number(v >> 32n)).be32(Number(v & 0xffff_ffffn));
-  }
-  str(s: string): this {
-    this.u8(s.length);
-    for (const c of s) this.u8(c.charCodeAt(0));
-    return this;
-  }
-  bytes(x: ArrayLike<number>): this {
-    for (let i = 0; i < x.length; i++) this.u8(x[i]!);
-    return this;
-  }
-  sub(name: string): this {
-    return this.u8(0x05).str(name).be32(1);
-  }
-  get length(): number {
-    return this.b.length;
-  }
-  out(): Uint8Array {
-    return Uint8Array.from(this.b);
-  }
-}
-
 /** A virtio-mmio v2 rng blob: transport, core, one queue, then 64bit_features, ringsize? and started. */
 function mmioBlob(opts: { isr?: number; ringsize?: boolean } = {}): Uint8Array {
-  const w = new W().be32(0).be32(0).be32(12);
-  w.u8(0x0f).u8(opts.isr ?? 1).be16(0).be32(0x3000_0000).be32(0);
-  w.be32(1).be32(8).be32(4096).be64(0x10_0000n).be16(5);
-  w.sub('virtio/64bit_features').be64(0x1_3000_0000n);
+  const w = new Bytes().u32(0).u32(0).u32(12);
+  w.u8(0x0f).u8(opts.isr ?? 1).u16(0).u32(0x3000_0000).u32(0);
+  w.u32(1).u32(8).u32(4096).u64(0x10_0000n).u16(5);
+  w.subsection('virtio/64bit_features').u64(0x1_3000_0000n);
   if (opts.ringsize) {
-    w.sub('virtio/ringsize');
-    for (let i = 0; i < 1024; i++) w.be32(i === 0 ? 8 : 0);
+    w.subsection('virtio/ringsize');
+    for (let i = 0; i < 1024; i++) w.u32(i === 0 ? 8 : 0);
   }
-  w.sub('virtio/started').u8(1);
-  return w.out();
+  w.subsection('virtio/started').u8(1);
+  return w.bytes();
 }
 
-/** A virtio-pci blob with MSI-X (2 vectors) and the modern extra state. */
-function pciBlob(): Uint8Array {
+/** A virtio-pci blob with MSI-X (2 vectors, unless `msix` is false) and the modern extra state. */
+function pciBlob(opts: { msix?: boolean } = {}): Uint8Array {
+  const msix = opts.msix ?? true;
   const cfg = new Uint8Array(256);
-  cfg[0x06] = 0x10; // capability list
-  cfg[0x34] = 0x98;
-  cfg[0x98] = 0x11; // MSI-X, next 0
-  cfg[0x9a] = 0x01; // table size - 1
-  const w = new W().be32(2).bytes(cfg).be32(1).be32(0).be32(0).be32(0);
-  for (let i = 0; i < 32; i++) w.u8(i);
-  w.u8(0x02).be16(0xffff);
-  w.u8(0x0f).u8(0x01).be16(0).be32(0).be32(0);
-  w.be32(1).be32(4).be64(0x10_0000n).be16(7).be16(1);
-  w.sub('virtio/extra_state').sub('virtio_pci/modern_state').be32(0).be32(0).be32(0).be32(1);
-  for (let i = 0; i < 1024; i++) w.be16(i === 0 ? 4 : 0).u8(0).u8(i === 0 ? 1 : 0).be32(0).be32(0).be32(0).be32(0).be32(0).be32(0);
-  w.sub('virtio/started').u8(1);
-  return w.out();
+  if (msix) {
+    cfg[0x06] = 0x10; // capability list
+    cfg[0x34] = 0x98;
+    cfg[0x98] = 0x11; // MSI-X, next 0
+    cfg[0x9a] = 0x01; // table size - 1
+  }
+  const w = new Bytes().u32(2).raw(cfg).u32(1).u32(0).u32(0).u32(0);
+  if (msix) {
+    for (let i = 0; i < 32; i++) w.u8(i);
+    w.u8(0x02).u16(0xffff);
+  }
+  w.u8(0x0f).u8(0x01).u16(0).u32(0).u32(0);
+  w.u32(1).u32(4).u64(0x10_0000n).u16(7);
+  if (msix) w.u16(1);
+  w.subsection('virtio/extra_state').subsection('virtio_pci/modern_state').u32(0).u32(0).u32(0).u32(1);
+  for (let i = 0; i < 1024; i++) w.u16(i === 0 ? 4 : 0).u8(0).u8(i === 0 ? 1 : 0).u32(0).u32(0).u32(0).u32(0).u32(0).u32(0);
+  w.subsection('virtio/started').u8(1);
+  return w.bytes();
 }
 
 interface Dev {
@@ -202,17 +189,17 @@ function stream(devs: Dev[], opts: { json?: boolean; blocks?: [string, number][]
     ['pc.ram', 8192],
     ['pc.bios', 4096],
   ];
-  const w = new W().be32(0x5145564d).be32(3).u8(0x07).be32(13).bytes([...'pc-i440fx-7.2'].map((c) => c.charCodeAt(0)));
-  w.u8(0x01).be32(2).str('ram').be32(0).be32(4);
-  w.be64(BigInt(blocks.reduce((s, b) => s + b[1], 0)) | 0x4n);
-  for (const [n, s] of blocks) w.str(n).be64(BigInt(s));
-  w.be64(0x10n).u8(0x7e).be32(2);
-  w.u8(0x03).be32(2);
-  w.be64(0x02n).str('pc.ram').u8(0);
-  w.be64(0x1000n | 0x08n | 0x20n).bytes(new Uint8Array(4096).fill(0x5a));
-  w.be64(0x10n).u8(0x7e).be32(2);
+  const w = new Bytes().u32(0x5145564d).u32(3).u8(0x07).u32(13).str('pc-i440fx-7.2');
+  w.u8(0x01).u32(2).name('ram').u32(0).u32(4);
+  w.u64(BigInt(blocks.reduce((s, b) => s + b[1], 0)) | 0x4n);
+  for (const [n, s] of blocks) w.name(n).u64(BigInt(s));
+  w.u64(0x10n).u8(0x7e).u32(2);
+  w.u8(0x03).u32(2);
+  w.u64(0x02n).name('pc.ram').u8(0);
+  w.u64(0x1000n | 0x08n | 0x20n).raw(new Uint8Array(4096).fill(0x5a));
+  w.u64(0x10n).u8(0x7e).u32(2);
   devs.forEach((d, i) => {
-    w.u8(0x04).be32(10 + i).str(d.idstr).be32(0).be32(1).bytes(d.body).u8(0x7e).be32(opts.badFooter ? 99 : 10 + i);
+    w.u8(0x04).u32(10 + i).name(d.idstr).u32(0).u32(1).raw(d.body).u8(0x7e).u32(opts.badFooter ? 99 : 10 + i);
   });
   w.u8(0x00);
   if (opts.json ?? true) {
@@ -220,15 +207,15 @@ function stream(devs: Dev[], opts: { json?: boolean; blocks?: [string, number][]
       page_size: 4096,
       devices: devs.map((d) => d.json ?? { name: d.idstr, instance_id: 0, vmsd_name: d.idstr.split('/').pop(), version: 1, fields: [{ name: 'virtio', type: 'virtio', size: d.body.length }] }),
     });
-    w.u8(0x06).be32(json.length).bytes([...json].map((c) => c.charCodeAt(0)));
+    w.u8(0x06).u32(json.length).str(json);
   }
-  return w.out();
+  return w.bytes();
 }
 
 /** A device whose JSON description has a struct array and a subsection (walked by the JSON). */
 const timerDev: Dev = {
   idstr: 'timer',
-  body: new W().be32(1).be16(2).be16(3).be16(4).be16(5).sub('timer/x').u8(9).out(),
+  body: new Bytes().u32(1).u16(2).u16(3).u16(4).u16(5).subsection('timer/x').u8(9).bytes(),
   json: {
     name: 'timer',
     instance_id: 0,
@@ -243,96 +230,119 @@ const timerDev: Dev = {
 };
 const VIRTIO_ID = 'virtio-mmio@00000000feb02e00/virtio-rng';
 
-describe('stream reader', () => {
-  it('walks header, configuration, RAM, JSON-described sections and footers to EOF', () => {
+const MMIO: DecodeOptions = { transport: 'mmio', emptyDeviceState: true };
+const PCI: DecodeOptions = { transport: 'pci', emptyDeviceState: true };
+
+/** The value bytes of the leaf at `path`, as hex. */
+function leafHex(d: DecodedBlob, path: string): string {
+  const l = blobLeaves(d).find((x) => x.path === path);
+  if (!l) throw new Error(`no field ${path}`);
+  return Buffer.from(d.bytes.subarray(l.offset, l.offset + l.size)).toString('hex');
+}
+
+describe('streams read for the comparisons (parseSavevm, decodeVirtioBlob)', () => {
+  it('walks header, configuration, RAM, JSON-described sections (struct array, subsection) and footers to EOF; decodes the virtio blob', () => {
     const blob = mmioBlob();
     const s = stream([timerDev, { idstr: VIRTIO_ID, body: blob }]);
-    const p = parseStream(s);
-    expect(p.machineType).toBe('pc-i440fx-7.2');
-    expect(p.ram.blocks).toEqual([
-      { name: 'pc.ram', size: 8192 },
-      { name: 'pc.bios', size: 4096 },
+    const r = readStream(s);
+    expect(r.stream.configuration.machineType).toBe('pc-i440fx-7.2');
+    expect(r.stream.ram!.blocks).toEqual([
+      { idstr: 'pc.ram', length: 8192, zeroPages: 1, dataPages: 1 },
+      { idstr: 'pc.bios', length: 4096, zeroPages: 0, dataPages: 0 },
     ]);
-    expect(p.ram.pages.get('pc.ram')).toEqual({ zero: 1, full: 1 });
-    expect(p.sections.map((x) => `${x.type} ${x.sectionId} ${x.idstr}`)).toEqual(['START 2 ram', 'END 2 ram', 'FULL 10 timer', 'FULL 11 ' + VIRTIO_ID]);
-    expect(p.stopped).toBeUndefined();
-    expect(s[p.end]).toBe(0x00);
-    const d = deviceSection(s, VIRTIO_ID)!;
-    expect(Buffer.from(d.body).equals(Buffer.from(blob))).toBe(true);
-    expect(d.sectionId).toBe(11);
-    expect(sectionKeys(readStream(s))).toEqual(['timer#0 v1', `${VIRTIO_ID}#0 v1`]);
+    expect(r.sections.map((x) => `${x.kind} ${x.sectionId} ${x.idstr}`)).toEqual(['start 2 ram', 'end 2 ram', 'full 10 timer', 'full 11 ' + VIRTIO_ID]);
+    expect(s[r.stream.eofOffset]).toBe(0x00);
+    const v = r.sections.at(-1)!;
+    expect(Buffer.from(sectionBody(s, v)).equals(Buffer.from(blob))).toBe(true);
+    expect(v.virtio!.isr).toBe(1);
+    // Field offsets are stream offsets.
+    const isr = virtioField(s, 'isr');
+    expect([isr.offset, isr.size, s[isr.offset]]).toEqual([v.bodyOffset + 13, 1, 1]);
   });
 
   it('refuses what is not a stream, a wrong footer, and a cut stream, naming the offset', () => {
-    expect(() => parseStream(new Uint8Array(8))).toThrow(StreamError);
-    expect(() => parseStream(stream([timerDev], { badFooter: true }))).toThrow(/footer of section 99, expected 10 \(timer\)/);
-    const s = stream([timerDev]);
+    expect(() => parseSavevm(new Uint8Array(8))).toThrow(MigrationError);
+    expect(() => parseSavevm(stream([timerDev], { badFooter: true }))).toThrow(/Mismatched section id in footer for timer - read 0x63 expected 0xa/);
     // Cut inside the RAM chunk's page.
-    expect(() => parseStream(s.subarray(0, 200))).toThrow(/savevm stream at 0x[0-9a-f]+: ram page: 4096 bytes needed/);
+    expect(() => parseSavevm(stream([timerDev]).subarray(0, 200))).toThrow(/migration stream offset \d+ \(ram page/);
   });
 
-  it('without the JSON description, stops at a section it cannot size, unless told its size', () => {
-    const blob = mmioBlob();
-    const s = stream([{ idstr: VIRTIO_ID, body: blob }], { json: false });
-    expect(parseStream(s).stopped).toMatch(/not in the JSON description/);
-    const p = parseStream(s, { bodySize: (_x, b, at) => decodeVirtioBlob(b.subarray(at, at + blob.length), 'mmio').length });
-    expect(p.stopped).toBeUndefined();
-    expect(p.sections.at(-1)!.bodyEnd - p.sections.at(-1)!.bodyStart).toBe(blob.length);
+  it('without the JSON description a device section cannot be stepped over, and the comparison says so', () => {
+    const noJson = stream([{ idstr: VIRTIO_ID, body: mmioBlob() }], { json: false });
+    expect(() => parseSavevm(noJson)).toThrow(/no JSON description to step over it with/);
+    const qemu = stream([{ idstr: VIRTIO_ID, body: mmioBlob() }]);
+    expect(compareStreams(qemu, noJson).undeclared).toEqual([expect.stringMatching(/^ours stream could not be walked: .*no JSON description/)]);
   });
 });
 
-describe('virtio blob decoder and comparison', () => {
-  it('names every field of an mmio blob and consumes it exactly', () => {
+describe('virtio blob decoding and comparison', () => {
+  it('names every field of an mmio blob, each byte in exactly one field', () => {
     const b = mmioBlob({ ringsize: true });
-    const d = decodeVirtioBlob(b, 'mmio');
-    expect(d.length).toBe(b.length);
-    expect(d.subsections).toEqual(['virtio/64bit_features', 'virtio/ringsize', 'virtio/started']);
-    expect(b[span(d, 'isr').offset]).toBe(1);
-    expect(span(d, 'vq[0].last_avail_idx')).toMatchObject({ len: 2 });
-    expect(d.spans.some((x) => x.name === 'virtio/ringsize: vqs[1023].num_default')).toBe(true);
-    expect(() => decodeVirtioBlob(b.subarray(0, b.length - 1), 'mmio')).toThrow();
-    expect(() => decodeVirtioBlob(b, 'pci')).toThrow();
+    const d = decodeBlob(b, MMIO);
+    const leaves = blobLeaves(d);
+    expect(leaves.reduce((n, l) => n + l.size, 0)).toBe(b.length);
+    expect(d.virtio.subsections.map((x) => x.name)).toEqual(['virtio/64bit_features', 'virtio/ringsize', 'virtio/started']);
+    expect(leafHex(d, 'isr')).toBe('01');
+    expect(leafHex(d, 'vq[0] > last_avail_idx')).toBe('0005');
+    expect(leafHex(d, 'subsection virtio/ringsize > vq[0] > num_default')).toBe('00000008');
+    expect(leafHex(d, 'subsection virtio/ringsize > vq[1023] > num_default')).toBe('00000000');
+    expect(() => decodeBlob(b.subarray(0, b.length - 1), MMIO)).toThrow(MigrationError);
+    expect(() => decodeBlob(b, PCI)).toThrow(MigrationError);
   });
 
-  it('finds the MSI-X table size in the saved config space and decodes a pci blob', () => {
+  it('a pci blob: the MSI-X table size from the saved capability, table entries and configuration dwords by name', () => {
     const b = pciBlob();
-    const d = decodeVirtioBlob(b, 'pci');
-    expect(d.msixVectors).toBe(2);
-    expect(d.length).toBe(b.length);
-    expect(d.subsections).toEqual(['virtio/extra_state', 'virtio/extra_state > virtio_pci/modern_state', 'virtio/started']);
-    expect(b[span(d, 'msix.pba').offset]).toBe(0x02);
-    expect(msixVectorsFromConfig(new Uint8Array(256))).toBe(0);
+    const d = decodeBlob(b, PCI);
+    expect(blobLeaves(d).reduce((n, l) => n + l.size, 0)).toBe(b.length);
+    expect(d.virtio.subsections.map((x) => x.name)).toEqual(['virtio/extra_state', 'virtio_pci/modern_state', 'virtio/started']);
+    expect(leafHex(d, 'pci (virtio_pci_save_config) > PCIDevice > config > [0x34] capabilities pointer')).toBe('98000000');
+    expect(leafHex(d, 'pci (virtio_pci_save_config) > msix > table > entry[1] > data')).toBe('18191a1b');
+    expect(leafHex(d, 'pci (virtio_pci_save_config) > msix > pba')).toBe('02');
+    expect(leafHex(d, 'vq[0] > vector')).toBe('0001');
+    expect(leafHex(d, 'subsection virtio/extra_state > subsection virtio_pci/modern_state > vq[0] > num')).toBe('0004');
+    // Without the MSI-X capability: no table, no vectors per queue.
+    const plain = pciBlob({ msix: false });
+    const p = decodeBlob(plain, PCI);
+    expect(blobLeaves(p).some((l) => l.path.includes('msix'))).toBe(false);
+    expect(p.virtio.queues[0]!.vector).toBeUndefined();
+  });
+
+  it('a decode that leaves bytes outside its fields cannot be compared (the comparison would not be byte for byte)', () => {
+    // The inspector's compact form steps over all-zero queue entries unlisted.
+    const b = mmioBlob({ ringsize: true });
+    const compact: DecodedBlob = { bytes: b, offset: 0, length: b.length, virtio: decodeVirtioBlob(b, MMIO) };
+    expect(() => blobLeaves(compact)).toThrow(/do not cover the blob/);
+    expect(() => compareBlobs(compact, decodeBlob(b, MMIO))).toThrow(/do not cover the blob/);
+    expect(leafFields(compact.virtio.fields).length).toBeLessThan(blobLeaves(decodeBlob(b, MMIO)).length);
   });
 
   it('reports a changed byte by field name, honours declared differences, and reports layout changes', () => {
-    const a = mmioBlob();
-    expect(compareBlobs(a, mmioBlob(), 'mmio').differences).toEqual([]);
-    const c = compareBlobs(a, mmioBlob({ isr: 0 }), 'mmio');
+    const a = decodeBlob(mmioBlob(), MMIO);
+    expect(compareBlobs(a, decodeBlob(mmioBlob(), MMIO)).differences).toEqual([]);
+    const c = compareBlobs(a, decodeBlob(mmioBlob({ isr: 0 }), MMIO));
     expect(c.undeclared).toEqual([{ field: 'isr', a: '01', b: '00' }]);
-    const declared = compareBlobs(a, mmioBlob({ isr: 0 }), 'mmio', [{ field: /^isr$/, reason: 'test' }]);
+    const declared = compareBlobs(a, decodeBlob(mmioBlob({ isr: 0 }), MMIO), [{ field: /^isr$/, reason: 'test' }]);
     expect(declared.undeclared).toEqual([]);
     expect(declared.differences[0]!.declared).toBe('test');
-    const layout = compareBlobs(a, mmioBlob({ ringsize: true }), 'mmio');
+    const layout = compareBlobs(a, decodeBlob(mmioBlob({ ringsize: true }), MMIO));
     expect(layout.sameLayout).toBe(false);
-    expect(layout.undeclared.length).toBe(1024 + 2);
-    expect(layout.undeclared[0]!.a).toBe('(absent)');
+    // The subsection header's four fields, then its 1024 entries.
+    expect(layout.undeclared.length).toBe(4 + 1024);
+    expect(layout.undeclared[0]).toEqual({ field: 'subsection virtio/ringsize > QEMU_VM_SUBSECTION', a: '(absent)', b: '05' });
   });
 
   it('compares two streams: declared container differences pass, anything else is named', () => {
     const qemu = stream([timerDev, { idstr: VIRTIO_ID, body: mmioBlob() }], { blocks: [['pc.ram', 8192], ['pc.bios', 4096]] });
     const ours = stream([{ idstr: VIRTIO_ID, body: mmioBlob() }], { blocks: [['pc.ram', 8192]] });
-    const c = compareStreams(qemu, ours, 'mmio');
+    const c = compareStreams(qemu, ours);
     expect(c.undeclared).toEqual([]);
     expect(c.differences.map((d) => d.item)).toEqual([
       'ram block pc.bios only in qemu',
       'section timer#0 v1 only in qemu',
       `section id of ${VIRTIO_ID}#0 v1: 11 / 10`,
     ]);
-    const wrong = stream([{ idstr: VIRTIO_ID, body: mmioBlob({ isr: 0 }) }, { ...timerDev, idstr: 'invented', json: { ...(timerDev.json as object), name: 'invented' } }], { blocks: [['pc.ram', 4096]] });
-    expect(compareStreams(qemu, wrong, 'mmio').undeclared).toEqual(['ram block pc.ram size 8192 / 4096', 'section invented#0 v1 only in ours', 'blob isr: 01 / 00']);
-    // Our stream without a JSON description: the virtio section is sized by decoding it.
-    const noJson = stream([{ idstr: VIRTIO_ID, body: mmioBlob() }], { json: false, blocks: [['pc.ram', 8192]] });
-    expect(compareStreams(qemu, noJson, 'mmio').undeclared).toEqual([]);
+    const wrong = stream([{ idstr: VIRTIO_ID, body: mmioBlob({ isr: 0 }) }, { ...timerDev, idstr: 'invented', json: { ...(timerDev.json as object), name: 'invented' } }], { blocks: [['pc.ram', 12288]] });
+    expect(compareStreams(qemu, wrong).undeclared).toEqual(['ram block pc.ram size 8192 / 12288', 'section invented#0 v1 only in ours', 'blob isr: 01 / 00']);
   });
 });
 

@@ -5,18 +5,15 @@
 // harness is shown to catch a wrong destination: streams corrupted between save and load.
 import { describe, expect, it } from 'vitest';
 import { QEMU_COMMAND, qemuOrPolicy } from '../driver/impls.js';
-import { compareStreams, formatStreamComparison } from './blob-compare.js';
+import { compareStreams, formatStreamComparison, sectionBody, virtioField } from './blob-compare.js';
 import { qemuEndpoint, runMigrationScenario, type RunResult } from './harness.js';
-import { MIGRATION_SCENARIOS, blobTransport } from './scenarios.js';
-import { deviceSection } from './stream.js';
-import { decodeVirtioBlob, span } from './virtio-blob.js';
+import { MIGRATION_SCENARIOS } from './scenarios.js';
 
-/** Rewrite one field of the virtio blob inside a whole stream. */
-function mutateField(stream: Uint8Array, transport: 'pci' | 'mmio', field: string, change: (bytes: Uint8Array) => void): Uint8Array {
+/** Rewrite one field of the virtio blob inside a whole stream (`path` as `leafFields` names it). */
+function mutateField(stream: Uint8Array, path: string, change: (bytes: Uint8Array) => void): Uint8Array {
   const out = Uint8Array.from(stream);
-  const sec = deviceSection(out, (id) => /\/virtio-rng$/.test(id))!;
-  const s = span(decodeVirtioBlob(sec.body, transport), field);
-  change(sec.body.subarray(s.offset, s.offset + s.len));
+  const f = virtioField(out, path);
+  change(out.subarray(f.offset, f.offset + f.size));
   return out;
 }
 
@@ -53,10 +50,11 @@ if (qemuOrPolicy('migration QEMU → QEMU')) {
         const [full, capture] = await pair;
         const a = full.hops[0]!.stream;
         const b = capture.hops[0]!.stream;
-        const c = compareStreams(a, b, blobTransport(s), ['qemu run 1', 'qemu run 2']);
+        const c = compareStreams(a, b, ['qemu run 1', 'qemu run 2']);
         expect(c.differences, formatStreamComparison(c)).toEqual([]);
-        expect(c.sections.a!.body.length, 'blob length against the JSON description').toBe(c.sections.a!.desc!.fields![0]!.size);
-        expect(Buffer.from(c.sections.a!.body).equals(Buffer.from(c.sections.b!.body))).toBe(true);
+        const [sa, sb] = [c.sections.a!, c.sections.b!];
+        expect(sa.bodyLength, 'blob length against the JSON description').toBe(sa.vmdesc!.fields[0]!.size);
+        expect(Buffer.from(sectionBody(a, sa)).equals(Buffer.from(sectionBody(b, sb)))).toBe(true);
       });
     }
   });
@@ -64,20 +62,20 @@ if (qemuOrPolicy('migration QEMU → QEMU')) {
   describe('the harness catches a wrong destination (streams corrupted between save and load)', () => {
     it('ISR cleared: the carried INTx is gone, and the snapshot says so', async () => {
       const s = byName('[pci modern] no MSI-X (vectors=0), INTx, interrupt pending only');
-      await expect(runMigrationScenario(s, [qemu, qemu], { transformStream: (b) => mutateField(b, 'pci', 'isr', (x) => (x[0] = 0)) })).rejects.toThrow(
+      await expect(runMigrationScenario(s, [qemu, qemu], { transformStream: (b) => mutateField(b, 'isr', (x) => (x[0] = 0)) })).rejects.toThrow(
         /cfg\[0x04\]: 0x00180007 → 0x00100007/,
       );
     });
     it('MSI-X table entry 1 data changed: the snapshot names the entry', async () => {
       const s = byName('[pci modern] MSI-X vector masked (pending bit), queue 2');
-      await expect(runMigrationScenario(s, [qemu, qemu], { transformStream: (b) => mutateField(b, 'pci', 'msix.table[1].data', (x) => (x[0] ^= 0xff)) })).rejects.toThrow(/msix\.table\[1\]:/);
+      await expect(runMigrationScenario(s, [qemu, qemu], { transformStream: (b) => mutateField(b, 'pci (virtio_pci_save_config) > msix > table > entry[1] > data', (x) => (x[0] ^= 0xff)) })).rejects.toThrow(/msix\.table\[1\]:/);
     });
     it('last_avail_idx one behind: QEMU refuses the load, and its message reaches the test', async () => {
       const s = byName('[mmio v1] interrupt pending only, queue 4');
       await expect(
         runMigrationScenario(s, [qemu, qemu], {
           transformStream: (b) =>
-            mutateField(b, 'mmio', 'vq[0].last_avail_idx', (x) => {
+            mutateField(b, 'vq[0] > last_avail_idx', (x) => {
               const v = ((x[0]! << 8) | x[1]!) - 1;
               x[0] = (v >> 8) & 0xff;
               x[1] = v & 0xff;

@@ -1,18 +1,14 @@
 // Deterministic RAM contents for migration tests: pieces of pseudo-random bytes at chosen guest
 // addresses, and the RAM block they should produce.
+import { deterministicEntropy } from '../../src/devices/rng.js';
 
-/** xorshift32 bytes from `seed` (never all zero for a non-zero seed). */
+/**
+ * `len` reproducible bytes for `seed`: the xorshift32 stream of `deterministicEntropy` (never all
+ * zero for a non-zero seed; seed 0 is taken as 1).
+ */
 export function patternBytes(len: number, seed: number): Uint8Array {
   const out = new Uint8Array(len);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < len; i++) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    out[i] = x & 0xff;
-  }
+  deterministicEntropy(seed).fill(out);
   return out;
 }
 

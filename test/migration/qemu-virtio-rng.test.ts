@@ -13,7 +13,9 @@ import { GuestPciBus } from '../../src/driver/pci.js';
 import { haltFirmware } from '../../src/driver/qemu-launcher.js';
 import { RngDriver } from '../../src/driver/rng.js';
 import { VirtioMmioDriver } from '../../src/driver/virtio-mmio-driver.js';
+import type { VirtioTransportDriver } from '../../src/driver/virtio-driver.js';
 import { VirtioPciDriver } from '../../src/driver/virtio-pci-driver.js';
+import type { VringDriver } from '../../src/driver/vring.js';
 import { createMachineFromArgs } from '../../src/machine/index.js';
 import type { MicrovmMachine } from '../../src/machine/microvm.js';
 import type { PcMachine } from '../../src/machine/pc.js';
@@ -46,6 +48,14 @@ const PCI_DEVFN = 2 << 3;
 const MSI_ADDR = 0x2f_0000;
 const MSI_DATA = 0x1234_5678;
 
+/** DRIVER_OK, then DONE requests of 16 bytes, each filled in full; the ring's addresses. */
+async function completeRequests(drv: VirtioTransportDriver, ring: VringDriver): Promise<RingAddresses> {
+  await drv.driverOk();
+  const rng = new RngDriver(drv, ring);
+  for (let i = 0; i < DONE; i++) expect((await rng.request(16)).len).toBe(16);
+  return ring.addrs;
+}
+
 /** Bring a virtio-rng-pci up to DRIVER_OK with queue 0 and complete DONE requests. */
 async function drivePci(m: Machine, msix: boolean): Promise<RingAddresses> {
   const devs = await new GuestPciBus(m).scan();
@@ -56,10 +66,17 @@ async function drivePci(m: Machine, msix: boolean): Promise<RingAddresses> {
   await drv.init(0n);
   const ring = await drv.setupQueue(0, { num: NUM });
   if (msix) await drv.msixSetupQueue(0, 1, MSI_ADDR, MSI_DATA);
-  await drv.driverOk();
-  const rng = new RngDriver(drv, ring);
-  for (let i = 0; i < DONE; i++) expect((await rng.request(16)).len).toBe(16);
-  return ring.addrs;
+  return completeRequests(drv, ring);
+}
+
+/** Modern interface: queue 0's notify address from the notify capability. */
+async function modernKick(m: Machine): Promise<void> {
+  await m.writew(await pciNotifyAddr(m, PCI_DEVFN), 0);
+}
+
+/** virtio-mmio: QueueNotify. */
+async function mmioKick(m: Machine): Promise<void> {
+  await m.writel(MMIO_BASE + 0x50, 0);
 }
 
 /** Legacy interface: QUEUE_NOTIFY in I/O BAR0 (found in the migrated configuration). */
@@ -74,9 +91,7 @@ const PC_MSIX: Case = {
   args: ['-device', 'virtio-rng-pci'],
   idstr: '0000:00:02.0/virtio-rng',
   drive: (m) => drivePci(m, true),
-  async kick(m) {
-    await m.writew(await pciNotifyAddr(m, PCI_DEVFN), 0);
-  },
+  kick: modernKick,
   msi: { addr: MSI_ADDR, data: MSI_DATA },
 };
 
@@ -94,12 +109,8 @@ const MICROVM_V2: Case = {
   machine: 'microvm',
   args: ['-global', 'virtio-mmio.force-legacy=false', '-device', 'virtio-rng-device'],
   idstr: 'virtio-mmio@00000000feb02e00/virtio-rng',
-  async drive(m) {
-    return MICROVM.drive(m);
-  },
-  async kick(m) {
-    await m.writel(MMIO_BASE + 0x50, 0);
-  },
+  drive: (m) => MICROVM.drive(m),
+  kick: mmioKick,
 };
 
 const PC: Case = {
@@ -107,21 +118,8 @@ const PC: Case = {
   machine: 'pc',
   args: ['-device', 'virtio-rng-pci'],
   idstr: '0000:00:02.0/virtio-rng',
-  async drive(m) {
-    const devs = await new GuestPciBus(m).scan();
-    const dev = devs.find((d) => d.ids.vendorId === 0x1af4);
-    if (!dev) throw new Error('no virtio device on bus 0');
-    const drv = await VirtioPciDriver.open(dev, { alloc: new GuestAllocator(0x20_0000, 0x30_0000) });
-    await drv.init(0n);
-    const ring = await drv.setupQueue(0, { num: NUM });
-    await drv.driverOk();
-    const rng = new RngDriver(drv, ring);
-    for (let i = 0; i < DONE; i++) expect((await rng.request(16)).len).toBe(16);
-    return ring.addrs;
-  },
-  async kick(m) {
-    await m.writew(await pciNotifyAddr(m, PCI_DEVFN), 0);
-  },
+  drive: (m) => drivePci(m, false),
+  kick: modernKick,
 };
 
 const MICROVM: Case = {
@@ -132,15 +130,9 @@ const MICROVM: Case = {
   async drive(m) {
     const drv = new VirtioMmioDriver(m, MMIO_BASE, { alloc: new GuestAllocator(0x20_0000, 0x30_0000) });
     await drv.init(0n);
-    const ring = await drv.setupQueue(0, { num: NUM });
-    await drv.driverOk();
-    const rng = new RngDriver(drv, ring);
-    for (let i = 0; i < DONE; i++) expect((await rng.request(16)).len).toBe(16);
-    return ring.addrs;
+    return completeRequests(drv, await drv.setupQueue(0, { num: NUM }));
   },
-  async kick(m) {
-    await m.writel(MMIO_BASE + 0x50, 0);
-  },
+  kick: mmioKick,
 };
 
 function ours(c: Case): { machine: PcMachine | MicrovmMachine; guest: InProcessMachine } {

@@ -18,6 +18,7 @@ import { LIBQOS_MSIX_DATA, VirtioPciCommon, VirtioPciDriver, VirtioPciLegacy, ty
 import type { UsedEntry, VringDriver } from '../../src/driver/vring.js';
 import { VIRTIO_CONFIG_S_NEEDS_RESET } from '../../src/virtio/constants.js';
 import type { MigrationContext } from './harness.js';
+import { patternBytes } from './patterns.js';
 
 export type PciTransport = { kind: 'pci'; label: string; slot: number; mode: 'modern' | 'legacy' };
 export type MmioTransport = { kind: 'mmio'; label: string; index: number; version: 1 | 2 };
@@ -49,19 +50,8 @@ export interface Posted {
 const hex = (v: number, w = 2): string => `0x${v.toString(16).padStart(w, '0')}`;
 const digest = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex').slice(0, 24);
 
-function pattern(seed: number, len: number): Uint8Array {
-  const out = new Uint8Array(len);
-  let x = (seed * 2654435761) >>> 0 || 1;
-  for (let i = 0; i < len; i++) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
+/** A sentinel page's pattern: spread the address over the seed so neighbouring pages differ. */
+const pattern = (seed: number, len: number): Uint8Array => patternBytes(len, (seed * 2654435761) >>> 0);
 
 /** An ordered list of named values a driver read; compared item by item. */
 export type Snapshot = Map<string, string>;

@@ -12,48 +12,9 @@ import type { DeviceSection, MigratableMachine, RamBlock } from '../../src/migra
 import { MigrationError } from '../../src/migration/qemu-file.js';
 import { GpaToRamBlock } from '../../src/migration/ram.js';
 import { loadVm, parseSavevm, saveVm } from '../../src/migration/savevm.js';
+import { Bytes } from './bytes.js';
 import { expectedBlock, firstDifference, PC_HIDDEN_PLACES, pieces } from './patterns.js';
 import { TinyMachine, tinyWithState } from './tiny-machine.js';
-
-/** A byte builder that remembers named offsets. */
-class Bytes {
-  private readonly out: number[] = [];
-  readonly marks: Record<string, number> = {};
-  get length(): number {
-    return this.out.length;
-  }
-  mark(name: string): this {
-    this.marks[name] = this.out.length;
-    return this;
-  }
-  u8(v: number): this {
-    this.out.push(v & 0xff);
-    return this;
-  }
-  u16(v: number): this {
-    return this.u8(v >> 8).u8(v);
-  }
-  u32(v: number): this {
-    return this.u8(v >>> 24).u8(v >>> 16).u8(v >>> 8).u8(v);
-  }
-  u64(v: bigint): this {
-    return this.u32(Number(v >> 32n)).u32(Number(v & 0xffff_ffffn));
-  }
-  str(s: string): this {
-    for (const c of s) this.u8(c.charCodeAt(0));
-    return this;
-  }
-  name(s: string): this {
-    return this.u8(s.length).str(s);
-  }
-  raw(b: Uint8Array): this {
-    for (const x of b) this.out.push(x);
-    return this;
-  }
-  bytes(): Uint8Array {
-    return Uint8Array.from(this.out);
-  }
-}
 
 const TINY_JSON =
   '{"page_size": 4096, "devices": [' +
@@ -85,7 +46,7 @@ function expectedTinyStream(): Bytes {
   // FULL tiny-dev v2: a, b, c, then the subsection.
   b.mark('dev').u8(0x04).u32(2).name('tiny-dev').u32(0).mark('devVersion').u32(2);
   b.mark('devA').u32(0xdeadbeef).mark('devB').u8(0x42).u16(0x1234);
-  b.mark('devSub').u8(0x05).name('tiny-dev/extra').u32(1).u16(0xbeef);
+  b.mark('devSub').subsection('tiny-dev/extra').u16(0xbeef);
   b.mark('devFooter').u8(0x7e).mark('devFooterId').u32(2);
   // FULL globalstate: size 8, "running" in 100 bytes.
   b.mark('global').u8(0x04).u32(3).name('globalstate').u32(0).u32(1).u32(8).mark('runstate').str('running').raw(new Uint8Array(93));

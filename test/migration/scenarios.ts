@@ -306,8 +306,3 @@ export const MIGRATION_SCENARIOS: readonly MigrationScenario[] = [
   roundTrip('migrated twice, MSI-X vector masked, queue 4', SPECS.modern, T.modern, { features: EI | IND, num: 4, irq: 'msix-masked', completed: 3 }),
   roundTrip('migrated twice, queue 8', SPECS.mmioV1, T.mmioV1, { features: LEGACY, num: 8, irq: 'mmio', completed: 5 }),
 ];
-
-/** The transport of a scenario's device, for the blob decoder. */
-export function blobTransport(s: MigrationScenario): 'pci' | 'mmio' {
-  return s.spec.machine === 'microvm' ? 'mmio' : 'pci';
-}

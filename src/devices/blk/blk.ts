@@ -1077,7 +1077,8 @@ export class VirtIOBlock extends VirtIODevice {
         idx = f.getBe32('virtio-blk request vq index');
         if (idx >= this.numQueues) throw f.error('virtio-blk request vq index', `Invalid virtqueue index in request list: ${idx === 0 ? '0' : '0x' + idx.toString(16)}`, at);
       }
-      const size = ctx.queueSize?.(idx) ?? this.queueSize;
+      // The size the stream gives the queue (0 when it sets none up: nothing fits in it).
+      const size = ctx.queueNum ? (ctx.queueNum(idx) ?? 0) : this.queueSize;
       const at = f.offset;
       const e = loadVirtQueueElement(f, `virtio-blk rq[${n}]`, size, ctx, packed);
       // Each head can be in flight once; a queue cannot hold more requests than it has entries.

@@ -131,8 +131,9 @@ export const blkType: VirtioDeviceType = {
     'max-write-zeroes-sectors': 'u32',
     'x-enable-wce-if-config-wce': 'bool',
     bootindex: 'i32',
-    class: 'u32',
   },
+  // virtio-blk-pci's own `class` (0 keeps the storage class; qemu-machine applies a non-zero one).
+  pciProps: { class: 'u32' },
   create(ctx) {
     const v = ctx.values;
     const num = (k: string): number | undefined => (v.has(k) ? (v.get(k) as number) : undefined);
@@ -144,7 +145,12 @@ export const blkType: VirtioDeviceType = {
         throw new CmdlineError(`property '${k}=${String(a)}' of ${ctx.spec.driver} is not supported by virtio-ts-qemu (errors are reported to the guest)`);
       }
     }
-    if (v.has('iothread')) throw new CmdlineError(`Device '${String(v.get('iothread'))}' not found`);
+    // The iothread link: QEMU's lookup first (an `-object iothread` may exist), then our refusal.
+    if (v.has('iothread')) {
+      const io = String(v.get('iothread'));
+      if (!ctx.cl.objects.some((o) => o.qomType === 'iothread' && o.id === io)) throw new CmdlineError(`Device '${io}' not found`);
+      throw new CmdlineError(`property 'iothread=${io}' of ${ctx.spec.driver} is not supported by virtio-ts-qemu (requests are served in the machine's one loop)`);
+    }
     if (v.get('backend_defaults') === true) throw new CmdlineError(`property 'backend_defaults=on' of ${ctx.spec.driver} is not supported by virtio-ts-qemu`);
     const { resolved, writeback } = drive(ctx);
     const wc = v.get('write-cache');

@@ -15,4 +15,15 @@ export function virtioNames(base: string, opts: { pci?: boolean; pciVariants?: b
   return out;
 }
 
-export const SUPPORTED_DEVICES: readonly string[] = [...virtioNames('virtio-rng'), ...virtioNames('virtio-blk')];
+export const SUPPORTED_DEVICES: readonly string[] = [
+  ...virtioNames('virtio-rng'),
+  ...virtioNames('virtio-serial'),
+  'virtconsole',
+  'virtserialport',
+  ...virtioNames('virtio-balloon'),
+  // virtio-input has no transitional variants: it is modern only.
+  ...virtioNames('virtio-keyboard', { pciVariants: false }),
+  ...virtioNames('virtio-mouse', { pciVariants: false }),
+  ...virtioNames('virtio-tablet', { pciVariants: false }),
+  ...virtioNames('virtio-blk'),
+];

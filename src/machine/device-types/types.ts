@@ -12,6 +12,8 @@ import type { DeviceSpec, PropValue, QemuCommandLine } from '../cmdline.js';
 import type { ReferenceMachine } from '../machine.js';
 import type { EntropySource } from '../../devices/rng.js';
 import type { BlockBackend } from '../../devices/blk/backend.js';
+import type { CharBackend } from '../../devices/console/chardev.js';
+import type { QomObject } from '../qom.js';
 
 /**
  * Property types as QEMU's qdev properties parse them: `u16`/`u32`/`u64`/`i32` integers, `size32`
@@ -33,6 +35,11 @@ export interface BuildOptions {
    * here cannot be opened ("Could not open ...").
    */
   blockFiles?: ReadonlyMap<string, BlockBackend>;
+  /**
+   * Backends of the `-chardev`s devices use, by id (virtio-ts-qemu opens them; an embedder or a
+   * test passes its own). A `null` chardev needs none; any other one missing here is an error.
+   */
+  chardevs?: ReadonlyMap<string, CharBackend>;
 }
 
 export interface DeviceBuildContext {
@@ -56,6 +63,8 @@ export interface DeviceBuildContext {
   fileLocks: Map<string, { write: boolean; shareWrite: boolean }[]>;
   /** The QOM path the device will get (`/machine/peripheral/ID` or `.../peripheral-anon/device[N]`). */
   qomPath: string;
+  /** Name of the bus the device will provide, for types with `childBusType`. */
+  childBusName: string | undefined;
 }
 
 export interface VirtioDeviceType {
@@ -72,4 +81,57 @@ export interface VirtioDeviceType {
   readonly refused?: Readonly<Record<string, string>>;
   /** Build the device; throws `CmdlineError` with QEMU's wording on bad values. */
   create(ctx: DeviceBuildContext): VirtIODevice;
+  /** Properties only the PCI form has (e.g. virtio-serial-pci's `class`). */
+  readonly pciProps?: Readonly<Record<string, PropKind>>;
+  /** PCI proxy settings the type derives from its properties (QEMU's `*_pci_realize`). */
+  pciOptions?(values: ReadonlyMap<string, PropValue>, device: VirtIODevice): { vectors?: number; classId?: number };
+  /** virtio-pci properties the PCI form lacks (QEMU declares `vectors` and `ioeventfd` per type). */
+  readonly pciLacks?: readonly string[];
+  /** QEMU's classes between the PCI type and `virtio-pci`, for `-global` (default `<pciType>-base`). */
+  readonly pciParents?: readonly string[];
+  /** QEMU's classes between the device type and `virtio-device`, for `-global`. */
+  readonly deviceParents?: readonly string[];
+  /**
+   * QEMU's `virtio_pci_force_virtio_1`: the PCI form is modern only, whatever `disable-legacy`
+   * and `disable-modern` say (once QEMU's "neither modern nor legacy" check has passed).
+   */
+  readonly forceVirtio1?: boolean;
+  /**
+   * Fill the QOM objects: `backend` is the device proper (the `virtio-backend` child of a PCI
+   * proxy, or the `-device` itself on virtio-mmio), `proxy` the PCI function when there is one.
+   */
+  qom?(device: VirtIODevice, objs: { backend: QomObject; proxy: QomObject | undefined }, ctx: DeviceBuildContext): void;
+  /** Type of the bus the device provides for child devices (virtio-serial's `virtio-serial-bus`). */
+  readonly childBusType?: string;
+}
+
+/** A bus a device provides for other `-device`s (QEMU's child buses, e.g. `virtio-serial-bus`). */
+export interface ChildBus {
+  /** QOM type of the bus (`virtio-serial-bus`): what a child type asks for. */
+  readonly type: string;
+  /** `<id>.0` for a device with an id, else `<type>.N`. */
+  readonly name: string;
+  readonly device: VirtIODevice;
+}
+
+export interface BusChildBuildContext {
+  machine: ReferenceMachine;
+  cl: QemuCommandLine;
+  spec: DeviceSpec;
+  values: ReadonlyMap<string, PropValue>;
+  bus: ChildBus;
+  /** Every bus of the same type built so far (QEMU checks some things across them). */
+  sameTypeBuses: readonly ChildBus[];
+  /** The backend of chardev `id` for property `prop`, checked as QEMU's chardev property does. */
+  chardev(prop: string, id: string): CharBackend;
+}
+
+/** A device that sits on a child bus, not on a transport (`virtconsole`, `virtserialport`). */
+export interface BusChildType {
+  readonly typeName: string;
+  /** The bus type it plugs into. */
+  readonly busType: string;
+  readonly props: Readonly<Record<string, PropKind>>;
+  /** Build and plug; throws `CmdlineError` with QEMU's wording. Returns an object for the build result. */
+  create(ctx: BusChildBuildContext): unknown;
 }

@@ -292,7 +292,7 @@ export const BLK_CHAIN_ATTACKS: BlkAttack[] = [
   {
     name: 'a chain of 4 GiB (512 buffers of 8 MiB in an indirect table)',
     ids: 'T-A7, villain t0007',
-    expected: [exp(52, 'QEMU maps the whole chain (its iov length is 64-bit) and answers IOERR with used.len taken mod 2^32; we refuse a chain of more than 2^32-1 bytes at pop (virtioError)')],
+    expected: [exp(64, 'QEMU maps the whole chain (its iov length is 64-bit) and answers IOERR with used.len taken mod 2^32; we refuse a chain of more than 2^32-1 bytes at pop (virtioError)')],
     async run(h) {
       const table = h.mem(16 * 514, 16);
       const big = 0x40_0000; // 8 MiB from 4 MiB: RAM, outside the arena, never written (IOERR)
@@ -339,7 +339,7 @@ export const BLK_INFLIGHT_ATTACKS: BlkAttack[] = [
     name: 'a reset while a read is in the backend, then the queue set up again',
     ids: 'T-E3a',
     expected: [
-      exp(50, 'QEMU drains block I/O in its reset: the read completes into the old ring (data, status, used entry) before the reset returns; we reset at once and the late completion writes nothing', ['attack', 'liveness']),
+      exp(62, 'QEMU drains block I/O in its reset: the read completes into the old ring (data, status, used entry) before the reset returns; we reset at once and the late completion writes nothing', ['attack', 'liveness']),
     ],
     async run(h, b) {
       const { data, status } = await readChain(h, 0, 5);
@@ -357,7 +357,7 @@ export const BLK_INFLIGHT_ATTACKS: BlkAttack[] = [
   {
     name: 'the device breaks while a read is in the backend',
     ids: 'T-E3 (broken)',
-    expected: [exp(51, 'QEMU writes the status byte (and the read data it placed at I/O time) of a request completing after virtio_error, with no used entry; we write nothing once the device is broken')],
+    expected: [exp(63, 'QEMU writes the status byte (and the read data it placed at I/O time) of a request completing after virtio_error, with no used entry; we write nothing once the device is broken')],
     async run(h) {
       const { data, status } = await readChain(h, 0, 5);
       await h.publish(0, 513);
