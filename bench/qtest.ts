@@ -245,7 +245,7 @@ function newestTs(dir: string): number {
 }
 
 /** bin/virtio-ts-qemu runs dist/node/qemu.js: rebuild dist/ when src/ is newer. */
-function ensureBuilt(): string | undefined {
+export function ensureBuilt(): string | undefined {
   if (existsSync(OUR_BUNDLE) && statSync(OUR_BUNDLE).mtimeMs >= newestTs(join(ROOT, 'src'))) return undefined;
   const r = spawnSync(process.execPath, [join(ROOT, 'scripts/build.mjs'), '--quiet'], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'], timeout: 120_000 });
   if (r.status !== 0) return `build failed (${r.error?.message ?? `exit ${r.status}`})`;
