@@ -88,6 +88,8 @@ export interface RunQemuOptions {
   prog?: string;
   /** Exit the process (default `process.exit`). */
   exit?: (code: number) => void;
+  /** Called once the machine is up and its chardevs are started (not for -version, errors, ...). */
+  onReady?: () => void;
 }
 
 /**
@@ -228,8 +230,10 @@ export async function runQemu(argv: readonly string[], opts: RunQemuOptions = {}
       if (!(e instanceof MigrationCommandError)) throw e;
       err(`-incoming ${cl.incoming}: ${e.message}`);
       await quit(1);
+      return;
     }
   }
+  opts.onReady?.();
 }
 
 function argOf(argv: readonly string[], opt: string): string | undefined {
