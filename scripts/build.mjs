@@ -49,7 +49,9 @@ const builds = [
     entryPoints: { qemu: 'src/cli/qemu-program.ts', 'qemu-launch': 'src/cli/qemu-launch.ts' },
     outExtension: { '.js': '.cjs' },
     outdir: 'dist/node',
-    // The launcher runs qemu.cjs through vm.Script, which has no dynamic import().
+    // import() becomes require() (modules loaded on first use, e.g. child_process for exec:
+    // migration): the launcher runs qemu.cjs through vm.Script, which has no dynamic import().
+    supported: { 'dynamic-import': false },
     check: (metafile) => {
       for (const [out, o] of Object.entries(metafile.outputs)) {
         const dyn = o.imports.filter((i) => i.kind === 'dynamic-import');

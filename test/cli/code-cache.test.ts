@@ -246,6 +246,7 @@ async function buildLauncher(): Promise<void> {
     target: 'node20',
     outExtension: { '.js': '.cjs' },
     outdir: out,
+    supported: { 'dynamic-import': false },
     logLevel: 'error',
   });
   launcher = join(out, 'qemu-launch.cjs');
@@ -311,6 +312,28 @@ describe('virtio-ts-qemu through the launcher', () => {
     expect(stale.cache).toBe('stale,saved');
     expect(stale.answers).toEqual(off.answers);
     expect(cacheFiles(cacheDir)).toHaveLength(1);
+  });
+
+  it('migrates through exec: and file: (child_process and fs/promises are loaded on first use)', async () => {
+    const p = await launchQemu({ command: [process.execPath, launcher], machine: 'pc', args: ['-device', 'virtio-rng-pci'], name: 'virtio-ts-qemu' });
+    try {
+      for (const [uri, file] of [
+        [`exec:cat > '${join(dir, 'exec.mig')}'`, join(dir, 'exec.mig')],
+        [`file:${join(dir, 'file.mig')}`, join(dir, 'file.mig')],
+      ] as const) {
+        await p.qmp!.execute('migrate', { uri });
+        let status = '';
+        for (let i = 0; i < 200 && status !== 'completed' && status !== 'failed'; i++) {
+          status = ((await p.qmp!.execute('query-migrate')) as { status?: string }).status ?? '';
+          if (status !== 'completed') await new Promise((r) => setTimeout(r, 20));
+        }
+        expect(status, uri).toBe('completed');
+        expect(readFileSync(file).subarray(0, 4).toString('latin1'), uri).toBe('QEVM');
+        await p.qmp!.execute('cont');
+      }
+    } finally {
+      await p.close();
+    }
   });
 
   it('writes no cache for a run that never came up (-version, a bad command line)', () => {
