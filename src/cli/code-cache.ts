@@ -21,14 +21,13 @@
  *   write) falls back to a plain compile, silently; the program runs the same either way.
  *
  * Where: `VIRTIO_TS_CACHE_DIR`, else `$XDG_CACHE_HOME/virtio-ts`, else `~/.cache/virtio-ts`,
- * else `<tmpdir>/virtio-ts-<uid>`. `VIRTIO_TS_CODE_CACHE=off` (or `0`) turns the cache off;
+ * else `%LOCALAPPDATA%/virtio-ts/cache`, else `$TMPDIR/virtio-ts-<uid>` (or `/tmp/...`). `VIRTIO_TS_CODE_CACHE=off` (or `0`) turns the cache off;
  * `VIRTIO_TS_CODE_CACHE=log` prints what happened to stderr (for tests and for curiosity).
  *
  * Node-only; built into the small `dist/node/qemu-launch.cjs` the `virtio-ts-qemu` bin runs.
  */
+// No node:module or node:os here: each costs a few tenths of a ms to load at start-up.
 import { mkdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { Script } from 'node:vm';
@@ -47,6 +46,11 @@ export type CodeCacheStatus =
   | 'off';
 
 export interface CodeCacheOptions {
+  /**
+   * The `require` the bundle gets. It must resolve as from the bundle's directory: the caller's
+   * own when it sits beside the bundle (the launcher), or `module.createRequire(file)`.
+   */
+  require: NodeJS.Require;
   /** Cache directory; `false` turns the cache off. Default: from the environment (see above). */
   cacheDir?: string | false;
   /** Environment to read the defaults from (default `process.env`). */
@@ -92,8 +96,9 @@ export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string | 
   if (env['VIRTIO_TS_CACHE_DIR']) return env['VIRTIO_TS_CACHE_DIR'];
   if (env['XDG_CACHE_HOME']) return join(env['XDG_CACHE_HOME'], 'virtio-ts');
   if (env['HOME']) return join(env['HOME'], '.cache', 'virtio-ts');
+  if (env['LOCALAPPDATA']) return join(env['LOCALAPPDATA'], 'virtio-ts', 'cache');
   const uid = typeof process.getuid === 'function' ? process.getuid() : 'user';
-  return join(tmpdir(), `virtio-ts-${uid}`);
+  return join(env['TMPDIR'] || env['TEMP'] || env['TMP'] || '/tmp', `virtio-ts-${uid}`);
 }
 
 /** V8 and Node options that change how code is compiled (V8 refuses a cache made under others). */
@@ -118,7 +123,7 @@ function setChecksumFlag(on: boolean): boolean {
  * `module`, `__filename`, `__dirname`), through the code cache. Errors thrown by the bundle
  * itself propagate; nothing about the cache ever does.
  */
-export function loadBundle(file: string, opts: CodeCacheOptions = {}): LoadedBundle {
+export function loadBundle(file: string, opts: CodeCacheOptions): LoadedBundle {
   const env = opts.env ?? process.env;
   const log = opts.log ?? (env['VIRTIO_TS_CODE_CACHE'] === 'log' ? (m: string) => process.stderr.write(`virtio-ts code cache: ${m}\n`) : undefined);
   const source = readFileSync(file, 'utf8');
@@ -216,7 +221,7 @@ export function loadBundle(file: string, opts: CodeCacheOptions = {}): LoadedBun
 
   const mod = { exports: {} as Record<string, unknown> };
   const fn = script.runInThisContext() as (e: unknown, r: NodeJS.Require, m: unknown, f: string, d: string) => void;
-  fn.call(mod.exports, mod.exports, createRequire(file), mod, file, dirname(file));
+  fn.call(mod.exports, mod.exports, opts.require, mod, file, dirname(file));
   return {
     get exports() {
       return mod.exports;

@@ -5,6 +5,7 @@
 import { join } from 'node:path';
 import { loadBundle } from './code-cache.js';
 
-const bundle = loadBundle(join(__dirname, 'qemu.cjs'));
+// This file's own `require` resolves from dist/node/, beside the bundle.
+const bundle = loadBundle(join(__dirname, 'qemu.cjs'), { require });
 const main = bundle.exports['main'] as (argv: readonly string[], hooks: { onReady?: () => void }) => void;
 main(process.argv.slice(2), { onReady: () => bundle.saveWhenDone() });

@@ -7,6 +7,7 @@
 // answers the same every time; and the built bin/virtio-ts-qemu uses it.
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -68,7 +69,7 @@ const LOAD_SCRIPT = `
 const { loadBundle } = require('./code-cache.cjs');
 const a = JSON.parse(process.argv[2]);
 const logs = [];
-const opts = { log: (m) => logs.push(m) };
+const opts = { require, log: (m) => logs.push(m) };
 if (a.cacheDir !== null) opts.cacheDir = a.cacheDir;
 if (a.env !== null) opts.env = a.env;
 const r = loadBundle(a.file, opts);
@@ -224,7 +225,7 @@ describe('loadBundle', () => {
     writeFileSync(file, '"use strict";\nglobalThis.__codeCacheRuns = (globalThis.__codeCacheRuns ?? 0) + 1;\nthrow new Error("boom from the bundle");\n');
     const g = globalThis as { __codeCacheRuns?: number };
     delete g.__codeCacheRuns;
-    expect(() => loadBundle(file, { cacheDir: join(d, 'cache') })).toThrow('boom from the bundle');
+    expect(() => loadBundle(file, { require: createRequire(file), cacheDir: join(d, 'cache') })).toThrow('boom from the bundle');
     expect(g.__codeCacheRuns).toBe(1);
     delete g.__codeCacheRuns;
   });
