@@ -21,8 +21,9 @@
  *   write) falls back to a plain compile, silently; the program runs the same either way.
  *
  * Where: `VIRTIO_TS_CACHE_DIR`, else `$XDG_CACHE_HOME/virtio-ts`, else `~/.cache/virtio-ts`,
- * else `%LOCALAPPDATA%/virtio-ts/cache`, else `$TMPDIR/virtio-ts-<uid>` (or `/tmp/...`). `VIRTIO_TS_CODE_CACHE=off` (or `0`) turns the cache off;
- * `VIRTIO_TS_CODE_CACHE=log` prints what happened to stderr (for tests and for curiosity).
+ * else `%LOCALAPPDATA%/virtio-ts/cache`, else `$TMPDIR/virtio-ts-<uid>` (or `/tmp/...`).
+ * `VIRTIO_TS_CODE_CACHE=off` (or `0`) turns the cache off; `VIRTIO_TS_CODE_CACHE=log` prints
+ * what happened to stderr (for tests and for curiosity).
  *
  * Node-only; built into the small `dist/node/qemu-launch.cjs` the `virtio-ts-qemu` bin runs.
  */
