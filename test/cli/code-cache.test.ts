@@ -248,6 +248,8 @@ async function buildLauncher(): Promise<void> {
     outExtension: { '.js': '.cjs' },
     outdir: out,
     supported: { 'dynamic-import': false },
+    minifyWhitespace: true,
+    minifySyntax: true,
     logLevel: 'error',
   });
   launcher = join(out, 'qemu-launch.cjs');
