@@ -25,7 +25,8 @@
 // library's launcher starts virtio-ts-qemu without it (src/driver/qemu-launcher.ts), so the suite
 // figure is taken that way, and again with the variable kept.
 //
-// BENCH_ONLY=startup runs this section only; BENCH_QUICK=1 takes fewer rounds.
+// BENCH_ONLY=startup runs this section only; BENCH_QUICK=1 takes fewer rounds; VIRTIO_TS_QEMU
+// names another virtio-ts-qemu to measure.
 // Targets (issue 11): start → ready within 20 ms of node -e 0; suite wall time ≤ 1.5 × QEMU's.
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -42,7 +43,8 @@ import { RAM_END, RAM_START } from '../test/scenarios/machine/suite.js';
 import { ensureBuilt } from './qtest.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
-const OUR_BIN = join(ROOT, 'bin/virtio-ts-qemu');
+// VIRTIO_TS_QEMU=/path/to/bin/virtio-ts-qemu measures another build (an older checkout, say).
+const OUR_BIN = process.env['VIRTIO_TS_QEMU'] ?? join(ROOT, 'bin/virtio-ts-qemu');
 const QEMU_COMMAND = [process.env['QEMU'] ?? 'qemu-system-x86_64'];
 const STEP_TIMEOUT_MS = 15_000;
 
@@ -342,6 +344,7 @@ export async function runStartupBench(opts: StartupBenchOptions = {}): Promise<v
   const hasQemu = commandAvailable(QEMU_COMMAND);
   if (!hasQemu) console.log(`  ${QEMU_COMMAND[0]} is not installed: QEMU's columns and the suite figure are left out`);
   else console.log(`  ${qemuVersion()}; ${process.execPath} ${process.version}; load average ${os.loadavg()[0]!.toFixed(2)} at start`);
+  console.log(`  ours: ${OUR_BIN}`);
 
   // NODE_EXTRA_CA_CERTS makes every Node start parse the whole CA bundle before any code runs
   // (node -e 0 included): when it is set, the table is taken with and without it.
