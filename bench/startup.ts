@@ -26,7 +26,7 @@
 // figure is taken that way, and again with the variable kept.
 //
 // BENCH_ONLY=startup runs this section only; BENCH_QUICK=1 takes fewer rounds; VIRTIO_TS_QEMU
-// names another virtio-ts-qemu to measure.
+// names another virtio-ts-qemu to measure, VIRTIO_TS_QEMU_BEFORE an older one to run beside it.
 // Targets (issue 11): start → ready within 20 ms of node -e 0; suite wall time ≤ 1.5 × QEMU's.
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -45,6 +45,9 @@ import { ensureBuilt } from './qtest.js';
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 // VIRTIO_TS_QEMU=/path/to/bin/virtio-ts-qemu measures another build (an older checkout, say).
 const OUR_BIN = process.env['VIRTIO_TS_QEMU'] ?? join(ROOT, 'bin/virtio-ts-qemu');
+// VIRTIO_TS_QEMU_BEFORE=/path/to/bin/virtio-ts-qemu adds an older build as a fourth contender,
+// alternating with the others (before/after figures taken in the same run).
+const BEFORE_BIN = process.env['VIRTIO_TS_QEMU_BEFORE'];
 const QEMU_COMMAND = [process.env['QEMU'] ?? 'qemu-system-x86_64'];
 const STEP_TIMEOUT_MS = 15_000;
 
@@ -71,7 +74,7 @@ const CONFIGS: Config[] = [
   { name: 'pc, 5 virtio-rng-pci', machine: 'pc', args: devices('virtio-rng-pci', 5) },
 ];
 
-type Kind = 'ours' | 'qemu' | 'node';
+type Kind = 'ours' | 'qemu' | 'node' | 'before';
 
 interface Sample {
   ready: number;
@@ -173,7 +176,7 @@ async function once(kind: Kind, cfg: Config, fw: string, dir: string, env: NodeJ
   const qm = await listen(join(dir, 'qmp.sock'));
   const flags = ['-accel', 'tcg', '-bios', fw, '-nodefaults', '-display', 'none', '-machine', cfg.machine, '-m', '16M'];
   flags.push('-qtest', `unix:${join(dir, 'qtest.sock')}`, '-qtest-log', 'none', '-qmp', `unix:${join(dir, 'qmp.sock')}`, ...cfg.args);
-  const command = kind === 'ours' ? [process.execPath, OUR_BIN] : QEMU_COMMAND;
+  const command = kind === 'ours' ? [process.execPath, OUR_BIN] : kind === 'before' ? [process.execPath, BEFORE_BIN!] : QEMU_COMMAND;
   let stderr = '';
   const t0 = performance.now();
   const child = spawn(command[0]!, [...command.slice(1), ...flags], { stdio: ['ignore', 'ignore', 'pipe'], env });
@@ -231,6 +234,7 @@ function qemuVersion(): string {
 export interface StartupResult {
   config: string;
   ours: Sample[];
+  before: Sample[];
   qemu: Sample[];
   node: Sample[];
 }
@@ -241,8 +245,9 @@ export async function measureStartup(rounds: number, configs = CONFIGS, withQemu
   const fw = join(dir, 'halt.bin');
   writeFileSync(fw, haltFirmware());
   const kinds: Kind[] = withQemu ? ['ours', 'qemu', 'node'] : ['ours', 'node'];
+  if (BEFORE_BIN !== undefined) kinds.push('before');
   try {
-    const results: StartupResult[] = configs.map((c) => ({ config: c.name, ours: [], qemu: [], node: [] }));
+    const results: StartupResult[] = configs.map((c) => ({ config: c.name, ours: [], before: [], qemu: [], node: [] }));
     // One untimed start of each first (page cache, a lazily written cache of ours).
     for (const c of configs) for (const k of kinds) await once(k, c, fw, dir, env);
     for (let r = 0; r < rounds; r++) {
@@ -281,29 +286,36 @@ async function scenarioOnce(
  * `env`: the machines' environment; by default the launcher's (which starts virtio-ts-qemu
  * without NODE_EXTRA_CA_CERTS).
  */
-export async function measureSuite(passes: number, env?: NodeJS.ProcessEnv): Promise<{ ours: number[]; qemu: number[]; scenarios: number }> {
+export async function measureSuite(passes: number, env?: NodeJS.ProcessEnv): Promise<{ ours: number[]; qemu: number[]; before: number[]; scenarios: number }> {
   const ours: number[] = [];
+  const before: number[] = [];
   const qemu: number[] = [];
   const list = ALL_GROUPS.flatMap((g) => g.scenarios.map((s) => ({ g, s })));
+  const who: [string, string[], number[]][] = [
+    ['virtio-ts-qemu', [process.execPath, OUR_BIN], ours],
+    ['qemu', QEMU_COMMAND, qemu],
+  ];
+  if (BEFORE_BIN !== undefined) who.push(['virtio-ts-qemu (before)', [process.execPath, BEFORE_BIN], before]);
   for (let p = 0; p < passes; p++) {
-    let o = 0;
-    let q = 0;
+    const sums = who.map(() => 0);
     for (let i = 0; i < list.length; i++) {
       const { g, s } = list[i]!;
-      const oursFirst = (i + p) % 2 === 0;
-      for (const who of oursFirst ? ['ours', 'qemu'] : ['qemu', 'ours']) {
-        if (who === 'ours') o += await scenarioOnce([process.execPath, OUR_BIN], 'virtio-ts-qemu', g, s, env);
-        else q += await scenarioOnce(QEMU_COMMAND, 'qemu', g, s, env);
+      // A different one goes first at every scenario.
+      for (let j = 0; j < who.length; j++) {
+        const k = (i + p + j) % who.length;
+        const [name, command] = who[k]!;
+        sums[k]! += await scenarioOnce(command, name, g, s, env);
       }
     }
-    ours.push(o);
-    qemu.push(q);
+    who.forEach(([, , out], k) => out.push(sums[k]!));
   }
-  return { ours, qemu, scenarios: list.length };
+  return { ours, qemu, before, scenarios: list.length };
 }
 
 function printStartup(results: StartupResult[]): void {
+  const withBefore = results.some((r) => r.before.length > 0);
   const head = [pad('configuration', 30), lpad('ours', 7), lpad('QEMU', 7), lpad('node -e 0', 10), lpad('ours−node', 10), lpad('≤ 20?', 6), lpad('ours quit', 10), lpad('QEMU quit', 10)];
+  if (withBefore) head.push(lpad('before', 8), lpad('before−node', 12), lpad('before quit', 12));
   console.log('  ms (median)                    start → ready            spawn→exit                       quit → exit');
   console.log('  ' + head.join(' '));
   for (const r of results) {
@@ -312,26 +324,33 @@ function printStartup(results: StartupResult[]): void {
     const n = median(r.node.map((s) => s.ready));
     const oq = median(r.ours.map((s) => s.quit));
     const qq = r.qemu.length ? median(r.qemu.map((s) => s.quit)) : undefined;
-    console.log(
-      '  ' +
-        [pad(r.config, 30), lpad(fmt(o), 7), lpad(fmt(q), 7), lpad(fmt(n), 10), lpad(fmt(o - n), 10), lpad(o - n <= 20 ? 'yes' : 'NO', 6), lpad(fmt(oq), 10), lpad(fmt(qq), 10)].join(' '),
-    );
+    const cells = [pad(r.config, 30), lpad(fmt(o), 7), lpad(fmt(q), 7), lpad(fmt(n), 10), lpad(fmt(o - n), 10), lpad(o - n <= 20 ? 'yes' : 'NO', 6), lpad(fmt(oq), 10), lpad(fmt(qq), 10)];
+    if (withBefore) {
+      const b = median(r.before.map((s) => s.ready));
+      cells.push(lpad(fmt(b), 8), lpad(fmt(b - n), 12), lpad(fmt(median(r.before.map((s) => s.quit))), 12));
+    }
+    console.log('  ' + cells.join(' '));
   }
   console.log('  runs (start → ready, ms):');
   for (const r of results) {
     console.log(`    ${r.config}`);
     console.log(`      ours ${r.ours.map((s) => fmt(s.ready, 0)).join(' ')}`);
     if (r.qemu.length) console.log(`      QEMU ${r.qemu.map((s) => fmt(s.ready, 0)).join(' ')}`);
+    if (r.before.length) console.log(`      before ${r.before.map((s) => fmt(s.ready, 0)).join(' ')}`);
     console.log(`      node ${r.node.map((s) => fmt(s.ready, 0)).join(' ')}`);
   }
 }
 
-function printSuite(suite: { ours: number[]; qemu: number[]; scenarios: number }, passes: number, what: string): void {
+function printSuite(suite: { ours: number[]; qemu: number[]; before: number[]; scenarios: number }, passes: number, what: string): void {
   const o = median(suite.ours);
   const q = median(suite.qemu);
   console.log(`  Scenario suite (test/scenarios/machine: ${suite.scenarios} scenarios, one machine each via the launcher, alternating), ${what}, wall time, median of ${passes} pass(es):`);
   console.log(`    virtio-ts-qemu ${fmt(o / 1000, 2)} s, QEMU 7.2 ${fmt(q / 1000, 2)} s: ${fmt(o / q, 2)} × QEMU (target ≤ 1.5: ${o / q <= 1.5 ? 'met' : 'NOT met'})`);
   console.log(`    passes: ours ${suite.ours.map((x) => fmt(x / 1000, 2)).join(' ')} s; QEMU ${suite.qemu.map((x) => fmt(x / 1000, 2)).join(' ')} s`);
+  if (suite.before.length) {
+    const b = median(suite.before);
+    console.log(`    before: ${fmt(b / 1000, 2)} s, ${fmt(b / q, 2)} × QEMU (passes ${suite.before.map((x) => fmt(x / 1000, 2)).join(' ')} s)`);
+  }
 }
 
 export async function runStartupBench(opts: StartupBenchOptions = {}): Promise<void> {
@@ -344,7 +363,7 @@ export async function runStartupBench(opts: StartupBenchOptions = {}): Promise<v
   const hasQemu = commandAvailable(QEMU_COMMAND);
   if (!hasQemu) console.log(`  ${QEMU_COMMAND[0]} is not installed: QEMU's columns and the suite figure are left out`);
   else console.log(`  ${qemuVersion()}; ${process.execPath} ${process.version}; load average ${os.loadavg()[0]!.toFixed(2)} at start`);
-  console.log(`  ours: ${OUR_BIN}`);
+  console.log(`  ours: ${OUR_BIN}${BEFORE_BIN !== undefined ? `; before: ${BEFORE_BIN}` : ''}`);
 
   // NODE_EXTRA_CA_CERTS makes every Node start parse the whole CA bundle before any code runs
   // (node -e 0 included): when it is set, the table is taken with and without it.
