@@ -17,6 +17,8 @@
  *   is made and read with `--verify-snapshot-checksum` switched on just around those two calls
  *   (the flag changes V8's flag hash, so it is switched off again at once: left on, Node's own
  *   built-in modules would lose their code cache).
+ * - The directory must be the user's own and writable by no one else (it is made with mode
+ *   0700); otherwise the cache is off, since its code would run as the user.
  * - Anything wrong (no cache directory, unreadable or foreign file, refused data, a failed
  *   write) falls back to a plain compile, silently; the program runs the same either way.
  *
@@ -102,6 +104,22 @@ export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string | 
   return join(env['TMPDIR'] || env['TEMP'] || env['TMP'] || '/tmp', `virtio-ts-${uid}`);
 }
 
+/**
+ * Whether `dir` may hold our cache: ours and writable by nobody else (code loaded from a
+ * directory another user can write to would run as us). True when it does not exist yet.
+ */
+function privateDir(dir: string): boolean {
+  let st;
+  try {
+    st = statSync(dir);
+  } catch {
+    return true;
+  }
+  if (!st.isDirectory()) return false;
+  if (typeof process.getuid !== 'function') return true;
+  return st.uid === process.getuid() && (st.mode & 0o022) === 0;
+}
+
 /** V8 and Node options that change how code is compiled (V8 refuses a cache made under others). */
 function optionsKey(env: NodeJS.ProcessEnv): string {
   return `${process.execArgv.join(' ')}|${env['NODE_OPTIONS'] ?? ''}`;
@@ -140,6 +158,10 @@ export function loadBundle(file: string, opts: CodeCacheOptions): LoadedBundle {
   let cacheFile: string | undefined;
   let header = '';
   let cached: Buffer | undefined;
+  if (dir !== false && !privateDir(dir)) {
+    log?.(`off: ${dir} is not a private directory`);
+    dir = false;
+  }
   if (dir !== false) {
     try {
       const st = statSync(file);
@@ -193,7 +215,8 @@ export function loadBundle(file: string, opts: CodeCacheOptions): LoadedBundle {
       } finally {
         setChecksumFlag(false);
       }
-      mkdirSync(dir, { recursive: true });
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      if (!privateDir(dir)) throw new Error(`${dir} is not a private directory`);
       // Write beside, then rename: a reader sees the old file or the whole new one.
       tmp = `${cacheFile}.${process.pid}.${Date.now().toString(36)}.tmp`;
       writeFileSync(tmp, Buffer.concat([Buffer.from(header, 'latin1'), data]), { mode: 0o644 });

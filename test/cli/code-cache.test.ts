@@ -6,7 +6,7 @@
 // the same driver script with the cache off, missing, valid, damaged and stale, and the machine
 // answers the same every time; and the built bin/virtio-ts-qemu uses it.
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -209,6 +209,27 @@ describe('loadBundle', () => {
     expect(b.exports['total']).toBe(expectedTotal(5));
     expect(b.saved).toBe(false);
     expect(b.logs[1]).toMatch(/^not saved: /);
+  });
+
+  it('uses no directory that others can write to, and makes its own private', () => {
+    const d = join(dir, 'private');
+    mkdirSync(d);
+    const file = join(d, 'b.cjs');
+    writeFileSync(file, bundleSource(6));
+    const shared = join(d, 'shared');
+    mkdirSync(shared);
+    chmodSync(shared, 0o777);
+    const a = load(file, shared, { save: true });
+    expect(a.status).toBe('off');
+    expect(a.logs[0]).toBe(`off: ${shared} is not a private directory`);
+    expect(a.saved).toBe(false);
+    expect(a.exports['total']).toBe(expectedTotal(6));
+    expect(readdirSync(shared)).toEqual([]);
+
+    const made = join(d, 'made', 'cache');
+    expect(load(file, made, { save: true }).saved).toBe(true);
+    expect(statSync(made).mode & 0o777).toBe(0o700);
+    expect(load(file, made).status).toBe('hit');
   });
 
   it('names its directory from the environment', () => {
