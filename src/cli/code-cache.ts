@@ -125,6 +125,15 @@ function optionsKey(env: NodeJS.ProcessEnv): string {
   return `${process.execArgv.join(' ')}|${env['NODE_OPTIONS'] ?? ''}`;
 }
 
+/**
+ * V8 versions known to have `--verify-snapshot-checksum` (Node 20 to 24). Elsewhere the cache is
+ * off: an unknown flag would be reported on stderr at every start, and the payload unchecked.
+ */
+function checksumFlagKnown(): boolean {
+  const major = Number(process.versions.v8.split('.')[0]);
+  return major >= 11 && major <= 13;
+}
+
 /** Set a V8 flag for a moment; false if V8 would not take it. */
 function setChecksumFlag(on: boolean): boolean {
   // A user who asked for checksums on the command line keeps them.
@@ -158,6 +167,10 @@ export function loadBundle(file: string, opts: CodeCacheOptions): LoadedBundle {
   let cacheFile: string | undefined;
   let header = '';
   let cached: Buffer | undefined;
+  if (dir !== false && !checksumFlagKnown()) {
+    log?.(`off: V8 ${process.versions.v8} is not known to check code cache payloads`);
+    dir = false;
+  }
   if (dir !== false && !privateDir(dir)) {
     log?.(`off: ${dir} is not a private directory`);
     dir = false;
