@@ -45,7 +45,10 @@ export type CodeCacheStatus =
   | 'stale'
   /** V8 refused the data (damaged, or made by another V8 or with other flags). */
   | 'rejected'
-  /** Turned off (VIRTIO_TS_CODE_CACHE=off, or no cache directory could be named). */
+  /**
+   * Not used: VIRTIO_TS_CODE_CACHE=off, no cache directory could be named, the directory is not
+   * private, or V8 is not known to check payloads.
+   */
   | 'off';
 
 export interface CodeCacheOptions {
