@@ -12,7 +12,9 @@
 // Then the qtest round-trip section (bench/qtest.ts): our virtio-ts-qemu beside QEMU 7.2.
 // Then the whole-machine save/load section (bench/savevm.ts): ours beside QEMU 7.2's migration.
 // Then virtio-blk on the in-memory backend (bench/blk.ts): 4 KiB random and 64 KiB sequential I/O.
-// BENCH_ONLY=ring, BENCH_ONLY=blk, BENCH_ONLY=qtest or BENCH_ONLY=savevm runs one section only.
+// Then the start-up section (bench/startup.ts): start → ready and quit → exit of virtio-ts-qemu
+// beside QEMU 7.2 and a bare `node -e 0`, and the scenario suite with one machine per scenario.
+// BENCH_ONLY=ring, blk, qtest, savevm or startup runs one section only.
 
 import os from 'node:os';
 import { GuestMemory } from '../src/memory/guest-memory.js';
@@ -21,6 +23,7 @@ import { allocPerChain, calibrate, median, runFor, timeRun } from './measure.js'
 import { runQtestBench } from './qtest.js';
 import { runSavevmBench } from './savevm.js';
 import { runBlkBench } from './blk.js';
+import { runStartupBench } from './startup.js';
 import { BATCH, BLK_DIRECT_CHAINS, buildRig, PAGE, QUEUE_SIZE, RAM_SIZE, type CaseKind, type Rig } from './rig.js';
 
 // BENCH_QUICK=1 shortens everything (for iterating on the code, not for reporting).
@@ -32,8 +35,8 @@ const WARMUP_MS = QUICK ? 40 : 100;
 const ALLOC_BATCHES = 40;
 
 const ONLY = process.env['BENCH_ONLY'];
-if (ONLY !== undefined && ONLY !== '' && ONLY !== 'ring' && ONLY !== 'qtest' && ONLY !== 'savevm' && ONLY !== 'blk') {
-  console.error(`BENCH_ONLY=${ONLY}: expected ring, blk, qtest or savevm`);
+if (ONLY !== undefined && ONLY !== '' && ONLY !== 'ring' && ONLY !== 'qtest' && ONLY !== 'savevm' && ONLY !== 'blk' && ONLY !== 'startup') {
+  console.error(`BENCH_ONLY=${ONLY}: expected ring, blk, qtest, savevm or startup`);
   process.exit(2);
 }
 if (ONLY === 'blk') {
@@ -46,6 +49,10 @@ if (ONLY === 'qtest') {
 }
 if (ONLY === 'savevm') {
   await runSavevmBench({ quick: QUICK });
+  process.exit(0);
+}
+if (ONLY === 'startup') {
+  await runStartupBench({ quick: QUICK });
   process.exit(0);
 }
 
@@ -238,4 +245,5 @@ if (ONLY !== 'ring') {
   await runBlkBench({ quick: QUICK });
   await runQtestBench({ quick: QUICK });
   await runSavevmBench({ quick: QUICK });
+  await runStartupBench({ quick: QUICK });
 }

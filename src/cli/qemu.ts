@@ -106,6 +106,8 @@ export interface RunQemuOptions {
   prog?: string;
   /** Exit the process (default `process.exit`). */
   exit?: (code: number) => void;
+  /** Called once the machine is up and its chardevs are started (not for -version, errors, ...). */
+  onReady?: () => void;
 }
 
 /**
@@ -288,8 +290,10 @@ export async function runQemu(argv: readonly string[], opts: RunQemuOptions = {}
       if (!(e instanceof MigrationCommandError)) throw e;
       err(`-incoming ${cl.incoming}: ${e.message}`);
       await quit(1);
+      return;
     }
   }
+  opts.onReady?.();
 }
 
 function reportCmdline(e: CmdlineError, err: (msg: string) => void): void {
