@@ -1,9 +1,9 @@
 import { GuestMemory } from '../../memory/guest-memory.js';
 import type { V86Cpu } from './types.js';
 
-/** Where conventional memory ends: 0xa0000..0xfffff is VGA memory and ROM, not RAM for DMA. */
+/** v86 sends 0xa0000..0xbffff to its VGA; the rest of its RAM array is RAM to the guest. */
 const LOW_RAM_END = 0xa_0000;
-const HIGH_RAM_START = 0x10_0000;
+const HIGH_RAM_START = 0xc_0000;
 
 /**
  * Guest RAM of a v86 machine as a `GuestMemory`: the regions follow v86's wasm memory (which
@@ -11,12 +11,13 @@ const HIGH_RAM_START = 0x10_0000;
  * v86's JIT so that code it compiled from those bytes is thrown away (a disk read into a page
  * the guest then executes must not run stale code).
  *
- * RAM below 640 KiB and from 1 MiB to the top; the VGA window and the ROM area between are not
- * offered to devices (v86 routes 0xa0000..0xbffff to its VGA, and nothing DMAs into ROM).
+ * RAM below 640 KiB and from 768 KiB to the top: only the VGA window is a hole. The area from
+ * 0xc0000 up is RAM in v86 (option ROMs and the BIOS live there, writable), and SeaBIOS keeps
+ * its own virtio requests in it (its low allocations use upper memory), so a device must reach it.
  */
 export function v86GuestMemory(cpu: V86Cpu): GuestMemory {
   const size = cpu.memory_size[0] ?? 0;
-  if (!(size > HIGH_RAM_START)) throw new RangeError(`v86 RAM of ${size} bytes: the emulator is not loaded yet, or has less than 1 MiB`);
+  if (!(size > HIGH_RAM_START)) throw new RangeError(`v86 RAM of ${size} bytes: the emulator is not loaded yet, or has less than 768 KiB`);
   const source = cpu.wasm_memory;
   const off = cpu.mem8.byteOffset;
   const memory = new GuestMemory([
