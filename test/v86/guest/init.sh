@@ -19,6 +19,7 @@
 #   vt.blk.wr=<KiB>         offset of the written pattern (default 8192)
 #   vt.blk.seq=<n>          the pattern is the output of `seq 1 n` (default 20000)
 #   vt.console.port=<name>  named port to echo on (default: the first named port)
+#   vt.console.hvc0echo=1   also echo one line on hvc0 (after "VT-READY console hvc0")
 #   vt.net.ip=<cidr> vt.net.peer=<ip> vt.net.count=<n>   (192.0.2.15/24, 192.0.2.2, 3)
 #   vt.input.events=<n>     events read from the virtio input device (default 4)
 #   vt.debug=1              dmesg after a failed test
@@ -43,6 +44,11 @@ arg() {
 }
 
 result() { echo "VT-RESULT $*"; }
+# Guest uptime in milliseconds, for the VT-INFO time lines (where a slow boot spends its time).
+now_ms() {
+  read -r up _ < /proc/uptime
+  echo $((${up%.*} * 1000 + 1${up#*.} * 10 - 1000))
+}
 info() { echo "VT-INFO $*"; }
 md5() { md5sum "$@" | cut -d' ' -f1; }
 
@@ -51,6 +57,7 @@ md5() { md5sum "$@" | cut -d' ' -f1; }
 MODFAIL=""
 load_group() {
   [ -f "/lib/modules/groups/$1" ] || return 0
+  t0=$(now_ms)
   while read -r name file; do
     grep -q "^$name " /proc/modules && continue
     params=""
@@ -63,6 +70,7 @@ load_group() {
       MODFAIL="$MODFAIL $name"
     fi
   done < "/lib/modules/groups/$1"
+  info time "modules=$1" "ms=$(($(now_ms) - t0))"
 }
 
 # Virtio device IDs (VIRTIO 1.2, 5): the test that covers each.
@@ -102,6 +110,7 @@ device_dir() {
 run_test() {
   name=$1
   limit=$(arg timeout 30)
+  started=$(now_ms)
   "t_$name" &
   pid=$!
   ticks=$((limit * 10))
@@ -119,6 +128,7 @@ run_test() {
   fi
   wait "$pid"
   rc=$?
+  info time "test=$name" "ms=$(($(now_ms) - started))"
   if [ $rc -ne 0 ]; then
     info "$name" "exit=$rc"
     [ "$(arg debug 0)" = 1 ] && dmesg | tail -n 30 | sed 's/^/VT-INFO dmesg /'
@@ -236,19 +246,40 @@ t_console() {
   # hvc0 is port 0 when the device offers a console port.
   if [ -c /dev/hvc0 ]; then
     if echo "VT-HVC0 hello from $(uname -r)" > /dev/hvc0; then detail="hvc0=written"; else detail="hvc0=error"; failed=1; fi
+    # Optionally the same echo as on the named port below, through the tty (raw, no tty echo).
+    if [ "$(arg console.hvc0echo 0)" = 1 ] && [ $failed = 0 ]; then
+      {
+        stty raw -echo <&3
+        echo "VT-READY console hvc0"
+        if IFS= read -r -t "$(arg console.wait 15)" line <&3; then
+          echo "VT-ECHO $line" >&3
+          detail="$detail hvc0echo=$line"
+        else
+          detail="$detail hvc0echo=timeout"
+          failed=1
+        fi
+      } 3<> /dev/hvc0
+    fi
   else
     detail="hvc0=absent"
   fi
-  # Without udev nobody makes /dev/virtio-ports/<name>; make the links from sysfs.
+  # Without udev nobody makes /dev/virtio-ports/<name>; make the links from sysfs. A port the
+  # device made a console (hvc) may carry a name too but refuses open(); debugfs tells them apart.
   want=$(arg console.port "")
   port=""
   mkdir -p /dev/virtio-ports
+  [ -d /sys/kernel/debug/virtio-ports ] || mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
   for p in /sys/class/virtio-ports/vport*; do
     [ -e "$p/name" ] || continue
     read -r pname < "$p/name" || continue
     [ -n "$pname" ] || continue
-    ln -sf "/dev/${p##*/}" "/dev/virtio-ports/$pname"
-    info console "port=$pname dev=${p##*/}"
+    vp=${p##*/}
+    if grep -q '^is_console: yes' "/sys/kernel/debug/virtio-ports/$vp" 2>/dev/null; then
+      info console "port=$pname dev=$vp console=yes"
+      continue
+    fi
+    ln -sf "/dev/$vp" "/dev/virtio-ports/$pname"
+    info console "port=$pname dev=$vp"
     [ -z "$port" ] && { [ -z "$want" ] || [ "$want" = "$pname" ]; } && port=$pname
   done
   if [ -z "$port" ]; then
@@ -257,18 +288,19 @@ t_console() {
     return $failed
   fi
   # Write a line, tell the host on the serial console, read its answer (one line), echo it.
-  # A write blocks until the host side of the port is open (VIRTIO_CONSOLE_PORT_OPEN).
-  exec 3<> "/dev/virtio-ports/$port"
-  echo "VT-PORT-READY $port" >&3
-  echo "VT-READY console $port"
-  if IFS= read -r -t "$(arg console.wait 15)" line <&3; then
-    echo "VT-ECHO $line" >&3
-    detail="$detail port=$port echoed=$line"
-  else
-    detail="$detail port=$port read=timeout"
-    failed=1
-  fi
-  exec 3>&-
+  # A write blocks until the host side of the port is open (VIRTIO_CONSOLE_PORT_OPEN); a
+  # failed open of a plain redirection would end this shell, hence the compound command.
+  {
+    echo "VT-PORT-READY $port" >&3
+    echo "VT-READY console $port"
+    if IFS= read -r -t "$(arg console.wait 15)" line <&3; then
+      echo "VT-ECHO $line" >&3
+      detail="$detail port=$port echoed=$line"
+    else
+      detail="$detail port=$port read=timeout"
+      failed=1
+    fi
+  } 3<> "/dev/virtio-ports/$port" || { detail="$detail port=$port open=error"; failed=1; }
   if [ $failed = 0 ]; then result console ok $detail; else result console fail $detail; fi
   [ $failed = 0 ]
 }
@@ -286,7 +318,7 @@ t_net() {
   read -r mac < "/sys/class/net/$ifc/address"
   info net "if=$ifc mac=$mac ip=$cidr peer=$peer"
   if arping -c 1 -w 5 -I "$ifc" "$peer" > /tmp/arping 2>&1; then arp=ok; else arp=fail; fi
-  ping -c "$count" -W 3 -w $((count + 5)) "$peer" > /tmp/ping 2>&1
+  ping -A -c "$count" -W 3 -w $((count + 5)) "$peer" > /tmp/ping 2>&1
   rx=$(sed -n 's/.* \([0-9]*\) packets received.*/\1/p' /tmp/ping)
   rx=${rx:-0}
   if [ "$rx" -ge 1 ]; then s=ok; else s=fail; fi
@@ -341,7 +373,7 @@ t_balloon() {
 
 # --- main --------------------------------------------------------------------------------------
 
-result boot ok "$(uname -r)"
+result boot ok "$(uname -r)" "uptime_ms=$(now_ms)"
 load_group core
 wanted=$(arg tests auto)
 present=$(virtio_devices | cut -d' ' -f1 | sort -u | tr '\n' ' ')
@@ -367,6 +399,7 @@ for t in $wanted; do
   esac
 done
 sync
+info time "done" "uptime_ms=$(now_ms)"
 echo VT-DONE
 poweroff -f
 # poweroff only halts a machine without ACPI; stay quiet until the host destroys it.
