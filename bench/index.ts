@@ -14,7 +14,9 @@
 // Then virtio-blk on the in-memory backend (bench/blk.ts): 4 KiB random and 64 KiB sequential I/O.
 // Then the start-up section (bench/startup.ts): start → ready and quit → exit of virtio-ts-qemu
 // beside QEMU 7.2 and a bare `node -e 0`, and the scenario suite with one machine per scenario.
-// BENCH_ONLY=ring, blk, qtest, savevm or startup runs one section only.
+// Then the v86 section (bench/v86.ts): guest-visible disk MB/s of our virtio-blk beside v86's IDE,
+// and boot time with our devices against without, Linux in v86 (needs scripts/v86-inputs.mjs).
+// BENCH_ONLY=ring, blk, qtest, savevm, startup or v86 runs one section only.
 
 import os from 'node:os';
 import { GuestMemory } from '../src/memory/guest-memory.js';
@@ -24,6 +26,7 @@ import { runQtestBench } from './qtest.js';
 import { runSavevmBench } from './savevm.js';
 import { runBlkBench } from './blk.js';
 import { runStartupBench } from './startup.js';
+import { runV86Bench } from './v86.js';
 import { BATCH, BLK_DIRECT_CHAINS, buildRig, PAGE, QUEUE_SIZE, RAM_SIZE, type CaseKind, type Rig } from './rig.js';
 
 // BENCH_QUICK=1 shortens everything (for iterating on the code, not for reporting).
@@ -35,9 +38,13 @@ const WARMUP_MS = QUICK ? 40 : 100;
 const ALLOC_BATCHES = 40;
 
 const ONLY = process.env['BENCH_ONLY'];
-if (ONLY !== undefined && ONLY !== '' && ONLY !== 'ring' && ONLY !== 'qtest' && ONLY !== 'savevm' && ONLY !== 'blk' && ONLY !== 'startup') {
-  console.error(`BENCH_ONLY=${ONLY}: expected ring, blk, qtest, savevm or startup`);
+if (ONLY !== undefined && ONLY !== '' && ONLY !== 'ring' && ONLY !== 'qtest' && ONLY !== 'savevm' && ONLY !== 'blk' && ONLY !== 'startup' && ONLY !== 'v86') {
+  console.error(`BENCH_ONLY=${ONLY}: expected ring, blk, qtest, savevm, startup or v86`);
   process.exit(2);
+}
+if (ONLY === 'v86') {
+  await runV86Bench({ quick: QUICK });
+  process.exit(0);
 }
 if (ONLY === 'blk') {
   await runBlkBench({ quick: QUICK });
@@ -53,6 +60,7 @@ if (ONLY === 'savevm') {
 }
 if (ONLY === 'startup') {
   await runStartupBench({ quick: QUICK });
+  await runV86Bench({ quick: QUICK });
   process.exit(0);
 }
 
@@ -246,4 +254,5 @@ if (ONLY !== 'ring') {
   await runQtestBench({ quick: QUICK });
   await runSavevmBench({ quick: QUICK });
   await runStartupBench({ quick: QUICK });
+  await runV86Bench({ quick: QUICK });
 }
