@@ -15,6 +15,7 @@ import {
   VIRTIO_F_NOTIFY_ON_EMPTY,
   VIRTIO_F_VERSION_1,
   VIRTIO_ISR_QUEUE,
+  VIRTIO_LEGACY_FEATURES,
   VIRTIO_RING_F_EVENT_IDX,
   VIRTIO_RING_F_INDIRECT_DESC,
 } from './constants.js';
@@ -24,6 +25,8 @@ export interface DeviceLoadContext extends LoadContext {
   writable(gpa: number, len: number): boolean;
   /** Size of queue `n` as the stream sets it (undefined for a queue the stream does not carry). */
   queueNum?(n: number): number | undefined;
+  /** The blob's low feature word (QEMU's `guest_features` while the device state loads). */
+  lowFeatures?: bigint;
 }
 
 export interface VirtIODeviceOptions {
@@ -125,6 +128,20 @@ export abstract class VirtIODevice implements VirtQueueOwner {
   // ---------------------------------------------------------------------------------------
   // Hooks for device types (QEMU's VirtioDeviceClass)
 
+  /**
+   * Feature bits only a legacy interface offers (QEMU's `legacy_features`): modern transports
+   * hide them. Device types with legacy-only bits of their own (virtio-net's GSO) add them.
+   */
+  get legacyFeatures(): bigint {
+    return VIRTIO_LEGACY_FEATURES;
+  }
+  /**
+   * What a legacy driver gets when it acks VIRTIO_F_BAD_FEATURE, i.e. does not negotiate
+   * properly (QEMU's `bad_features`; the offer still filters it).
+   */
+  badFeatures(): bigint {
+    return 0n;
+  }
   /** Adjust the offered features (QEMU's `get_features`); called once when plugged. */
   protected getFeatures(features: bigint): bigint {
     return features;
@@ -170,6 +187,24 @@ export abstract class VirtIODevice implements VirtQueueOwner {
   postLoad(): void {}
 
   /**
+   * Migration: the number of queues the device will have for a stream that carries `num`
+   * (QEMU's `pre_load_queues` decides it in Debian's 7.2.22), or a message refusing the count.
+   * By default the device's own queues, which the stream may not exceed.
+   */
+  queueCountForLoad(num: number): number | string {
+    return num > this.vq.length ? `${num} queues in the stream, but ${this.name} has ${this.vq.length}` : this.vq.length;
+  }
+  /** Migration, at apply time on a freshly reset device: take the stream's queue count (QEMU's `pre_load_queues`). */
+  preLoadQueues(_num: number): void {}
+  /**
+   * Migration, once the whole blob is parsed: a message refusing a stream whose features and
+   * queue count do not fit together, or undefined.
+   */
+  checkLoad(_features: bigint, _numQueues: number): string | undefined {
+    return undefined;
+  }
+
+  /**
    * Migration: take negotiated features without the status checks (QEMU's
    * `virtio_set_features_nocheck`). Returns false when `val` has bits the device does not offer.
    */
@@ -199,6 +234,19 @@ export abstract class VirtIODevice implements VirtQueueOwner {
     let f = this.hostFeatures;
     if (bus.prePlugged) f = bus.prePlugged(f);
     this.hostFeatures = this.getFeatures(f);
+  }
+
+  /**
+   * Remove queues `from` and above (QEMU's `virtio_del_queue` from the end): they read as size 0
+   * to the driver until added again. Used by devices whose queue count follows the negotiated
+   * features (virtio-net's multiqueue).
+   */
+  protected removeQueuesFrom(from: number): void {
+    while (this.vq.length > from) {
+      const q = this.vq.pop()!;
+      q.reset();
+      this.notifiedWhileStopped.delete(q.index);
+    }
   }
 
   /** Queue `n`, or undefined when the device has no such queue (size 0 to the driver). */
@@ -419,6 +467,7 @@ export abstract class VirtIODevice implements VirtQueueOwner {
     if (!this.vmRunning) {
       this.notifiedWhileStopped.add(n);
       if (tr) tr({ type: 'virtio_queue_notify_deferred', device: this.name, queue: n });
+      this.guarded(() => this.queueNotifiedWhileStopped(n));
       return;
     }
     if (tr) tr({ type: 'virtio_queue_notify', device: this.name, queue: n });
@@ -464,6 +513,13 @@ export abstract class VirtIODevice implements VirtQueueOwner {
     }
     if (this.vmRunning) this.notifiedWhileStopped.clear();
   }
+
+  /**
+   * A notify of queue `n` arrived while the VM is stopped: the core only remembers it, but a
+   * device type may note what QEMU's handler notes then (virtio-net's `tx_waiting`, which
+   * migrates). It must not touch guest RAM.
+   */
+  protected queueNotifiedWhileStopped(_n: number): void {}
 
   /** React to the VM starting or stopping (a device's own vm change state handler). */
   protected vmStateChangeHook(_running: boolean): void {}
