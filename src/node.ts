@@ -11,3 +11,5 @@ export * from './driver/qemu-launcher.js';
 export * from './cli/migration-channels.js';
 // Node chardevs for virtio-serial ports: streams (stdin/stdout), unix sockets, files.
 export * from './devices/console/backends/node.js';
+// Node network backends with QEMU's wire formats (UDP, multicast, length-prefixed streams).
+export * from './devices/net/backends/node.js';

@@ -103,8 +103,9 @@ function propValue(name: string, kind: PropKind, v: PropValue, json = false): Pr
     if ((kind === 'bool' && typeof v !== 'boolean') || ((kind === 'str' || kind === 'onoffauto') && typeof v !== 'string')) {
       throw new CmdlineError(`Invalid parameter type for '${name}', expected: ${kind === 'bool' ? 'boolean' : 'string'}`);
     }
-    if ((kind === 'u32' || kind === 'u64') && (typeof v !== 'number' || !Number.isInteger(v))) throw new CmdlineError(`Parameter '${name}' expects uint64`);
-    if ((kind === 'u32' || kind === 'u64') && (v as number) < 0) throw new CmdlineError(`Parameter '${name}' expects ${kind === 'u32' ? 'uint32_t' : 'uint64'}`);
+    if ((kind === 'u16' || kind === 'u32' || kind === 'u64') && (typeof v !== 'number' || !Number.isInteger(v))) throw new CmdlineError(`Parameter '${name}' expects uint64`);
+    if ((kind === 'u16' || kind === 'u32' || kind === 'u64') && (v as number) < 0) throw new CmdlineError(`Parameter '${name}' expects ${kind === 'u16' ? 'uint16_t' : kind === 'u32' ? 'uint32_t' : 'uint64'}`);
+    if (kind === 'i32' && (typeof v !== 'number' || !Number.isInteger(v))) throw new CmdlineError(`Parameter '${name}' expects int64`);
   }
   switch (kind) {
     case 'bool':
@@ -115,6 +116,21 @@ function propValue(name: string, kind: PropKind, v: PropValue, json = false): Pr
       if (typeof v === 'boolean') return v;
       if (typeof v !== 'string') throw new CmdlineError(`Invalid parameter type for '${name}', expected: string`);
       return parseOnOffAuto(name, v);
+    case 'i32': {
+      let n: number;
+      if (typeof v === 'number') n = v;
+      else if (typeof v === 'string') {
+        // qemu_strtoi64, base 0.
+        const m = /^\s*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)$/.exec(v);
+        if (!m) throw new CmdlineError(`Parameter '${name}' expects integer`);
+        const b = m[2]!;
+        n = b.startsWith('0x') || b.startsWith('0X') ? parseInt(b.slice(2), 16) : b.length > 1 && b.startsWith('0') ? parseInt(b.slice(1), 8) : parseInt(b, 10);
+        if (m[1] === '-') n = -n;
+      } else throw new CmdlineError(`Parameter '${name}' expects integer`);
+      if (!Number.isSafeInteger(n) || n < -0x8000_0000 || n > 0x7fff_ffff) throw new CmdlineError(`Parameter '${name}' expects int32_t`);
+      return n;
+    }
+    case 'u16':
     case 'u32':
     case 'u64': {
       let n: bigint;
@@ -129,7 +145,8 @@ function propValue(name: string, kind: PropKind, v: PropValue, json = false): Pr
         throw new CmdlineError(`Parameter '${name}' expects uint64`);
       }
       if (kind === 'u32' && n > 0xffff_ffffn) throw new CmdlineError(`Parameter '${name}' expects uint32_t`);
-      return kind === 'u32' ? Number(n) : n.toString();
+      if (kind === 'u16' && n > 0xffffn) throw new CmdlineError(`Parameter '${name}' expects uint16_t`);
+      return kind === 'u32' || kind === 'u16' ? Number(n) : n.toString();
     }
     case 'str':
       return String(v);
@@ -192,6 +209,12 @@ export function buildMachine(cl: QemuCommandLine, opts: BuildOptions = {}): Buil
   if (cl.startPaused) machine.runState = 'prelaunch';
   if (cl.incoming !== undefined) machine.runState = 'inmigrate';
 
+  try {
+    machine.net.createNetdevs(cl.netdevs, opts.netdevs);
+  } catch (e) {
+    throw new CmdlineError((e as Error).message);
+  }
+
   const devices: BuiltDevice[] = [];
   const state: BuildState = { buses: [], anonBuses: new Map(), children: [], chardevUsers: new Set([...(cl.qtest !== undefined ? [cl.qtest] : []), ...cl.monitors.map((m) => m.chardev)]) };
   for (const spec of cl.devices) {
@@ -204,6 +227,7 @@ export function buildMachine(cl: QemuCommandLine, opts: BuildOptions = {}): Buil
       throw new CmdlineError(`${spec.loc}: ${(e as Error).message}`);
     }
   }
+  for (const w of machine.net.checkClients(cl.qtest !== undefined)) warnings.push(w);
   return { machine, devices, children: state.children, buses: state.buses, warnings };
 }
 
@@ -323,7 +347,7 @@ function buildDevice(machine: ReferenceMachine, cl: QemuCommandLine, spec: Devic
     }
   }
   const buildCtx = {
-    machine, cl, spec, values, bool, disabledFeatures: disabled, opts, pci: isPci, childBusName,
+    machine, cl, spec, values, bool, disabledFeatures: disabled, opts, pci: isPci, childBusName, net: machine.net,
     warn: (m: string) => warnings.push(`${spec.loc}: warning: ${m}`),
   };
   const ctxOf = () => buildCtx;

@@ -18,6 +18,7 @@ import { launchQemu } from '../driver/qemu-launcher.js';
 import { createMachineFromArgs, parseQemuCommandLine } from '../machine/index.js';
 import { openDeviceChardev } from '../machine/chardev.js';
 import type { CharBackend } from '../devices/console/chardev.js';
+import { openNetdev, type HostNetdevSpec, type StreamNetBackend, type UdpNetBackend } from '../devices/net/backends/node.js';
 import { compareTranscripts, sameTranscripts, type Comparison } from './compare.js';
 import { RecordingMachine } from './recorder.js';
 import { argsIn, needsHostDir, type OracleGroup, type OracleMachineSpec, type OracleProbe, type OracleScenario } from './scenario.js';
@@ -82,20 +83,33 @@ export function oursInProcessSide(): OracleSide {
       const argv = ['-machine', spec.machine, '-m', '16M', ...argsIn(spec, host.dir)];
       // The chardevs devices use, opened as virtio-ts-qemu opens them (sockets listen here).
       const chardevs = new Map<string, CharBackend>();
-      try {
-        for (const c of parseQemuCommandLine(argv).chardevs) chardevs.set(c.id, await openDeviceChardev(c));
-      } catch (e) {
+      // Netdevs with host sockets, opened as virtio-ts-qemu opens them.
+      const netdevs = new Map<string, UdpNetBackend | StreamNetBackend>();
+      let emit: ((name: string, data: Record<string, unknown>) => void) | undefined;
+      const closeAll = () => {
         for (const c of chardevs.values()) c.close();
+        for (const n of netdevs.values()) n.close();
+      };
+      try {
+        const cl = parseQemuCommandLine(argv);
+        for (const c of cl.chardevs) chardevs.set(c.id, await openDeviceChardev(c));
+        for (const n of [...cl.netdevs.filter((x) => x.type === 'dgram' || x.type === 'stream'), ...cl.netdevs.filter((x) => x.type === 'socket')]) {
+          netdevs.set(n.id, await openNetdev(n as HostNetdevSpec, { onEvent: (name, data) => emit?.(name, data) }));
+        }
+      } catch (e) {
+        closeAll();
         host.remove();
         throw e;
       }
       const closeHost = () => {
-        for (const c of chardevs.values()) c.close();
+        closeAll();
         host.remove();
       };
       let built: ReturnType<typeof createMachineFromArgs>;
       try {
-        built = createMachineFromArgs(argv, { chardevs });
+        built = createMachineFromArgs(argv, { chardevs, netdevs });
+        const machine = built.built.machine;
+        emit = (name, data) => machine.emitEvent(name, data);
       } catch (e) {
         closeHost();
         throw e;

@@ -240,8 +240,6 @@ export interface VirtIONetOptions extends VirtIODeviceOptions {
   txBurst?: number;
   /** The NIC's net client name (QEMU: the device id, or `<type>.<n>`). */
   nicName?: string;
-  /** The model in the NIC's info string (QEMU: the `-device` type). */
-  model?: string;
   /** Bounds of the frames waiting for the guest, per queue pair. */
   queueLimits?: NetQueueLimits;
   /** The virtual clock that paces announcements after a migration (none: no announcements). */
@@ -376,7 +374,8 @@ export class VirtIONet extends VirtIODevice {
   private readonly pairs: NetQueuePair[] = [];
   private ctrlVq!: VirtQueue;
   private readonly clock: Clock | undefined;
-  private readonly onRxFilterChanged: (() => void) | undefined;
+  /** The guest changed its receive filter (QEMU's NIC_RX_FILTER_CHANGED); sent once until `queryRxFilter`. */
+  onRxFilterChanged: (() => void) | undefined;
   private readonly onWarning: ((message: string) => void) | undefined;
   /** Announce rounds left after a migration (QEMU's `announce_timer.round`). */
   announceRound = 0;
@@ -864,6 +863,9 @@ export class VirtIONet extends VirtIODevice {
    */
   receiveFrame(queueIndex: number, buf: Uint8Array, off: number, size: number, noRss: boolean): number {
     if (!this.canReceive(queueIndex)) return -1;
+    // QEMU answers 0 for an empty frame ("not now"), which parks it, and every frame after it,
+    // in the queue for good; an empty frame carries nothing, so it is dropped here.
+    if (size === 0) return -1;
     if (!noRss && this.rss.enabled && this.rss.enabledSoftwareRss) {
       const index = rssSteer(this.rss, queueIndex, buf, off, size);
       if (index >= 0) return this.receiveFrame(index % this.currQueuePairs, buf, off, size, true);

@@ -25,4 +25,5 @@ export const SUPPORTED_DEVICES: readonly string[] = [
   ...virtioNames('virtio-keyboard', { pciVariants: false }),
   ...virtioNames('virtio-mouse', { pciVariants: false }),
   ...virtioNames('virtio-tablet', { pciVariants: false }),
+  ...virtioNames('virtio-net'),
 ];

@@ -13,8 +13,10 @@ import type { ReferenceMachine } from '../machine.js';
 import type { EntropySource } from '../../devices/rng.js';
 import type { CharBackend } from '../../devices/console/chardev.js';
 import type { QomObject } from '../qom.js';
+import type { NetBackend } from '../../devices/net/net-client.js';
+import type { NetStack } from '../net-stack.js';
 
-export type PropKind = 'bool' | 'u32' | 'u64' | 'onoffauto' | 'str' | 'addr';
+export type PropKind = 'bool' | 'u16' | 'u32' | 'u64' | 'i32' | 'onoffauto' | 'str' | 'addr';
 
 /** Options of the whole build, for device types that need a host resource. */
 export interface BuildOptions {
@@ -28,6 +30,11 @@ export interface BuildOptions {
    * test passes its own). A `null` chardev needs none; any other one missing here is an error.
    */
   chardevs?: ReadonlyMap<string, CharBackend>;
+  /**
+   * Backends of the `-netdev`s that need the host (socket, dgram, stream), by id; virtio-ts-qemu
+   * opens them. `hubport`s are built by the machine itself.
+   */
+  netdevs?: ReadonlyMap<string, NetBackend>;
 }
 
 export interface DeviceBuildContext {
@@ -47,6 +54,8 @@ export interface DeviceBuildContext {
   pci: boolean;
   /** Name of the bus the device will provide, for types with `childBusType`. */
   childBusName: string | undefined;
+  /** The machine's net clients (`-netdev`s, hubs, NICs), for `netdev=`. */
+  net: NetStack;
 }
 
 export interface VirtioDeviceType {
