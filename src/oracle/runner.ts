@@ -21,7 +21,8 @@ import type { CharBackend } from '../devices/console/chardev.js';
 import { openNetdev, type HostNetdevSpec, type StreamNetBackend, type UdpNetBackend } from '../devices/net/backends/node.js';
 import { compareTranscripts, sameTranscripts, type Comparison } from './compare.js';
 import { RecordingMachine } from './recorder.js';
-import { argsIn, needsHostDir, type OracleGroup, type OracleMachineSpec, type OracleProbe, type OracleScenario } from './scenario.js';
+import { argsIn, needsHostDir, type OracleGroup, type OracleMachineSpec, type OracleNetPeer, type OracleProbe, type OracleScenario } from './scenario.js';
+import { needsNetPeers, openNetPeers } from './net-peer.js';
 import { villainVerdict, type HostileFacts, type HostileVerdict } from './verdict.js';
 import { Transcript } from './transcript.js';
 
@@ -30,6 +31,8 @@ export interface StartedMachine {
   probe?: OracleProbe;
   /** The side's directory that `@DIR@` in the arguments stands for. */
   hostDir?: string;
+  /** The side's ends of `@NET:name@` backends. */
+  net?: ReadonlyMap<string, OracleNetPeer>;
   close(): Promise<void>;
 }
 
@@ -38,6 +41,20 @@ function hostDirFor(spec: OracleMachineSpec): { dir: string | undefined; remove:
   if (!needsHostDir(spec)) return { dir: undefined, remove: () => undefined };
   const dir = mkdtempSync(join(tmpdir(), 'virtio-ts-host-'));
   return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** A side's host resources: its directory and its UDP peers, the arguments that name them, their removal. */
+async function hostFor(spec: OracleMachineSpec): Promise<{ dir: string | undefined; net: ReadonlyMap<string, OracleNetPeer> | undefined; args: string[]; remove: () => void }> {
+  const host = hostDirFor(spec);
+  const withDir = argsIn(spec, host.dir);
+  if (!needsNetPeers(withDir)) return { dir: host.dir, net: undefined, args: withDir, remove: host.remove };
+  try {
+    const n = await openNetPeers(withDir);
+    return { dir: host.dir, net: n.peers, args: n.args, remove: () => { n.close(); host.remove(); } };
+  } catch (e) {
+    host.remove();
+    throw e;
+  }
 }
 
 export interface OracleSide {
@@ -60,10 +77,10 @@ export function qemuSide(command: readonly string[] = ['qemu-system-x86_64'], op
     label: opts.label ?? 'QEMU 7.2',
     settleMs: opts.settleMs ?? 20,
     async start(spec) {
-      const host = hostDirFor(spec);
+      const host = await hostFor(spec);
       try {
-        const p = await launchQemu({ command, machine: spec.machine, args: argsIn(spec, host.dir), name: opts.id ?? 'qemu' });
-        return { machine: p.machine, ...(host.dir ? { hostDir: host.dir } : {}), close: () => p.close().finally(host.remove) };
+        const p = await launchQemu({ command, machine: spec.machine, args: host.args, name: opts.id ?? 'qemu' });
+        return { machine: p.machine, ...(host.dir ? { hostDir: host.dir } : {}), ...(host.net ? { net: host.net } : {}), close: () => p.close().finally(host.remove) };
       } catch (e) {
         host.remove();
         throw e;
@@ -79,8 +96,8 @@ export function oursInProcessSide(): OracleSide {
     label: 'virtio-ts',
     settleMs: 0,
     async start(spec) {
-      const host = hostDirFor(spec);
-      const argv = ['-machine', spec.machine, '-m', '16M', ...argsIn(spec, host.dir)];
+      const host = await hostFor(spec);
+      const argv = ['-machine', spec.machine, '-m', '16M', ...host.args];
       // The chardevs devices use, opened as virtio-ts-qemu opens them (sockets listen here).
       const chardevs = new Map<string, CharBackend>();
       // Netdevs with host sockets, opened as virtio-ts-qemu opens them.
@@ -135,6 +152,7 @@ export function oursInProcessSide(): OracleSide {
         machine,
         probe: { takeErrors: () => errors.splice(0) },
         ...(host.dir ? { hostDir: host.dir } : {}),
+        ...(host.net ? { net: host.net } : {}),
         close: () => machine.close(),
       };
     },
@@ -148,10 +166,10 @@ export function oursSocketSide(program: string, opts: { settleMs?: number } = {}
     label: 'virtio-ts-qemu',
     settleMs: opts.settleMs ?? 0,
     async start(spec) {
-      const host = hostDirFor(spec);
+      const host = await hostFor(spec);
       try {
-        const p = await launchQemu({ command: [process.execPath, program], machine: spec.machine, args: argsIn(spec, host.dir), name: 'virtio-ts-qemu' });
-        return { machine: p.machine, ...(host.dir ? { hostDir: host.dir } : {}), close: () => p.close().finally(host.remove) };
+        const p = await launchQemu({ command: [process.execPath, program], machine: spec.machine, args: host.args, name: 'virtio-ts-qemu' });
+        return { machine: p.machine, ...(host.dir ? { hostDir: host.dir } : {}), ...(host.net ? { net: host.net } : {}), close: () => p.close().finally(host.remove) };
       } catch (e) {
         host.remove();
         throw e;
@@ -227,7 +245,7 @@ async function runSide(group: OracleGroup, side: OracleSide, opts: RunOptions): 
         const r = rec;
         facts = await withTimeout(
           (async () => {
-            const f = await s.run({ m: r, alloc: new GuestAllocator(ORACLE_RAM.start, ORACLE_RAM.end), ...(started.hostDir ? { hostDir: started.hostDir } : {}) });
+            const f = await s.run({ m: r, alloc: new GuestAllocator(ORACLE_RAM.start, ORACLE_RAM.end), ...(started.hostDir ? { hostDir: started.hostDir } : {}), ...(started.net ? { net: started.net } : {}) });
             await r.sync();
             return f;
           })(),

@@ -69,7 +69,13 @@ export interface UdpNetBackendOptions {
   /** Multicast: bind the group's port and join it (QEMU's `mcast=`). */
   multicast?: boolean;
   limits?: NetQueueLimits;
+  /** Bytes of datagrams kept while the NIC holds a frame (default: Linux's rmem_default, 212992). */
+  receiveBuffer?: number;
 }
+
+/** Linux's default socket receive buffer, and what it charges a small datagram beyond its bytes (its skb). */
+const KERNEL_RMEM_DEFAULT = 212992;
+const DATAGRAM_OVERHEAD = 768;
 
 /** QEMU's UDP backends (`net_socket_udp_init`, `net_socket_mcast_create`, `net_init_dgram`). */
 export class UdpNetBackend extends NetClient {
@@ -79,9 +85,21 @@ export class UdpNetBackend extends NetClient {
   /** Datagrams received and frames sent. */
   received = 0;
   sent = 0;
+  /** Datagrams dropped because the stand-in for the kernel's receive buffer was full. */
+  dropped = 0;
+  // QEMU stops reading the socket while the NIC holds a frame, and the kernel keeps what comes
+  // meanwhile (up to its receive buffer). Node cannot stop reading a UDP socket, so the
+  // datagrams that arrive while a frame is held wait here, bounded as the kernel bounds them.
+  private held = false;
+  private readonly pending: Buffer[] = [];
+  private pendingBytes = 0;
+  private readonly pendingLimit: number;
+  private readonly sentCb = () => this.resume();
+  private drainScheduled = false;
 
   private constructor(opts: UdpNetBackendOptions) {
     super(opts.kind ?? 'socket', opts.name, opts.limits);
+    this.pendingLimit = opts.receiveBuffer ?? KERNEL_RMEM_DEFAULT;
   }
 
   static async open(opts: UdpNetBackendOptions): Promise<UdpNetBackend> {
@@ -136,7 +154,32 @@ export class UdpNetBackend extends NetClient {
     // it is only ignored (docs/qemu-differences.md).
     if (msg.length === 0) return;
     this.received++;
-    sendPacket(this, msg, 0, msg.length);
+    if (this.held || this.pending.length > 0) {
+      const cost = msg.length + DATAGRAM_OVERHEAD;
+      if (this.pendingBytes + cost > this.pendingLimit) {
+        this.dropped++;
+        return;
+      }
+      this.pending.push(msg);
+      this.pendingBytes += cost;
+      return;
+    }
+    if (sendPacket(this, msg, 0, msg.length, this.sentCb) === 0) this.held = true;
+  }
+
+  /** The held frame went (or was given up): read on, as QEMU's main loop does next. */
+  private resume(): void {
+    this.held = false;
+    if (this.drainScheduled || this.pending.length === 0) return;
+    this.drainScheduled = true;
+    setImmediate(() => {
+      this.drainScheduled = false;
+      while (!this.held && this.pending.length > 0) {
+        const msg = this.pending.shift()!;
+        this.pendingBytes -= msg.length + DATAGRAM_OVERHEAD;
+        if (sendPacket(this, msg, 0, msg.length, this.sentCb) === 0) this.held = true;
+      }
+    });
   }
 
   override receive(buf: Uint8Array, off: number, len: number): number {
