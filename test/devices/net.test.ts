@@ -13,7 +13,6 @@ import { VirtIONet, type VirtIONetOptions } from '../../src/devices/net/virtio-n
 import { MmioDriver } from '../../src/driver/mmio-driver.js';
 import type { SplitRingDriver } from '../../src/driver/split-ring.js';
 import { GuestMemory } from '../../src/memory/guest-memory.js';
-import { loadVirtioDevice, saveVirtioDevice } from '../../src/migration/virtio.js';
 import { bit, VIRTIO_CONFIG_S_NEEDS_RESET, VIRTIO_F_VERSION_1 } from '../../src/virtio/constants.js';
 import { modernAddrs } from '../support/harness.js';
 
@@ -26,7 +25,6 @@ const CTRL = bit(C.VIRTIO_NET_F_CTRL_VQ);
 const CTRL_RX = bit(C.VIRTIO_NET_F_CTRL_RX);
 const CTRL_VLAN = bit(C.VIRTIO_NET_F_CTRL_VLAN);
 const STATUS = bit(C.VIRTIO_NET_F_STATUS);
-const ANNOUNCE = bit(C.VIRTIO_NET_F_GUEST_ANNOUNCE);
 const MQ = bit(C.VIRTIO_NET_F_MQ);
 
 interface Rig {
