@@ -11,12 +11,14 @@
 //
 // Then the qtest round-trip section (bench/qtest.ts): our virtio-ts-qemu beside QEMU 7.2.
 // Then the whole-machine save/load section (bench/savevm.ts): ours beside QEMU 7.2's migration.
-// BENCH_ONLY=ring, BENCH_ONLY=qtest or BENCH_ONLY=savevm runs one section only.
+// Then virtio-net through the in-process hub (bench/net.ts): TX, RX and guest to guest.
+// BENCH_ONLY=ring, qtest, savevm or net runs one section only.
 
 import os from 'node:os';
 import { GuestMemory } from '../src/memory/guest-memory.js';
 import { deviceLoops, host4k, host64, hostHdr, hostStatus, plainCopiesFor, type PlainCopy } from './cases.js';
 import { allocPerChain, calibrate, median, runFor, timeRun } from './measure.js';
+import { runNetBench } from './net.js';
 import { runQtestBench } from './qtest.js';
 import { runSavevmBench } from './savevm.js';
 import { BATCH, BLK_DIRECT_CHAINS, buildRig, PAGE, QUEUE_SIZE, RAM_SIZE, type CaseKind, type Rig } from './rig.js';
@@ -30,12 +32,16 @@ const WARMUP_MS = QUICK ? 40 : 100;
 const ALLOC_BATCHES = 40;
 
 const ONLY = process.env['BENCH_ONLY'];
-if (ONLY !== undefined && ONLY !== '' && ONLY !== 'ring' && ONLY !== 'qtest' && ONLY !== 'savevm') {
-  console.error(`BENCH_ONLY=${ONLY}: expected ring, qtest or savevm`);
+if (ONLY !== undefined && ONLY !== '' && ONLY !== 'ring' && ONLY !== 'qtest' && ONLY !== 'savevm' && ONLY !== 'net') {
+  console.error(`BENCH_ONLY=${ONLY}: expected ring, qtest, savevm or net`);
   process.exit(2);
 }
 if (ONLY === 'qtest') {
   await runQtestBench({ quick: QUICK });
+  process.exit(0);
+}
+if (ONLY === 'net') {
+  await runNetBench({ quick: QUICK });
   process.exit(0);
 }
 if (ONLY === 'savevm') {
@@ -231,4 +237,5 @@ if (probe) {
 if (ONLY !== 'ring') {
   await runQtestBench({ quick: QUICK });
   await runSavevmBench({ quick: QUICK });
+  await runNetBench({ quick: QUICK });
 }

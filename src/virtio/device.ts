@@ -71,7 +71,19 @@ export abstract class VirtIODevice implements VirtQueueOwner {
   /** Features offered, after the transport and the device type adjusted them. */
   hostFeatures: bigint;
   /** Features the driver accepted (always a subset of hostFeatures). */
-  guestFeatures = 0n;
+  get guestFeatures(): bigint {
+    return this.guestFeaturesValue;
+  }
+  set guestFeatures(v: bigint) {
+    this.guestFeaturesValue = v;
+    // Mirrored as two numbers: `hasFeature` runs per request on hot paths (virtio-net checks
+    // VERSION_1 per received frame), and BigInt shifts allocate.
+    this.guestFeaturesLo = Number(v & 0xffff_ffffn);
+    this.guestFeaturesHi = Number((v >> 32n) & 0xffff_ffffn);
+  }
+  private guestFeaturesValue = 0n;
+  private guestFeaturesLo = 0;
+  private guestFeaturesHi = 0;
   /** Device-specific configuration space, in guest layout. */
   readonly config: Uint8Array;
   /** Configuration generation (VIRTIO 1.2 §2.5.1), bumped on every config-change notification. */
@@ -264,7 +276,9 @@ export abstract class VirtIODevice implements VirtQueueOwner {
 
   /** Has the driver negotiated feature bit `n`? */
   hasFeature(n: number): boolean {
-    return hasBit(this.guestFeatures, n);
+    if (n >= 0 && n < 32) return ((this.guestFeaturesLo >>> n) & 1) === 1;
+    if (n >= 32 && n < 64) return ((this.guestFeaturesHi >>> (n - 32)) & 1) === 1;
+    return false;
   }
 
   /** Does the device offer feature bit `n`? */

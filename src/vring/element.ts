@@ -172,7 +172,8 @@ export class VirtQueueElement {
       const s0 = srcOff + done;
       if (n > SMALL_COPY) {
         // The whole of src needs no view of it; only a part of it does.
-        ram.set(s0 === 0 && n === src.length ? src : this.srcView(i, src, s0, n), off);
+        if (src === ram) ram.copyWithin(off, s0, s0 + n); // guest RAM to guest RAM (NIC to NIC): no view needed
+        else ram.set(s0 === 0 && n === src.length ? src : this.srcView(i, src, s0, n), off);
       } else {
         // A few bytes: whole words where the offset allows, then the odd bytes.
         const o = off | 0;

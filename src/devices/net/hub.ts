@@ -16,7 +16,9 @@ export class NetHubPort extends NetClient {
 
   /** QEMU's `net_hub_port_can_receive`: some other port's peer can take a frame. */
   override canReceive(): boolean {
-    for (const port of this.hub.ports) {
+    const ports = this.hub.ports;
+    for (let i = 0; i < ports.length; i++) {
+      const port = ports[i]!;
       if (port !== this && canSendPacket(port)) return true;
     }
     return false;

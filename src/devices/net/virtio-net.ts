@@ -300,6 +300,14 @@ interface NetStage {
 }
 
 const ZERO_HDR = new Uint8Array(VIRTIO_NET_HDR_SIZE);
+
+/**
+ * Byte `i` of a frame for the receive filter. QEMU reads the header without a length check
+ * (bytes past a short frame are its buffer's leftovers); here the missing bytes read as zero.
+ */
+function byteAt(buf: Uint8Array, off: number, size: number, i: number): number {
+  return i < size ? buf[off + i]! : 0;
+}
 const DEFAULT_MAC = new Uint8Array([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
 
 /** One queue of the NIC as a net client (QEMU's NIC `NetClientState`s, `nic->ncs[i]`). */
@@ -794,16 +802,14 @@ export class VirtIONet extends VirtIODevice {
   /** QEMU's `receive_filter`: whether a frame may reach the guest. */
   private receiveFilter(buf: Uint8Array, off: number, size: number): boolean {
     if (this.promisc) return true;
-    // QEMU reads the header without a length check (bytes past a short frame are its buffer's
-    // leftovers); here the missing bytes read as zero.
-    const at = (i: number): number => (i < size ? buf[off + i]! : 0);
-    if (at(12) === 0x81 && at(13) === 0x00) {
-      const vid = ((at(14) << 8) | at(15)) & 0xfff;
+    // (No closure over buf here: its context would be allocated on every call, promiscuous too.)
+    if (byteAt(buf, off, size, 12) === 0x81 && byteAt(buf, off, size, 13) === 0x00) {
+      const vid = ((byteAt(buf, off, size, 14) << 8) | byteAt(buf, off, size, 15)) & 0xfff;
       if (!(this.vlans[vid >> 5]! & (1 << (vid & 0x1f)))) return false;
     }
-    if (at(0) & 1) {
+    if (byteAt(buf, off, size, 0) & 1) {
       let bcast = true;
-      for (let i = 0; i < 6; i++) if (at(i) !== 0xff) bcast = false;
+      for (let i = 0; i < 6; i++) if (byteAt(buf, off, size, i) !== 0xff) bcast = false;
       if (bcast) return !this.nobcast;
       if (this.nomulti) return false;
       if (this.allmulti || this.macTable.multiOverflow) return true;
@@ -812,7 +818,7 @@ export class VirtIONet extends VirtIODevice {
       if (this.nouni) return false;
       if (this.alluni || this.macTable.uniOverflow) return true;
       let own = true;
-      for (let i = 0; i < 6; i++) if (at(i) !== this.mac[i]) own = false;
+      for (let i = 0; i < 6; i++) if (byteAt(buf, off, size, i) !== this.mac[i]) own = false;
       if (own) return true;
       for (let i = 0; i < this.macTable.firstMulti; i++) if (this.macMatches(buf, off, size, i)) return true;
     }
