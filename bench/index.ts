@@ -11,8 +11,11 @@
 //
 // Then the qtest round-trip section (bench/qtest.ts): our virtio-ts-qemu beside QEMU 7.2.
 // Then the whole-machine save/load section (bench/savevm.ts): ours beside QEMU 7.2's migration.
+// Then virtio-blk on the in-memory backend (bench/blk.ts): 4 KiB random and 64 KiB sequential I/O.
+// Then the start-up section (bench/startup.ts): start → ready and quit → exit of virtio-ts-qemu
+// beside QEMU 7.2 and a bare `node -e 0`, and the scenario suite with one machine per scenario.
 // Then virtio-net through the in-process hub (bench/net.ts): TX, RX and guest to guest.
-// BENCH_ONLY=ring, qtest, savevm or net runs one section only.
+// BENCH_ONLY=ring, blk, qtest, savevm, startup or net runs one section only.
 
 import os from 'node:os';
 import { GuestMemory } from '../src/memory/guest-memory.js';
@@ -21,6 +24,8 @@ import { allocPerChain, calibrate, median, runFor, timeRun } from './measure.js'
 import { runNetBench } from './net.js';
 import { runQtestBench } from './qtest.js';
 import { runSavevmBench } from './savevm.js';
+import { runBlkBench } from './blk.js';
+import { runStartupBench } from './startup.js';
 import { BATCH, BLK_DIRECT_CHAINS, buildRig, PAGE, QUEUE_SIZE, RAM_SIZE, type CaseKind, type Rig } from './rig.js';
 
 // BENCH_QUICK=1 shortens everything (for iterating on the code, not for reporting).
@@ -32,9 +37,13 @@ const WARMUP_MS = QUICK ? 40 : 100;
 const ALLOC_BATCHES = 40;
 
 const ONLY = process.env['BENCH_ONLY'];
-if (ONLY !== undefined && ONLY !== '' && ONLY !== 'ring' && ONLY !== 'qtest' && ONLY !== 'savevm' && ONLY !== 'net') {
-  console.error(`BENCH_ONLY=${ONLY}: expected ring, qtest, savevm or net`);
+if (ONLY !== undefined && ONLY !== '' && !['ring', 'qtest', 'savevm', 'blk', 'startup', 'net'].includes(ONLY)) {
+  console.error(`BENCH_ONLY=${ONLY}: expected ring, blk, qtest, savevm, startup or net`);
   process.exit(2);
+}
+if (ONLY === 'blk') {
+  await runBlkBench({ quick: QUICK });
+  process.exit(0);
 }
 if (ONLY === 'qtest') {
   await runQtestBench({ quick: QUICK });
@@ -46,6 +55,10 @@ if (ONLY === 'net') {
 }
 if (ONLY === 'savevm') {
   await runSavevmBench({ quick: QUICK });
+  process.exit(0);
+}
+if (ONLY === 'startup') {
+  await runStartupBench({ quick: QUICK });
   process.exit(0);
 }
 
@@ -235,7 +248,9 @@ if (probe) {
 }
 
 if (ONLY !== 'ring') {
+  await runBlkBench({ quick: QUICK });
   await runQtestBench({ quick: QUICK });
   await runSavevmBench({ quick: QUICK });
+  await runStartupBench({ quick: QUICK });
   await runNetBench({ quick: QUICK });
 }

@@ -34,7 +34,7 @@ import type { QtestMachine } from '../src/driver/qtest-client.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const OUR_BIN = join(ROOT, 'bin/virtio-ts-qemu');
-const OUR_BUNDLE = join(ROOT, 'dist/node/qemu.js');
+const OUR_BUNDLE = join(ROOT, 'dist/node/qemu.cjs');
 const QEMU_COMMAND = [process.env['QEMU'] ?? 'qemu-system-x86_64'];
 const MACHINE = 'pc';
 const MEMORY = '16M';
@@ -244,12 +244,12 @@ function newestTs(dir: string): number {
   return newest;
 }
 
-/** bin/virtio-ts-qemu runs dist/node/qemu.js: rebuild dist/ when src/ is newer. */
-function ensureBuilt(): string | undefined {
+/** bin/virtio-ts-qemu runs dist/node/qemu.cjs: rebuild dist/ when src/ is newer. */
+export function ensureBuilt(): string | undefined {
   if (existsSync(OUR_BUNDLE) && statSync(OUR_BUNDLE).mtimeMs >= newestTs(join(ROOT, 'src'))) return undefined;
   const r = spawnSync(process.execPath, [join(ROOT, 'scripts/build.mjs'), '--quiet'], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'], timeout: 120_000 });
   if (r.status !== 0) return `build failed (${r.error?.message ?? `exit ${r.status}`})`;
-  return 'rebuilt dist/ (src/ was newer than dist/node/qemu.js)';
+  return 'rebuilt dist/ (src/ was newer than dist/node/qemu.cjs)';
 }
 
 function qemuVersion(): string {

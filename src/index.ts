@@ -13,6 +13,7 @@ export * from './bus/pci/pci-device.js';
 export * from './bus/pci/msix.js';
 export * from './bus/virtio-pci.js';
 export * from './devices/rng.js';
+export * from './devices/blk/index.js';
 export * from './devices/console/index.js';
 export * from './devices/input/index.js';
 export * from './devices/balloon/virtio-balloon.js';

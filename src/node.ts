@@ -9,6 +9,8 @@ export * from './driver/qemu-launcher.js';
 // Migration channels for QMP `migrate`/`migrate-incoming` (`exec:`, opt-in `file:`), for
 // embedders that run a machine's QMP in a Node process.
 export * from './cli/migration-channels.js';
+// The raw-file disk backend for virtio-blk (fs.promises), and opening a command line's files.
+export * from './devices/blk/backends/node-file.js';
 // Node chardevs for virtio-serial ports: streams (stdin/stdout), unix sockets, files.
 export * from './devices/console/backends/node.js';
 // Node network backends with QEMU's wire formats (UDP, multicast, length-prefixed streams).

@@ -104,7 +104,19 @@ export class VirtioMmioTransport implements VirtioBus {
   guestPageShift = 0;
   /** Modern mode: the driver's feature words, applied when it sets FEATURES_OK. */
   readonly guestFeatures: [number, number] = [0, 0];
-  private readonly vqs: MmioQueueState[] = [];
+  /**
+   * The queue registers of all VIRTIO_QUEUE_MAX queues, made on first use: a machine has many
+   * transports (microvm: 24) that a driver may never touch, and 1024 records each are a large
+   * part of a machine's start-up (issue 11). Until then every queue has the reset values.
+   */
+  private vqStore: MmioQueueState[] | undefined;
+  private get vqs(): MmioQueueState[] {
+    if (this.vqStore === undefined) {
+      const vqs: MmioQueueState[] = (this.vqStore = []);
+      for (let i = 0; i < VIRTIO_QUEUE_MAX; i++) vqs.push({ num: 0, enabled: false, desc: [0, 0], avail: [0, 0], used: [0, 0] });
+    }
+    return this.vqStore;
+  }
   /** The level last driven on the interrupt line. */
   irqLevel = false;
 
@@ -113,7 +125,6 @@ export class VirtioMmioTransport implements VirtioBus {
     this.irq = opts.irq;
     this.tracer = opts.tracer;
     this.name = `virtio-mmio@0x${(opts.base ?? 0).toString(16)}`;
-    for (let i = 0; i < VIRTIO_QUEUE_MAX; i++) this.vqs.push({ num: 0, enabled: false, desc: [0, 0], avail: [0, 0], used: [0, 0] });
     device?.plug(this);
   }
 
@@ -378,7 +389,7 @@ export class VirtioMmioTransport implements VirtioBus {
   /** QEMU's `virtio_mmio_soft_reset`: reset the device; modern queues become disabled. */
   softReset(): void {
     this.device?.reset();
-    if (!this.legacy) for (const q of this.vqs) q.enabled = false;
+    if (!this.legacy && this.vqStore) for (const q of this.vqStore) q.enabled = false;
   }
 
   /** QEMU's `virtio_mmio_reset` (a machine reset): also forgets selectors and queue registers. */
@@ -389,7 +400,7 @@ export class VirtioMmioTransport implements VirtioBus {
     this.guestPageShift = 0;
     if (!this.legacy) {
       this.guestFeatures[0] = this.guestFeatures[1] = 0;
-      for (const q of this.vqs) {
+      for (const q of this.vqStore ?? []) {
         q.num = 0;
         q.desc[0] = q.desc[1] = q.avail[0] = q.avail[1] = q.used[0] = q.used[1] = 0;
       }

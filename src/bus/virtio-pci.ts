@@ -205,7 +205,19 @@ export class VirtIOPCIProxy extends PCIDevice implements VirtioBus {
   dfselect = 0;
   gfselect = 0;
   readonly guestFeatures: [number, number] = [0, 0];
-  readonly vqs: VirtIOPCIQueue[] = [];
+  /**
+   * The modern queue registers of all VIRTIO_QUEUE_MAX queues, made on first use (1024 records
+   * per function are a large part of a machine's start-up, issue 11); until then every queue has
+   * the reset values.
+   */
+  private vqStore: VirtIOPCIQueue[] | undefined;
+  get vqs(): VirtIOPCIQueue[] {
+    if (this.vqStore === undefined) {
+      const vqs: VirtIOPCIQueue[] = (this.vqStore = []);
+      for (let i = 0; i < VIRTIO_QUEUE_MAX; i++) vqs.push({ num: 0, enabled: false, reset: 0, desc: [0, 0], avail: [0, 0], used: [0, 0] });
+    }
+    return this.vqStore;
+  }
   /**
    * MSI-X vectors of queues the device does not have. QEMU keeps a vector for all 1024 queues
    * and lets the driver program it for any selected queue; our device only has its real ones.
@@ -237,7 +249,6 @@ export class VirtIOPCIProxy extends PCIDevice implements VirtioBus {
     }
     if (info.legacyDeviceId === undefined) legacy = false; // virtio_pci_force_virtio_1
     if (!modern && !legacy) throw new Error(`${this.name}: device cannot work as neither modern nor legacy mode is enabled`);
-    for (let i = 0; i < VIRTIO_QUEUE_MAX; i++) this.vqs.push({ num: 0, enabled: false, reset: 0, desc: [0, 0], avail: [0, 0], used: [0, 0] });
 
     let nvectors = opts.vectors ?? info.defaultVectors(vdev);
     // `vectors` is a uint32 property, but msix_init_exclusive_bar takes the count as 16 bits:
@@ -429,7 +440,7 @@ export class VirtIOPCIProxy extends PCIDevice implements VirtioBus {
     this.vdev.reset();
     this.phantomVectors.fill(VIRTIO_NO_VECTOR);
     this.msix?.unuseAll();
-    for (const q of this.vqs) {
+    for (const q of this.vqStore ?? []) {
       q.enabled = false;
       q.reset = 0;
       q.num = 0;

@@ -6,7 +6,10 @@ import { runQemu } from './qemu.js';
 const USAGE = `usage: virtio-ts <command>
 
 commands:
-  demo [--legacy]   drive a virtio-rng over virtio-mmio from a guest-side script and print a trace
+  demo [--legacy] [--quiet]
+                    a machine with virtio-rng, virtio-blk and virtio-console driven by a
+                    guest-side script, migrated in the middle of disk I/O, every byte checked;
+                    prints the ring operations (--quiet: only the steps and checks)
   inspect FILE [--json]
                     show a QEMU 7.2 migration stream (or ours): every section, each virtio
                     device's state decoded field by field with its offset
@@ -16,9 +19,6 @@ commands:
 function main(argv: string[]): number {
   const [cmd, ...rest] = argv;
   switch (cmd) {
-    case 'demo':
-      runDemo(undefined, { legacy: rest.includes('--legacy') });
-      return 0;
     case 'inspect':
       return runInspect(rest);
     case undefined:
@@ -34,7 +34,18 @@ function main(argv: string[]): number {
 }
 
 const argv = process.argv.slice(2);
-if (argv[0] === 'qemu') {
+if (argv[0] === 'demo') {
+  const rest = argv.slice(1);
+  void runDemo(undefined, { legacy: rest.includes('--legacy'), trace: !rest.includes('--quiet') }).then(
+    (problems) => {
+      process.exitCode = problems === 0 ? 0 : 1;
+    },
+    (e: unknown) => {
+      console.error(`virtio-ts demo: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+      process.exitCode = 1;
+    },
+  );
+} else if (argv[0] === 'qemu') {
   // Long-running: it exits by itself (QMP quit, a signal, or a start-up error).
   void runQemu(argv.slice(1), { prog: 'virtio-ts qemu' }).catch((e: unknown) => {
     console.error(`virtio-ts qemu: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);

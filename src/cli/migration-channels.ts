@@ -10,8 +10,10 @@
  * a command that outlives it, or a cancelled transfer, is ended by its process group id
  * (SIGTERM, then SIGKILL), never by name.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { readFile, writeFile } from 'node:fs/promises';
+// child_process and fs/promises are imported on first use: loading them is a couple of ms of
+// every virtio-ts-qemu start-up (issue 11), and most runs never migrate. (The CommonJS bundle of
+// virtio-ts-qemu turns these import()s into require()s, see scripts/build.mjs.)
+import type { ChildProcess } from 'node:child_process';
 import type { MigrationChannels, MigrationDirection } from '../machine/migration.js';
 import { strerror } from '../machine/chardev.js';
 
@@ -74,8 +76,9 @@ export function createNodeMigrationChannels(opts: NodeMigrationChannelOptions = 
    * Run `cmd`, feeding `input` to its stdin (outgoing) or collecting its stdout (incoming).
    * Resolves with stdout once it has exited with status 0.
    */
-  const run = (cmd: string, direction: MigrationDirection, input: Uint8Array | undefined, signal: AbortSignal | undefined): Promise<Uint8Array> =>
-    new Promise((resolve, reject) => {
+  const run = async (cmd: string, direction: MigrationDirection, input: Uint8Array | undefined, signal: AbortSignal | undefined): Promise<Uint8Array> => {
+    const { spawn } = await import('node:child_process');
+    return new Promise((resolve, reject) => {
       if (signal?.aborted) return reject(new Error('migration cancelled'));
       const child = spawn(shell, ['-c', cmd], {
         stdio: [direction === 'outgoing' ? 'pipe' : 'ignore', direction === 'incoming' ? 'pipe' : 'ignore', onStderr ? 'pipe' : 'inherit'],
@@ -127,6 +130,7 @@ export function createNodeMigrationChannels(opts: NodeMigrationChannelOptions = 
         else resolve(new Uint8Array(Buffer.concat(chunks)));
       });
     });
+  };
 
   return {
     check(uri: string, _direction: MigrationDirection): string | undefined {
@@ -147,6 +151,7 @@ export function createNodeMigrationChannels(opts: NodeMigrationChannelOptions = 
       }
       if (uri.startsWith('file:')) {
         try {
+          const { writeFile } = await import('node:fs/promises');
           await writeFile(uri.slice(5), bytes, { mode: 0o660, ...(signal ? { signal } : {}) });
         } catch (e) {
           throw new Error(`Could not open '${uri.slice(5)}': ${strerror(e)}`);
@@ -160,6 +165,7 @@ export function createNodeMigrationChannels(opts: NodeMigrationChannelOptions = 
       if (uri.startsWith('exec:')) return run(uri.slice(5), 'incoming', undefined, signal);
       if (uri.startsWith('file:')) {
         try {
+          const { readFile } = await import('node:fs/promises');
           return new Uint8Array(await readFile(uri.slice(5), signal ? { signal } : {}));
         } catch (e) {
           throw new Error(`Could not open '${uri.slice(5)}': ${strerror(e)}`);

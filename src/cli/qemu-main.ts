@@ -1,7 +1,5 @@
-// Entry point of the `virtio-ts-qemu` command (bin/virtio-ts-qemu imports the bundle of this file).
-import { runQemu } from './qemu.js';
+// The `virtio-ts-qemu` program, run when imported (tests and tools bundle this file and run the
+// bundle directly). bin/virtio-ts-qemu runs qemu-program.ts through the code-cache launcher.
+import { main } from './qemu-program.js';
 
-void runQemu(process.argv.slice(2)).catch((e: unknown) => {
-  process.stderr.write(`virtio-ts-qemu: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-  process.exit(1);
-});
+main(process.argv.slice(2));

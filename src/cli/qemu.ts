@@ -10,9 +10,12 @@
  * Migration: `-incoming defer` + QMP `migrate-incoming`, or `-incoming exec:CMD` (loaded at
  * start-up), and QMP `migrate` with `exec:CMD` (src/cli/migration-channels.ts).
  */
-import { readFileSync, openSync, closeSync, statSync, writeSync } from 'node:fs';
-import { openChardev, openDeviceChardev, ChardevError, strerror, type PendingChannel } from '../machine/chardev.js';
+import { readFileSync, openSync, statSync, writeSync } from 'node:fs';
+import { openChardev, openDeviceChardev, ChardevError, type PendingChannel } from '../machine/chardev.js';
 import type { CharBackend } from '../devices/console/chardev.js';
+import { BlockBackendError, type BlockBackend } from '../devices/blk/backend.js';
+import { openBlockFiles } from '../devices/blk/backends/node-file.js';
+import { fileNodes } from '../machine/block-cmdline.js';
 import { CmdlineError, parseQemuCommandLine, SUPPORTED_DEVICES, type ChardevSpec, type QemuCommandLine } from '../machine/cmdline.js';
 import { buildMachine, type BuiltMachine } from '../machine/qemu-machine.js';
 import { lookupBusChildType, lookupDeviceType, type PropKind } from '../machine/device-types/index.js';
@@ -40,7 +43,8 @@ line, the qtest protocol and QMP.
   -mon chardev=ID,mode=control
   -chardev null|stdio|socket,id=ID[,path=PATH|host=H,port=P][,server=on][,wait=off]
   -chardev file,id=ID,path=PATH[,append=on]
-  -drive if=none,id=ID,file=FILE,format=raw[,readonly=on]
+  -drive if=none,id=ID,file=FILE|null-co://,format=raw[,readonly=on][,cache=MODE][,discard=unmap][,file.*=]
+  -blockdev driver=file|raw|null-co,node-name=NAME,...
   -device ${SUPPORTED_DEVICES.join('|')}[,prop=value...]
   -global DRIVER.PROP=VALUE
   -version  -help`;
@@ -50,7 +54,10 @@ microvm              microvm (i386)
 pc                   Standard PC (i440FX + PIIX, 1996) (alias of pc-i440fx-7.2)
 pc-i440fx-7.2        Standard PC (i440FX + PIIX, 1996) (default)`;
 
-const KIND_NAMES: Record<PropKind, string> = { bool: 'bool', u16: 'uint16', u32: 'uint32', u64: 'uint64', i32: 'int32', onoffauto: 'OnOffAuto', str: 'str', addr: 'int32' };
+/** QEMU's PropertyInfo names, as `-device X,help` prints them (size32 and blocksize are both "size"). */
+const KIND_NAMES: Record<PropKind, string> = {
+  bool: 'bool', u16: 'uint16', u32: 'uint32', u64: 'uint64', i32: 'int32', size32: 'size', blocksize: 'size', onoffauto: 'OnOffAuto', str: 'str', addr: 'int32',
+};
 
 function deviceHelp(driver: string | undefined): string {
   if (driver === undefined) {
@@ -84,15 +91,16 @@ function loadBios(cl: QemuCommandLine): Uint8Array | undefined {
   return data;
 }
 
-/** -drive files are opened at start-up, as QEMU does (the devices that use them come later). */
-function checkDrives(cl: QemuCommandLine): void {
-  for (const d of cl.drives) {
-    if (d.file === undefined) continue;
-    try {
-      closeSync(openSync(d.file, d.readonly ? 'r' : 'r+'));
-    } catch (e) {
-      throw new CmdlineError(`${d.loc}: Could not open '${d.file}': ${strerror(e)}`);
-    }
+/**
+ * The files of -drive and -blockdev are opened at start-up, before the devices, as QEMU does;
+ * the machine gets them as backends.
+ */
+async function openDrives(cl: QemuCommandLine): Promise<Map<string, BlockBackend>> {
+  try {
+    return await openBlockFiles(fileNodes(cl.drives, cl.blockdevs));
+  } catch (e) {
+    if (e instanceof BlockBackendError) throw new CmdlineError(e.message);
+    throw e;
   }
 }
 
@@ -101,6 +109,8 @@ export interface RunQemuOptions {
   prog?: string;
   /** Exit the process (default `process.exit`). */
   exit?: (code: number) => void;
+  /** Called once the machine is up and its chardevs are started (not for -version, errors, ...). */
+  onReady?: () => void;
 }
 
 /**
@@ -144,7 +154,6 @@ export async function runQemu(argv: readonly string[], opts: RunQemuOptions = {}
   let bios: Uint8Array | undefined;
   try {
     bios = loadBios(cl);
-    checkDrives(cl);
   } catch (e) {
     if (e instanceof CmdlineError) {
       reportCmdline(e, err);
@@ -210,8 +219,22 @@ export async function runQemu(argv: readonly string[], opts: RunQemuOptions = {}
   }
   open.push(...closeNet);
 
+  // Then the files of -drive and -blockdev (QEMU's configure_blockdev comes after the chardevs),
+  // still before the devices: the machine gets them as backends.
+  let blockFiles: Map<string, BlockBackend>;
   try {
-    built = buildMachine(cl, { ...(bios ? { bios } : {}), chardevs: deviceChardevs, netdevs });
+    blockFiles = await openDrives(cl);
+  } catch (e) {
+    for (const c of open) c.close();
+    if (e instanceof CmdlineError) {
+      reportCmdline(e, err);
+      return exit(1);
+    }
+    throw e;
+  }
+
+  try {
+    built = buildMachine(cl, { ...(bios ? { bios } : {}), chardevs: deviceChardevs, blockFiles, netdevs });
     for (const w of built.warnings) err(w);
   } catch (e) {
     for (const c of open) c.close();
@@ -294,8 +317,10 @@ export async function runQemu(argv: readonly string[], opts: RunQemuOptions = {}
       if (!(e instanceof MigrationCommandError)) throw e;
       err(`-incoming ${cl.incoming}: ${e.message}`);
       await quit(1);
+      return;
     }
   }
+  opts.onReady?.();
 }
 
 function reportCmdline(e: CmdlineError, err: (msg: string) => void): void {

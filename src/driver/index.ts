@@ -14,3 +14,4 @@ export * from './rng.js';
 export * from './console.js';
 export * from './split-ring.js';
 export * from './mmio-driver.js';
+export * from './blk.js';

@@ -59,7 +59,28 @@ export interface LaunchOptions {
   name?: string;
   /** qtest protocol trace. */
   log?: (line: string) => void;
+  /**
+   * The machine's environment. Default: this process's, except that a Node program (the
+   * command is this Node, `node`, or `virtio-ts-qemu` itself) is started without
+   * `NODE_EXTRA_CA_CERTS`: with it, Node 20 parses the whole CA bundle before running any code
+   * (about 50 ms of every start on the project's machine), and virtio-ts-qemu makes no TLS
+   * connection. Pass `env` to keep it.
+   */
   env?: NodeJS.ProcessEnv;
+}
+
+/** Is `program` Node itself, or the virtio-ts-qemu script (which runs under Node)? */
+function isNodeProgram(program: string): boolean {
+  const base = program.split(/[\\/]/).pop() ?? program;
+  return program === process.execPath || /^(node|nodejs|node\.exe|virtio-ts-qemu)$/.test(base);
+}
+
+/** The environment `launchQemu` gives the machine process when `opts.env` is not set. */
+export function machineEnv(command: readonly string[], env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  if (env['NODE_EXTRA_CA_CERTS'] === undefined || !isNodeProgram(command[0] ?? '')) return env;
+  const out = { ...env };
+  delete out['NODE_EXTRA_CA_CERTS'];
+  return out;
 }
 
 const live = new Set<ChildProcess>();
@@ -230,7 +251,7 @@ export async function launchQemu(opts: LaunchOptions = {}): Promise<QemuProcess>
     const argv = [...command, ...flags];
     const child = spawn(command[0]!, argv.slice(1), {
       stdio: [qtestMode === 'stdio' ? 'pipe' : 'ignore', qtestMode === 'stdio' ? 'pipe' : 'ignore', 'pipe'],
-      env: opts.env ?? process.env,
+      env: opts.env ?? machineEnv(command),
     });
     trackChild(child);
     proc = new QemuProcess(child, argv, dir, opts.closeTimeoutMs ?? 3000);

@@ -245,8 +245,12 @@ export class VringDriver {
     this.lastKickIdx = this.availIdx;
   }
 
-  /** Used entries published since the last call, or none. Frees their chains. */
-  async takeUsed(): Promise<UsedEntry[]> {
+  /**
+   * Used entries published since the last call, or none. Frees their chains, in used-ring order,
+   * or in head order with `sortFree` (so that descriptor reuse does not depend on the order a
+   * device completed requests in).
+   */
+  async takeUsed(sortFree = false): Promise<UsedEntry[]> {
     const idx = await this.usedIdx();
     const n = (idx - this.lastUsedIdx) & 0xffff;
     if (n === 0) return [];
@@ -263,7 +267,7 @@ export class VringDriver {
     }
     this.lastUsedIdx = idx;
     const writes: Promise<void>[] = [];
-    for (const e of out) if (e.id < this.num) this.freeChain(e.id, writes);
+    for (const e of sortFree ? [...out].sort((a, b) => a.id - b.id) : out) if (e.id < this.num) this.freeChain(e.id, writes);
     if (this.eventIdx) writes.push(this.setUsedEvent(this.lastUsedIdx));
     await Promise.all(writes);
     return out;

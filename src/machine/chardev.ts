@@ -78,7 +78,15 @@ class SocketChannel implements CharChannel {
     return this.sock !== undefined;
   }
 
-  attach(sock: Socket): void {
+  /** Bytes read by a client socket's `onread` buffer (see `directReads`). */
+  deliver(sock: Socket, text: string): void {
+    if (sock === this.sock) this.onData?.(text);
+  }
+
+  /**
+   * `direct`: the socket delivers its bytes through `onread` (`deliver`), not as 'data' events.
+   */
+  attach(sock: Socket, direct = false): void {
     if (this.closed) {
       sock.destroy();
       return;
@@ -95,8 +103,10 @@ class SocketChannel implements CharChannel {
     }
     this.sock = sock;
     sock.setNoDelay?.(true);
-    sock.setEncoding('latin1');
-    sock.on('data', (d: string) => this.onData?.(d));
+    if (!direct) {
+      sock.setEncoding('latin1');
+      sock.on('data', (d: string) => this.onData?.(d));
+    }
     sock.on('error', () => undefined);
     sock.once('close', () => {
       if (this.sock !== sock) return;
@@ -295,8 +305,20 @@ export async function openChardev(spec: ChardevSpec, opts: OpenOptions = {}): Pr
       const ch = new SocketChannel(spec.id);
       const target = describe(spec);
       if (!spec.server) {
+        // Reads go into one reused buffer, handed straight to the channel: no Readable stream
+        // work per chunk, which costs tens of µs per command while Node's own code is still
+        // cold (a harness's short scripts run in that state; issue 11).
+        let s: Socket;
+        const buffer = Buffer.allocUnsafe(65536);
+        const onread = {
+          buffer,
+          callback: (n: number): boolean => {
+            ch.deliver(s, buffer.toString('latin1', 0, n));
+            return true;
+          },
+        };
         const sock = await new Promise<Socket>((resolve, reject) => {
-          const s = spec.path !== undefined ? connect({ path: spec.path }) : connect({ host: spec.host ?? 'localhost', port: spec.port ?? 0 });
+          s = spec.path !== undefined ? connect({ path: spec.path, onread }) : connect({ host: spec.host ?? 'localhost', port: spec.port ?? 0, onread });
           s.pause();
           s.once('connect', () => {
             s.removeAllListeners('error');
@@ -304,7 +326,7 @@ export async function openChardev(spec: ChardevSpec, opts: OpenOptions = {}): Pr
           });
           s.once('error', (e) => reject(new ChardevError(`Failed to connect to '${target}': ${strerror(e)}`)));
         });
-        return { channel: ch, start: () => ch.attach(sock) };
+        return { channel: ch, start: () => ch.attach(sock, true) };
       }
       const server = createServer({ pauseOnConnect: true });
       ch.server = server;

@@ -5,7 +5,7 @@
  *   -machine/-M TYPE[,acpi=,ioapic2=,accel=]   -accel qtest|tcg   -bios FILE   -m SIZE
  *   -nodefaults  -no-user-config  -display none  -nographic  -S  -incoming defer|URI
  *   -qtest CHARDEV  -qtest-log none|FILE  -qmp CHARDEV  -mon chardev=ID,mode=control
- *   -chardev null|stdio|socket|file,id=ID,...  -drive if=none,id=,file=,format=raw[,readonly=on]
+ *   -chardev null|stdio|socket|file,id=ID,...  -drive if=none,... and -blockdev (block-cmdline.ts)
  *   -device TYPE[,prop=value,...] (or JSON)  -global DRIVER.PROP=VALUE
  *
  * Option values follow QemuOpts syntax: comma-separated `key=value`, `,,` for a literal comma,
@@ -21,6 +21,9 @@ import { SUPPORTED_DEVICES } from './device-types/names.js';
 import { parseNetdev, type NetdevSpec } from './netdev.js';
 
 export type { NetdevSpec } from './netdev.js';
+import { parseBlockdev, parseDrive, type BlockdevSpec, type DriveSpec } from './block-cmdline.js';
+
+export type { BlockdevSpec, DriveSpec } from './block-cmdline.js';
 
 /**
  * A command line error: the message as QEMU prints it after "qemu-system-x86_64: ". Further
@@ -65,13 +68,6 @@ export interface DeviceSpec {
   json: boolean;
 }
 
-export interface DriveSpec {
-  id: string;
-  file: string | undefined;
-  readonly: boolean;
-  loc: string;
-}
-
 export interface GlobalSpec {
   driver: string;
   property: string;
@@ -107,6 +103,8 @@ export interface QemuCommandLine {
   monitors: MonitorSpec[];
   chardevs: ChardevSpec[];
   drives: DriveSpec[];
+  /** -blockdev nodes, in order. */
+  blockdevs: BlockdevSpec[];
   /** `-object`s (only `iothread`, which virtio-balloon's free page hinting names). */
   objects: ObjectSpec[];
   /** `-netdev`s, in command-line order. */
@@ -287,7 +285,7 @@ export function parseSize(name: string, value: string, defaultSuffix = 'b', warn
 const OPTIONS: Record<string, boolean> = {
   machine: true, M: true, accel: true, bios: true, m: true, nodefaults: false, 'no-user-config': false,
   display: true, nographic: false, qtest: true, 'qtest-log': true, qmp: true, mon: true, chardev: true,
-  drive: true, device: true, global: true, incoming: true, S: false, version: false, h: false, help: false,
+  drive: true, blockdev: true, device: true, global: true, incoming: true, S: false, version: false, h: false, help: false,
   object: true, netdev: true,
 };
 
@@ -295,7 +293,7 @@ const OPTIONS: Record<string, boolean> = {
 const KNOWN_QEMU_OPTIONS = new Set([
   'cpu', 'smp', 'numa', 'name', 'uuid', 'boot', 'kernel', 'initrd', 'append', 'dtb', 'serial', 'parallel',
   'monitor', 'net', 'nic', 'vga', 'vnc', 'spice', 'usb', 'usbdevice', 'hda', 'hdb',
-  'hdc', 'hdd', 'cdrom', 'fda', 'fdb', 'blockdev', 'fsdev', 'virtfs', 'audiodev', 'rtc', 'icount', 'L',
+  'hdc', 'hdd', 'cdrom', 'fda', 'fdb', 'fsdev', 'virtfs', 'audiodev', 'rtc', 'icount', 'L',
   'daemonize', 'pidfile', 'snapshot', 'no-reboot', 'no-shutdown', 'action', 'overcommit', 'sandbox',
   'enable-kvm', 'no-acpi', 'no-hpet', 'msg', 'trace', 'D', 'd', 'k', 'qmp-pretty', 'preconfig', 'runas',
   'chroot', 'mem-path', 'mem-prealloc', 'fw_cfg', 'smbios', 'acpitable', 'semihosting', 'watchdog',
@@ -304,7 +302,7 @@ const KNOWN_QEMU_OPTIONS = new Set([
 ]);
 
 /** Devices this project will have but does not have yet (refused with that reason). */
-const NOT_YET = /^virtio-(blk|input-host)(-pci(-transitional|-non-transitional)?|-device)$/;
+const NOT_YET = /^virtio-(input-host)(-pci(-transitional|-non-transitional)?|-device)$/;
 
 /** QEMU's device aliases (`-device virtio-rng` is virtio-rng-pci on x86). */
 const DEVICE_ALIASES: Record<string, string> = {
@@ -347,7 +345,7 @@ export function parseQemuCommandLine(argv: readonly string[]): QemuCommandLine {
   const cl: QemuCommandLine = {
     machine: 'pc', machineTypeName: 'pc-i440fx-7.2', acpi: undefined, ioapic2: undefined, accel: [], bios: undefined,
     ramSize: DEFAULT_RAM_BYTES, nodefaults: false, qtest: undefined, qtestLog: undefined, monitors: [], chardevs: [],
-    drives: [], objects: [], netdevs: [], devices: [], globals: [], incoming: undefined, startPaused: false, warnings, action: undefined,
+    drives: [], blockdevs: [], objects: [], netdevs: [], devices: [], globals: [], incoming: undefined, startPaused: false, warnings, action: undefined,
   };
   const machineOpts: [string, string, string][] = [];
   let machineAccel: string | undefined;
@@ -471,7 +469,10 @@ export function parseQemuCommandLine(argv: readonly string[]): QemuCommandLine {
         addChardev({ ...parseChardev(arg, loc, warnings), loc }, loc);
         break;
       case 'drive':
-        cl.drives.push(parseDrive(arg, loc, warnings, cl.drives));
+        cl.drives.push(parseDrive(arg, loc, warnings, cl.drives, cl.blockdevs));
+        break;
+      case 'blockdev':
+        cl.blockdevs.push(parseBlockdev(arg, loc, cl.blockdevs, cl.drives));
         break;
       case 'object':
         cl.objects.push(parseObject(arg, loc, warnings, cl.objects));
@@ -746,19 +747,14 @@ function parseChardev(arg: string, loc: string, warnings: string[]): ChardevSpec
   }
 }
 
-const DRIVE_UNSUPPORTED = new Set([
-  'cache', 'cache.direct', 'cache.no-flush', 'aio', 'snapshot', 'media', 'node-name', 'discard', 'detect-zeroes',
-  'werror', 'rerror', 'serial', 'bus', 'unit', 'index', 'addr', 'copy-on-read', 'throttling.iops-total', 'auto-read-only',
-  'locking', 'force-share', 'driver', 'cyls', 'heads', 'secs', 'trans', 'boot', 'encrypt.format',
-]);
-
 /** iothread's properties (QEMU 7.2 `iothread.c`): accepted, and meaningless here. */
 const IOTHREAD_PROPS = new Set(['poll-max-ns', 'poll-grow', 'poll-shrink', 'aio-max-batch']);
 
 /**
  * `-object TYPE,id=ID` (QEMU's `object_option_parse`, keyval with `qom-type` implied first). Only
  * `iothread` exists here: its one use is the `iothread` link virtio-balloon's free page hinting
- * requires; the thread itself is not needed, as hints are handled in the notify.
+ * requires; the thread itself is not needed, as hints are handled in the notify. (virtio-blk's
+ * `iothread` link is looked up as QEMU does, then refused.)
  */
 function parseObject(arg: string, loc: string, warnings: string[], existing: ObjectSpec[]): ObjectSpec {
   const o = parseQemuOpts(arg, 'qom-type', false, loc, warnings);
@@ -775,55 +771,6 @@ function parseObject(arg: string, loc: string, warnings: string[], existing: Obj
   if (id === undefined) throw new CmdlineError(`${loc}: Parameter 'id' is missing`);
   if (existing.some((x) => x.id === id)) throw new CmdlineError(`${loc}: Duplicate ID '${id}' for object`);
   return { qomType, id };
-}
-
-function parseDrive(arg: string, loc: string, warnings: string[], existing: DriveSpec[]): DriveSpec {
-  const o = parseQemuOpts(arg, undefined, true, loc, warnings);
-  let ifType = 'ide';
-  let id: string | undefined;
-  let file: string | undefined;
-  let format: string | undefined;
-  let readonly = false;
-  for (const [k, v] of o.params) {
-    switch (k) {
-      case 'if':
-        ifType = v;
-        break;
-      case 'id':
-        id = v;
-        break;
-      case 'file':
-        file = v;
-        break;
-      case 'format':
-        format = v;
-        break;
-      case 'readonly':
-      case 'read-only':
-        try {
-          readonly = parseBool('read-only', v);
-        } catch (e) {
-          throw new CmdlineError(`${loc}: ${(e as Error).message}`);
-        }
-        break;
-      default:
-        if (DRIVE_UNSUPPORTED.has(k)) throw new CmdlineError(`${loc}: drive option '${k}' is not supported by virtio-ts-qemu`);
-        throw new CmdlineError(`${loc}: Block format '${format ?? 'raw'}' does not support the option '${k}'`);
-    }
-  }
-  if (ifType !== 'none') {
-    if (['ide', 'scsi', 'floppy', 'pflash', 'mtd', 'sd', 'virtio', 'xen'].includes(ifType)) {
-      throw new CmdlineError(`${loc}: if=${ifType} is not supported by virtio-ts-qemu (use if=none and -device)`);
-    }
-    throw new CmdlineError(`${loc}: unsupported bus type '${ifType}'`);
-  }
-  if (format !== undefined && format !== 'raw') throw new CmdlineError(`${loc}: format '${format}' is not supported by virtio-ts-qemu (only raw)`);
-  if (format === undefined && file !== undefined) {
-    warnings.push(`warning: Image format was not specified for '${file}' and probing guessed raw.\n         Automatically detecting the format is dangerous for raw images, write operations on block 0 will be restricted.\n         Specify the 'raw' format explicitly to remove the restrictions.`);
-  }
-  const finalId = id ?? `none${existing.length}`;
-  if (existing.some((d) => d.id === finalId)) throw new CmdlineError(`${loc}: Duplicate ID '${finalId}' for drive`);
-  return { id: finalId, file, readonly, loc };
 }
 
 /** `-device`: QemuOpts with the implied key `driver`, or a JSON object. */

@@ -141,6 +141,11 @@ export abstract class ReferenceMachine implements QtestTarget, MigratableMachine
     return false;
   }
 
+  /** The path `addPeripheral` would give the next object placed with `id` (nothing is placed). */
+  nextPeripheralPath(id?: string): string {
+    return id !== undefined ? `${this.peripheral.path}/${id}` : `${this.peripheralAnon.path}/device[${this.anonCount}]`;
+  }
+
   /**
    * Place a `-device` object in the tree: `/machine/peripheral/ID` with an id, else
    * `/machine/peripheral-anon/device[N]`. Returns its path.

@@ -51,6 +51,9 @@ export interface MigrationEngine {
   ramStats?(): RamStats;
 }
 
+/** How long an outgoing migration waits for devices to finish their backend I/O (QEMU: no bound). */
+export const MIGRATION_DRAIN_TIMEOUT_MS = 1000;
+
 /** The savevm stream of src/migration/savevm.ts, bound to one of our machines. */
 export function savevmEngine(machine: ReferenceMachine): MigrationEngine {
   return {
@@ -411,6 +414,15 @@ export class MigrationController {
     job.vmWasRunning = m.vmRunning;
     const globalState = m.runState;
     m.vmStopForceState('finish-migrate');
+    // do_vm_stop drains block I/O: wait (bounded, where QEMU waits without bound) for what the
+    // devices' backends are doing; completions that arrive are written into RAM before it is
+    // saved, what is still running then travels in the stream (virtio-blk's request list).
+    await Promise.all(m.deviceSections().map((sec) => sec.drain?.(MIGRATION_DRAIN_TIMEOUT_MS)));
+    if (this.statusNow() !== 'active') {
+      // Cancelled while draining: the notifiers that heard of the set-up hear of the clean-up.
+      m.precopyNotify('cleanup');
+      return this.finishOutgoing(job);
+    }
     this.bitmapSync();
     m.precopyNotify('complete');
     let bytes: Uint8Array;

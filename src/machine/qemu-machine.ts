@@ -9,13 +9,13 @@ import { createVirtioPci, parsePciAddr, type VirtIOPCIProxy, type VirtioPciOptio
 import type { VirtioMmioTransport } from '../bus/virtio-mmio.js';
 import { bit, VIRTIO_F_ANY_LAYOUT, VIRTIO_F_NOTIFY_ON_EMPTY, VIRTIO_F_RING_RESET, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC } from '../virtio/constants.js';
 import type { VirtIODevice } from '../virtio/device.js';
-import { CmdlineError, parseBool, parseOnOffAuto, type DeviceSpec, type PropValue, type QemuCommandLine } from './cmdline.js';
+import { CmdlineError, parseBool, parseOnOffAuto, parseSize, type DeviceSpec, type PropValue, type QemuCommandLine } from './cmdline.js';
 import type { ReferenceMachine } from './machine.js';
 import { MicrovmMachine } from './microvm.js';
 import { PcMachine } from './pc.js';
 import { DEVICE_PROPS, QomObject } from './qom.js';
 import { parseStrtoull } from './qtest-server.js';
-import { lookupBusChildType, lookupDeviceType, typeChain, VIRTIO_DEVICE_TYPES, type BuildOptions, type BusChildType, type ChildBus, type PropKind } from './device-types/index.js';
+import { lookupBusChildType, lookupDeviceType, typeChain, VIRTIO_DEVICE_TYPES, type BuildOptions, type BusChildType, type ChildBus, type DeviceBuildContext, type PropKind } from './device-types/index.js';
 import { NullChardev, type CharBackend } from '../devices/console/chardev.js';
 
 export type { BuildOptions } from './device-types/types.js';
@@ -98,14 +98,14 @@ const MMIO_GLOBAL_PROPS: Record<string, PropKind> = { 'force-legacy': 'bool', io
  * Parse one property value of `kind`; messages as QEMU's visitors word them. `json`: the value
  * came from a JSON -device, whose types QEMU checks strictly (no "on" for a boolean).
  */
-function propValue(name: string, kind: PropKind, v: PropValue, json = false): PropValue | undefined {
+function propValue(name: string, kind: PropKind, v: PropValue, json = false, owner = ''): PropValue | undefined {
   if (json) {
     if ((kind === 'bool' && typeof v !== 'boolean') || ((kind === 'str' || kind === 'onoffauto') && typeof v !== 'string')) {
       throw new CmdlineError(`Invalid parameter type for '${name}', expected: ${kind === 'bool' ? 'boolean' : 'string'}`);
     }
-    if ((kind === 'u16' || kind === 'u32' || kind === 'u64') && (typeof v !== 'number' || !Number.isInteger(v))) throw new CmdlineError(`Parameter '${name}' expects uint64`);
-    if ((kind === 'u16' || kind === 'u32' || kind === 'u64') && (v as number) < 0) throw new CmdlineError(`Parameter '${name}' expects ${kind === 'u16' ? 'uint16_t' : kind === 'u32' ? 'uint32_t' : 'uint64'}`);
-    if (kind === 'i32' && (typeof v !== 'number' || !Number.isInteger(v))) throw new CmdlineError(`Parameter '${name}' expects int64`);
+    const int = kind === 'u16' || kind === 'u32' || kind === 'u64' || kind === 'i32' || kind === 'size32' || kind === 'blocksize';
+    if (int && (typeof v !== 'number' || !Number.isInteger(v))) throw new CmdlineError(`Parameter '${name}' expects ${kind === 'size32' || kind === 'blocksize' ? 'size' : kind === 'i32' ? 'int64' : 'uint64'}`);
+    if ((kind === 'u32' || kind === 'u64' || kind === 'u16') && (v as number) < 0) throw new CmdlineError(`Parameter '${name}' expects ${kind === 'u32' ? 'uint32_t' : kind === 'u16' ? 'uint16_t' : 'uint64'}`);
   }
   switch (kind) {
     case 'bool':
@@ -116,6 +116,26 @@ function propValue(name: string, kind: PropKind, v: PropValue, json = false): Pr
       if (typeof v === 'boolean') return v;
       if (typeof v !== 'string') throw new CmdlineError(`Invalid parameter type for '${name}', expected: string`);
       return parseOnOffAuto(name, v);
+    case 'size32':
+    case 'blocksize': {
+      let n: bigint;
+      if (typeof v === 'number') n = BigInt(v);
+      else {
+        try {
+          n = parseSize(name, String(v));
+        } catch {
+          throw new CmdlineError(`Parameter '${name}' expects size`);
+        }
+      }
+      if (kind === 'blocksize') {
+        // set_blocksize: the range first, then the power of two.
+        if (n < 512n || n > 2097152n) throw new CmdlineError(`Property .${name} doesn't take value ${n} (minimum: 512, maximum: 2097152)`);
+        if ((n & (n - 1n)) !== 0n) throw new CmdlineError(`Property .${name} doesn't take value '${n}', it's not a power of 2`);
+      } else if (n > 0xffff_ffffn) {
+        throw new CmdlineError(`Property ${owner}.${name} doesn't take value ${n} (maximum: 4294967295)`);
+      }
+      return Number(n);
+    }
     case 'i32': {
       let n: number;
       if (typeof v === 'number') n = v;
@@ -146,7 +166,7 @@ function propValue(name: string, kind: PropKind, v: PropValue, json = false): Pr
       }
       if (kind === 'u32' && n > 0xffff_ffffn) throw new CmdlineError(`Parameter '${name}' expects uint32_t`);
       if (kind === 'u16' && n > 0xffffn) throw new CmdlineError(`Parameter '${name}' expects uint16_t`);
-      return kind === 'u32' || kind === 'u16' ? Number(n) : n.toString();
+      return kind === 'u64' ? n.toString() : Number(n);
     }
     case 'str':
       return String(v);
@@ -216,7 +236,14 @@ export function buildMachine(cl: QemuCommandLine, opts: BuildOptions = {}): Buil
   }
 
   const devices: BuiltDevice[] = [];
-  const state: BuildState = { buses: [], anonBuses: new Map(), children: [], chardevUsers: new Set([...(cl.qtest !== undefined ? [cl.qtest] : []), ...cl.monitors.map((m) => m.chardev)]) };
+  const state: BuildState = {
+    buses: [],
+    anonBuses: new Map(),
+    children: [],
+    chardevUsers: new Set([...(cl.qtest !== undefined ? [cl.qtest] : []), ...cl.monitors.map((m) => m.chardev)]),
+    blockUsers: new Map(),
+    fileLocks: new Map(),
+  };
   for (const spec of cl.devices) {
     try {
       const child = lookupBusChildType(spec.driver);
@@ -239,10 +266,17 @@ interface BuildState {
   children: BuiltBusChild[];
   /** Chardevs taken by qtest, monitors or devices. */
   chardevUsers: Set<string>;
+  /** Drives and block nodes already taken by a device (name → its QOM path). */
+  blockUsers: Map<string, string>;
+  /** Image files in use by devices, with each device's claim (QEMU's file locking between users). */
+  fileLocks: Map<string, { write: boolean; shareWrite: boolean }[]>;
 }
 
-/** -global values for `chain`, then the -device's own (which win), parsed to their kinds. */
-function resolveProps(cl: QemuCommandLine, spec: DeviceSpec, known: Record<string, PropKind>): Map<string, PropValue> {
+/**
+ * -global values for `chain`, then the -device's own (which win), parsed to their kinds. `owner`:
+ * the QOM type that holds the properties, as QEMU's range messages name it.
+ */
+function resolveProps(cl: QemuCommandLine, spec: DeviceSpec, known: Record<string, PropKind>, owner: string): Map<string, PropValue> {
   const type = spec.driver;
   const chain = typeChain(type);
   const values = new Map<string, PropValue>();
@@ -251,7 +285,7 @@ function resolveProps(cl: QemuCommandLine, spec: DeviceSpec, known: Record<strin
     const kind = known[g.property];
     if (!kind) throw new CmdlineError(`can't apply global ${g.driver}.${g.property}=${g.value}: Property '${type}.${g.property}' not found`);
     try {
-      const v = propValue(g.property, kind, g.value);
+      const v = propValue(g.property, kind, g.value, false, owner);
       values.set(g.property, v === undefined ? 'auto' : v);
     } catch (e) {
       throw new CmdlineError(`can't apply global ${g.driver}.${g.property}=${g.value}: ${(e as Error).message}`);
@@ -260,7 +294,7 @@ function resolveProps(cl: QemuCommandLine, spec: DeviceSpec, known: Record<strin
   for (const [k, raw] of spec.props) {
     const kind = known[k];
     if (!kind) throw new CmdlineError(`Property '${type}.${k}' not found`);
-    const v = propValue(k, kind, raw, spec.json);
+    const v = propValue(k, kind, raw, spec.json, owner);
     values.set(k, v === undefined ? 'auto' : v);
   }
   return values;
@@ -272,7 +306,7 @@ function resolveProps(cl: QemuCommandLine, spec: DeviceSpec, known: Record<strin
  * first); its properties; its chardev, resolved and checked as QEMU's chardev property does.
  */
 function buildBusChild(machine: ReferenceMachine, cl: QemuCommandLine, spec: DeviceSpec, type: BusChildType, opts: BuildOptions, state: BuildState): BuiltBusChild {
-  const values = resolveProps(cl, spec, { ...type.props, bus: 'str' });
+  const values = resolveProps(cl, spec, { ...type.props, bus: 'str' }, type.typeName);
   let bus: ChildBus | undefined;
   const busName = values.get('bus');
   if (busName !== undefined) {
@@ -319,7 +353,7 @@ function buildDevice(machine: ReferenceMachine, cl: QemuCommandLine, spec: Devic
   }
 
   // Globals for the type and its ancestors first, then the -device properties (which win).
-  const values = resolveProps(cl, spec, known);
+  const values = resolveProps(cl, spec, known, dtype.deviceType);
   const defaultOnly: Record<string, PropValue> = { ...DEFAULT_ONLY, ...dtype.defaultOnly };
   for (const [k, v] of values) {
     if (k in defaultOnly && v !== defaultOnly[k]) throw new CmdlineError(`property '${k}=${String(v)}' of ${type} is not supported by virtio-ts-qemu`);
@@ -346,8 +380,9 @@ function buildDevice(machine: ReferenceMachine, cl: QemuCommandLine, spec: Devic
       childBusName = `${dtype.childBusType}.${n}`;
     }
   }
-  const buildCtx = {
-    machine, cl, spec, values, bool, disabledFeatures: disabled, opts, pci: isPci, childBusName, net: machine.net,
+  const buildCtx: DeviceBuildContext = {
+    machine, cl, spec, values, bool, disabledFeatures: disabled, opts, pci: isPci, childBusName,
+    blockUsers: state.blockUsers, fileLocks: state.fileLocks, qomPath: machine.nextPeripheralPath(spec.id), net: machine.net,
     warn: (m: string) => warnings.push(`${spec.loc}: warning: ${m}`),
   };
   const ctxOf = () => buildCtx;
@@ -383,6 +418,9 @@ function buildDevice(machine: ReferenceMachine, cl: QemuCommandLine, spec: Devic
       ioeventfd: bool('ioeventfd', true),
       onWarning: (m) => warnings.push(`${spec.loc}: warning: ${m}`),
       ...(values.has('vectors') ? { vectors: values.get('vectors') as number } : {}),
+      // QEMU's `class` property of virtio-blk-pci (0 keeps the type's own class); a type that
+      // derives its class itself (virtio-serial-pci) says so in `pciOptions`, which wins.
+      ...(values.get('class') ? { classId: values.get('class') as number } : {}),
       ...dtype.pciOptions?.(values, device),
       ...(opts.tracer ? { tracer: opts.tracer } : {}),
     };

@@ -39,6 +39,16 @@ export interface DeviceSection {
   readonly minimumVersionId: number;
   /** A stream loaded into this machine must carry this section (else the load fails). */
   readonly required: boolean;
+  /**
+   * Called before anything of the stream is written, guest RAM included: finish what can be
+   * finished (QEMU drains block I/O when the VM stops for a migration). Optional.
+   */
+  preSave?(): void;
+  /**
+   * Wait (at most `timeoutMs`) for the device's backend work to settle, as QEMU drains block I/O
+   * when the VM stops for a migration; resolves true when nothing is left running. Optional.
+   */
+  drain?(timeoutMs: number): Promise<boolean>;
   /** Write the section body (what follows the header). */
   save(f: QEMUFileWriter, rec?: FieldRecorder): void;
   /**

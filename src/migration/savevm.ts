@@ -84,6 +84,8 @@ function putSectionFooter(f: QEMUFileWriter, sectionId: number): void {
 export function saveVm(machine: MigratableMachine, opts: SaveVmOptions = {}): Uint8Array {
   const blocks = machine.ramBlocks();
   const sections = machine.deviceSections();
+  // Devices finish what they can before RAM is written, so their completions travel with it.
+  for (const s of sections) s.preSave?.();
   // The pages dominate and their size is known once the zero pages are found: reserve it up
   // front (plus room for the sections: a virtio device writes ~50 KiB) so that the buffer is
   // not copied while it grows.

@@ -68,8 +68,11 @@ export interface DecodeOptions {
    * reading): the entries that are all zero are left out and the configuration space is one field.
    */
   allEntries?: boolean;
-  /** A device part this decoder knows field by field (virtio-serial's "virtio-console"). */
-  deviceState?: 'virtio-console';
+  /**
+   * A device part this decoder knows field by field: virtio-serial's "virtio-console", virtio-blk's
+   * request list.
+   */
+  deviceState?: 'virtio-console' | 'virtio-blk';
 }
 
 /** Device types whose QEMU vmsd writes nothing beyond the common virtio blob. */
@@ -86,6 +89,7 @@ export function decodeOptionsFor(idstr: string): DecodeOptions {
     transport: idstr.includes('virtio-mmio@') ? 'mmio' : 'pci',
     emptyDeviceState: NO_DEVICE_STATE.has(vmsd),
     ...(vmsd === 'virtio-console' ? { deviceState: 'virtio-console' as const } : {}),
+    ...(vmsd === 'virtio-blk' ? { deviceState: 'virtio-blk' as const } : {}),
     ...(vmsd === 'virtio-balloon' ? { deviceVmsd: 'virtio-balloon' as const } : {}),
     ...(vmsd === 'virtio-net' ? { deviceVmsd: 'virtio-net' as const } : {}),
   };
@@ -117,14 +121,37 @@ function consoleState(r: FieldReader): void {
         if (r.be32('elem_popped') === 0) return;
         r.be32('iov_idx');
         r.be64('iov_offset');
-        // The element: its head and counts (little-endian, host layout), then the rest as bytes,
-        // so the fields still cover every byte once.
-        r.group('element (VirtQueueElementOld)', () => {
-          r.le32('index');
-          r.le32('out_num');
-          r.le32('in_num');
-          r.bytes('addresses and lengths', ELEMENT_OLD_SIZE - 12);
-        });
+        elementOld(r);
+      });
+    }
+  });
+}
+
+/**
+ * A VirtQueueElementOld: its head and counts (little-endian, host layout), then the rest as bytes,
+ * so the fields still cover every byte once. The group's value sums them up.
+ */
+function elementOld(r: FieldReader): void {
+  const [head, outNum, inNum] = r.group('element (VirtQueueElementOld)', () => {
+    const v = [r.le32('index'), r.le32('out_num'), r.le32('in_num')] as const;
+    r.bytes('addresses and lengths', ELEMENT_OLD_SIZE - 12);
+    return v;
+  });
+  r.describeLast(`head ${head}, out_num ${outNum}, in_num ${inNum}`);
+}
+
+/**
+ * virtio-blk's device part (QEMU's `virtio_blk_save_device`): for each request in flight u8 1, a
+ * be32 queue index when the device has several queues (`numQueues`: those the blob gives a ring
+ * size), and the request's VirtQueueElementOld; then u8 0.
+ */
+function blkRequestList(r: FieldReader, numQueues: number): void {
+  r.group('virtio-blk request list', () => {
+    for (let k = 0; ; k++) {
+      if (r.u8('more') === 0) break;
+      r.group(`rq[${k}]`, () => {
+        if (numQueues > 1) r.be32('vq index');
+        elementOld(r);
       });
     }
   });
@@ -182,6 +209,11 @@ class FieldReader {
     const v = this.f.getView(n, name);
     this.add(name, at, hex(v));
     return v;
+  }
+  /** Give the field last recorded at this level a value (a group's summary of its children). */
+  describeLast(value: DecodedField['value']): void {
+    const last = this.out[this.out.length - 1];
+    if (last) last.value = value;
   }
   /** A run of fields grouped under one name. */
   group<T>(name: string, fn: () => T): T {
@@ -334,6 +366,9 @@ function decode(r: FieldReader, f: QEMUFileReader, opts: DecodeOptions, base: nu
   let subsAt = devAt;
   if (opts.deviceState === 'virtio-console') {
     consoleState(r);
+    subsAt = f.offset;
+  } else if (opts.deviceState === 'virtio-blk') {
+    blkRequestList(r, num);
     subsAt = f.offset;
   } else if (opts.deviceVmsd === 'virtio-balloon') {
     decodeBalloonDevice(r, f);

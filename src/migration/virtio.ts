@@ -418,6 +418,8 @@ export function virtioDeviceSection(vdev: VirtIODevice, devPath: string): Device
     versionId: vdev.vmsdVersion,
     minimumVersionId: vdev.vmsdVersion,
     required: true,
+    preSave: () => vdev.preSave(),
+    drain: (ms) => vdev.drain(ms),
     save: (f, rec) => (rec ? rec.field('virtio', 'virtio', () => virtioSave(vdev, f)) : virtioSave(vdev, f)),
     load: (f, _version, ctx) => virtioLoad(vdev, f, ctx),
   };
@@ -425,6 +427,8 @@ export function virtioDeviceSection(vdev: VirtIODevice, devPath: string): Device
 
 /** Library API: one device's blob as bytes (transport part included). */
 export function saveVirtioDevice(vdev: VirtIODevice): Uint8Array {
+  // Completions that can be finished land in guest RAM first: copy RAM after this call.
+  vdev.preSave();
   const f = new QEMUFileWriter();
   virtioSave(vdev, f);
   return f.bytes();

@@ -19,12 +19,16 @@ import { createMachineFromArgs, parseQemuCommandLine } from '../machine/index.js
 import { openDeviceChardev } from '../machine/chardev.js';
 import type { CharBackend } from '../devices/console/chardev.js';
 import { openNetdev, type HostNetdevSpec, type StreamNetBackend, type UdpNetBackend } from '../devices/net/backends/node.js';
+import { fileNodes } from '../machine/block-cmdline.js';
+import { openBlockFiles } from '../devices/blk/backends/node-file.js';
+import type { BlockBackend } from '../devices/blk/backend.js';
 import { compareTranscripts, sameTranscripts, type Comparison } from './compare.js';
 import { RecordingMachine } from './recorder.js';
 import { argsIn, needsHostDir, type OracleGroup, type OracleMachineSpec, type OracleNetPeer, type OracleProbe, type OracleScenario } from './scenario.js';
 import { needsNetPeers, openNetPeers } from './net-peer.js';
 import { villainVerdict, type HostileFacts, type HostileVerdict } from './verdict.js';
 import { Transcript } from './transcript.js';
+import { materializeDisks } from './disks.js';
 
 export interface StartedMachine {
   machine: Machine;
@@ -98,14 +102,17 @@ export function oursInProcessSide(): OracleSide {
     async start(spec) {
       const host = await hostFor(spec);
       const argv = ['-machine', spec.machine, '-m', '16M', ...host.args];
-      // The chardevs devices use, opened as virtio-ts-qemu opens them (sockets listen here).
+      // The chardevs devices use, the netdevs with host sockets, then the files of -drive and
+      // -blockdev, opened as virtio-ts-qemu opens them at start-up (sockets listen here).
       const chardevs = new Map<string, CharBackend>();
-      // Netdevs with host sockets, opened as virtio-ts-qemu opens them.
       const netdevs = new Map<string, UdpNetBackend | StreamNetBackend>();
+      let files = new Map<string, BlockBackend>();
       let emit: ((name: string, data: Record<string, unknown>) => void) | undefined;
-      const closeAll = () => {
+      const closeHost = () => {
         for (const c of chardevs.values()) c.close();
         for (const n of netdevs.values()) n.close();
+        for (const f of files.values()) void f.close?.();
+        host.remove();
       };
       try {
         const cl = parseQemuCommandLine(argv);
@@ -113,18 +120,14 @@ export function oursInProcessSide(): OracleSide {
         for (const n of [...cl.netdevs.filter((x) => x.type === 'dgram' || x.type === 'stream'), ...cl.netdevs.filter((x) => x.type === 'socket')]) {
           netdevs.set(n.id, await openNetdev(n as HostNetdevSpec, { onEvent: (name, data) => emit?.(name, data) }));
         }
+        files = await openBlockFiles(fileNodes(cl.drives, cl.blockdevs));
       } catch (e) {
-        closeAll();
-        host.remove();
+        closeHost();
         throw e;
       }
-      const closeHost = () => {
-        closeAll();
-        host.remove();
-      };
       let built: ReturnType<typeof createMachineFromArgs>;
       try {
-        built = createMachineFromArgs(argv, { chardevs, netdevs });
+        built = createMachineFromArgs(argv, { chardevs, netdevs, blockFiles: files });
         const machine = built.built.machine;
         emit = (name, data) => machine.emitEvent(name, data);
       } catch (e) {
@@ -239,7 +242,17 @@ async function runSide(group: OracleGroup, side: OracleSide, opts: RunOptions): 
       let facts: HostileFacts | void = undefined;
       let threw: string | undefined;
       try {
-        started ??= await side.start(group.spec);
+        if (!started) {
+          // Every machine gets its own copy of the spec's disks.
+          const d = materializeDisks(group.spec);
+          try {
+            const s0 = await side.start(d.spec);
+            started = { ...s0, close: () => s0.close().finally(() => d.cleanup()) };
+          } catch (e) {
+            d.cleanup();
+            throw e;
+          }
+        }
         started.probe?.takeErrors();
         rec = new RecordingMachine(started.machine, { settleMs: side.settleMs });
         const r = rec;

@@ -8,12 +8,23 @@ import type { ExpectedDifference } from './compare.js';
 import type { RecordingMachine } from './recorder.js';
 import type { HostileFacts } from './verdict.js';
 
+/** A disk image a spec needs: `size` bytes, sector-numbered pattern (default), zeros, or with an MBR. */
+export interface DiskTemplate {
+  size: number;
+  init?: 'pattern' | 'zero' | 'mbr';
+}
+
 /** A machine as QEMU's command line describes it (the options after the harness's own flags). */
 export interface OracleMachineSpec {
   /** `-machine` value. */
   machine: string;
-  /** `-device`, `-global`, ...; `@DIR@` is replaced by a directory of the side's own. */
+  /**
+   * `-device`, `-global`, ...; `@DIR@` is replaced by a directory of the side's own, `@disk:NAME@`
+   * by the path of disk NAME.
+   */
   args: readonly string[];
+  /** Disk images, made afresh for each machine started (src/oracle/disks.ts). */
+  disks?: Readonly<Record<string, DiskTemplate>>;
 }
 
 /** Placeholder in `OracleMachineSpec.args` for a side's own directory. */

@@ -185,6 +185,20 @@ export abstract class VirtIODevice implements VirtQueueOwner {
   get vmsdVersion(): number {
     return 1;
   }
+  /**
+   * Before the state is written (and before guest RAM is, in a machine stream): finish what can
+   * be finished. virtio-blk completes requests whose backend is done, as QEMU's block layer is
+   * drained when the VM stops for a migration.
+   */
+  preSave(): void {}
+  /**
+   * Wait (at most `timeoutMs`) for the device's backend work to settle, as QEMU drains block I/O
+   * when the VM stops. Resolves true when nothing is running any more. Devices that work
+   * synchronously have nothing to wait for.
+   */
+  drain(_timeoutMs?: number): Promise<boolean> {
+    return Promise.resolve(true);
+  }
   /** Device state written after the queues (QEMU's `vdc->save`, then `vdc->vmsd`). */
   saveDeviceState(_f: QEMUFileWriter): void {}
   /**
@@ -487,7 +501,12 @@ export abstract class VirtIODevice implements VirtQueueOwner {
     if (tr) tr({ type: 'virtio_queue_notify', device: this.name, queue: n });
     const h = q.handleOutput;
     if (h) {
-      this.guarded(() => h(q));
+      // As guarded(), without a closure per notify.
+      try {
+        h(q);
+      } catch (e) {
+        this.virtioError(`internal error in ${this.name}: ${e instanceof Error ? e.message : String(e)}`);
+      }
       if (this.startOnKick) this.setStarted(true);
     }
   }

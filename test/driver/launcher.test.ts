@@ -6,7 +6,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { haltFirmware, launchQemu } from '../../src/driver/qemu-launcher.js';
+import { haltFirmware, launchQemu, machineEnv } from '../../src/driver/qemu-launcher.js';
 import { MachineError, TimeoutError } from '../../src/driver/machine.js';
 import { QmpError } from '../../src/driver/qmp-client.js';
 import { alive } from '../support/process.js';
@@ -64,6 +64,21 @@ describe('halt firmware', () => {
     expect([...fw.subarray(0xfff0, 0xfff4)]).toEqual([0xfa, 0xf4, 0xeb, 0xfd]);
     expect(fw.subarray(0, 0xfff0).every((b) => b === 0xf4)).toBe(true);
     expect(fw.subarray(0xfff4).every((b) => b === 0xf4)).toBe(true);
+  });
+});
+
+describe("the machine's environment", () => {
+  it('is ours, without NODE_EXTRA_CA_CERTS for a Node program (Node parses the CA bundle at start-up)', () => {
+    const env = { PATH: '/bin', NODE_EXTRA_CA_CERTS: '/etc/ssl/certs/ca-certificates.crt', HOME: '/h' };
+    for (const cmd of [[process.execPath, 'bin/virtio-ts-qemu'], ['node', 'x.js'], ['/usr/local/bin/nodejs'], ['/opt/virtio-ts/bin/virtio-ts-qemu'], ['virtio-ts-qemu']]) {
+      expect(machineEnv(cmd, env), cmd.join(' ')).toEqual({ PATH: '/bin', HOME: '/h' });
+    }
+    expect(env.NODE_EXTRA_CA_CERTS).toBe('/etc/ssl/certs/ca-certificates.crt');
+    for (const cmd of [['qemu-system-x86_64'], ['/usr/bin/qemu-system-x86_64', '-M', 'pc'], ['nodeish']]) {
+      expect(machineEnv(cmd, env), cmd.join(' ')).toBe(env);
+    }
+    const without = { PATH: '/bin' };
+    expect(machineEnv([process.execPath], without)).toBe(without);
   });
 });
 

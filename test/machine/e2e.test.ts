@@ -255,7 +255,8 @@ describe('virtio-ts-qemu, started as QEMU is', () => {
   it('refuses bad command lines with a message and exit status 1', async () => {
     const cases: [string[], RegExp][] = [
       [['-foo'], /^virtio-ts-qemu: -foo: invalid option\n$/],
-      [['-M', 'pc', '-device', 'virtio-blk-pci,drive=d0'], /^virtio-ts-qemu: -device virtio-blk-pci,drive=d0: device 'virtio-blk-pci' is not implemented yet by virtio-ts\n$/],
+      [['-M', 'pc', '-device', 'virtio-input-host-pci'], /^virtio-ts-qemu: -device virtio-input-host-pci: device 'virtio-input-host-pci' is not implemented yet by virtio-ts\n$/],
+      [['-nodefaults', '-M', 'pc', '-device', 'virtio-blk-pci,drive=d0'], /^virtio-ts-qemu: -device virtio-blk-pci,drive=d0: Property 'virtio-blk-device.drive' can't find value 'd0'\n$/],
       [[...BASE(), '-qtest', `unix:${join(dir, 'nobody.sock')}`], /^virtio-ts-qemu: Failed to connect to '.*nobody\.sock': No such file or directory\nvirtio-ts-qemu: Failed to initialize device for qtest: "unix:.*nobody\.sock"\n$/],
       [[...BASE(), '-qmp', `unix:${join(dir, 'nobody.sock')}`], /^virtio-ts-qemu: -qmp unix:.*nobody\.sock: Failed to connect to '.*nobody\.sock': No such file or directory\n$/],
       [['-bios', join(dir, 'missing.bin'), '-nodefaults'], /^qemu: could not load PC BIOS '.*missing\.bin'\n$/],
@@ -283,20 +284,24 @@ describe('virtio-ts-qemu, started as QEMU is', () => {
 });
 
 describe('bin/virtio-ts-qemu and `virtio-ts qemu`', () => {
-  it('is an executable ESM launcher of dist/node/qemu.js, registered in package.json and the build', () => {
+  it('is an executable CommonJS launcher of dist/node/qemu-launch.cjs, registered in package.json and the build', () => {
     const bin = join(ROOT, 'bin/virtio-ts-qemu');
     expect(statSync(bin).mode & 0o111).not.toBe(0);
     const text = readFileSync(bin, 'utf8');
     expect(text.startsWith('#!/usr/bin/env node\n')).toBe(true);
-    expect(text).toContain("import '../dist/node/qemu.js';");
+    expect(text).toContain("require('../dist/node/qemu-launch.cjs');");
+    // CommonJS because bin/package.json says so (Node's ESM loader costs start-up time).
+    expect(JSON.parse(readFileSync(join(ROOT, 'bin/package.json'), 'utf8'))).toEqual({ type: 'commonjs' });
     const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { bin: Record<string, string> };
     expect(pkg.bin['virtio-ts-qemu']).toBe('./bin/virtio-ts-qemu');
-    expect(readFileSync(join(ROOT, 'scripts/build.mjs'), 'utf8')).toContain("qemu: 'src/cli/qemu-main.ts'");
+    const build = readFileSync(join(ROOT, 'scripts/build.mjs'), 'utf8');
+    expect(build).toContain("qemu: 'src/cli/qemu-program.ts'");
+    expect(build).toContain("'qemu-launch': 'src/cli/qemu-launch.ts'");
   });
 
   it('runs from the built dist/ (npm run build) as `virtio-ts-qemu` and as `virtio-ts qemu`', () => {
-    if (!existsSync(join(ROOT, 'dist/node/qemu.js')) || !existsSync(join(ROOT, 'dist/node/cli.js'))) {
-      throw new Error('dist/node/qemu.js or dist/node/cli.js is missing: run `npm run build` first');
+    for (const f of ['dist/node/qemu.cjs', 'dist/node/qemu-launch.cjs', 'dist/node/cli.js']) {
+      if (!existsSync(join(ROOT, f))) throw new Error(`${f} is missing: run \`npm run build\` first`);
     }
     const a = spawnSync(process.execPath, [join(ROOT, 'bin/virtio-ts-qemu'), '--version'], { encoding: 'utf8', timeout: 10_000 });
     expect(a.status).toBe(0);

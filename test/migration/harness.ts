@@ -15,6 +15,7 @@
 // objects keep working after `ctx.migrate()`. Every stream written is kept for the blob
 // comparison (blob-compare.ts).
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { diskBytes } from '../../src/oracle/disks.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GuestAllocator } from '../../src/driver/alloc.js';
@@ -39,6 +40,11 @@ export const oursEndpoint = (program: string): Endpoint => ({ impl: 'ours', comm
 export interface MigrationContext {
   /** The machine, whichever end is underneath now. */
   m: SwappableMachine;
+  /**
+   * Paths of the scenario's disks (`spec.disks`): one copy per run, shared by every end, as
+   * machines that migrate share their storage.
+   */
+  readonly disks: Readonly<Record<string, string>>;
   /** Guest RAM for rings and buffers, from 1 MiB up (the same on every end). */
   alloc: GuestAllocator;
   /** Which implementation the script talks to now. */
@@ -71,6 +77,13 @@ export interface MigrationContext {
 export interface MigrationScenario {
   name: string;
   spec: OracleMachineSpec;
+  /**
+   * The command line of end `end` (0 = source), when the ends differ in what is not migrated
+   * (a block backend's latency or error injection); `spec` otherwise. Disks come from `spec`.
+   */
+  specFor?(end: number, impl: Impl): OracleMachineSpec;
+  /** The run state a destination must be in after the load (default `running`). */
+  destinationRunState?: string;
   /** How many migrations the script makes (default 1). */
   migrations?: number;
   run(ctx: MigrationContext): Promise<void>;
@@ -106,6 +119,18 @@ export interface RunResult {
   ms: number;
 }
 
+/** `@disk:NAME@` in the arguments becomes the path of that disk. */
+function withDisks(spec: OracleMachineSpec, disks: Readonly<Record<string, string>>): OracleMachineSpec {
+  return {
+    ...spec,
+    args: spec.args.map((a) => a.replace(/@disk:([A-Za-z0-9_-]+)@/g, (_, n: string) => {
+      const p = disks[n];
+      if (p === undefined) throw new Error(`spec refers to an unknown disk '${n}'`);
+      return p;
+    })),
+  };
+}
+
 async function launch(ep: Endpoint, spec: OracleMachineSpec, incoming: boolean, hostDir: string, peers: Map<string, OracleNetPeer>[], closers: (() => void)[]): Promise<QemuProcess> {
   const n = await openNetPeers(argsIn(spec, hostDir));
   closers.push(n.close);
@@ -130,6 +155,11 @@ export async function runMigrationScenario(scenario: MigrationScenario, path: re
   if (!opts.captureOnly && path.length !== migrations + 1) throw new Error(`${scenario.name}: needs ${migrations + 1} ends, got ${path.length}`);
   const t0 = performance.now();
   const dir = mkdtempSync(join(tmpdir(), 'virtio-ts-migration-'));
+  const disks: Record<string, string> = {};
+  for (const [name, t] of Object.entries(scenario.spec.disks ?? {})) {
+    disks[name] = join(dir, `${name}.raw`);
+    writeFileSync(disks[name], diskBytes(t));
+  }
   const procs: QemuProcess[] = [];
   // Every end starts now, in parallel; destinations wait in `inmigrate`.
   // One per end the script may name (a capture-only run names its would-be destinations too).
@@ -143,7 +173,7 @@ export async function runMigrationScenario(scenario: MigrationScenario, path: re
   const starts = (opts.captureOnly ? path.slice(0, 1) : path).map((ep, i) => {
     const maps: Map<string, OracleNetPeer>[] = [];
     peerMaps[i] = maps;
-    const p = launch(ep, scenario.spec, i > 0, hostDirs[i]!, maps, closers);
+    const p = launch(ep, withDisks(scenario.specFor?.(i, ep.impl) ?? scenario.spec, disks), i > 0, hostDirs[i]!, maps, closers);
     p.then((x) => procs.push(x)).catch(() => undefined);
     return p;
   });
@@ -162,6 +192,7 @@ export async function runMigrationScenario(scenario: MigrationScenario, path: re
       },
       hops: path.map((e) => e.impl),
       notes,
+      disks,
       hostDirs,
       capturing: opts.captureOnly === true,
       get hostDir() {
@@ -203,7 +234,8 @@ export async function runMigrationScenario(scenario: MigrationScenario, path: re
         }
         record.loadMs = performance.now() - tl;
         const running = await runState(dest.qmp!);
-        if (running !== 'running') throw new MigrationFailure(`${to.impl} destination: run state '${running}' after loading, expected 'running'`);
+        const want = scenario.destinationRunState ?? 'running';
+        if (running !== want) throw new MigrationFailure(`${to.impl} destination: run state '${running}' after loading, expected '${want}'`);
         m.swap(dest.machine);
         const old = current;
         current = dest;

@@ -7,6 +7,9 @@ import { saveVirtioDevice } from '../../src/migration/virtio.js';
 import { decodeOptionsFor, decodeVirtioBlob, leafFields, type DecodedField } from '../../src/migration/virtio-decode.js';
 import { bit, VIRTIO_RING_F_EVENT_IDX } from '../../src/virtio/constants.js';
 import { modernAddrs, rngRig } from '../support/harness.js';
+import { blkRig, HeldBackend, post } from '../support/blk.js';
+import { MemoryBlockBackend } from '../../src/devices/blk/backends/memory.js';
+import { VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT } from '../../src/devices/blk/constants.js';
 import { ModernPciDriver, PciRig, postEntropyRequest } from '../support/pci-rig.js';
 
 function flat(fields: DecodedField[]): DecodedField[] {
@@ -89,7 +92,8 @@ describe('decodeVirtioBlob', () => {
   it('the section name gives the transport and whether the device writes state of its own', () => {
     expect(decodeOptionsFor('0000:00:03.0/virtio-rng')).toEqual({ transport: 'pci', emptyDeviceState: true });
     expect(decodeOptionsFor('virtio-mmio@00000000feb02e00/virtio-rng')).toEqual({ transport: 'mmio', emptyDeviceState: true });
-    expect(decodeOptionsFor('0000:00:04.0/virtio-blk')).toEqual({ transport: 'pci', emptyDeviceState: false });
+    expect(decodeOptionsFor('0000:00:04.0/virtio-blk')).toEqual({ transport: 'pci', emptyDeviceState: false, deviceState: 'virtio-blk' });
+    expect(decodeOptionsFor('0000:00:05.0/virtio-net')).toEqual({ transport: 'pci', emptyDeviceState: false });
   });
 
   it('an unknown device part is skipped to the subsections, and reported', () => {
@@ -104,6 +108,55 @@ describe('decodeVirtioBlob', () => {
     const d = decodeVirtioBlob(c, { transport: 'mmio' });
     expect(d.deviceState).toEqual({ offset: cut, size: 5 });
     expect(d.subsections.map((s) => s.name)[0]).toBe('virtio/64bit_features');
+  });
+
+  it('virtio-blk: the request list is decoded (one element per in-flight request), then the subsections', () => {
+    const held = new HeldBackend(new MemoryBlockBackend(1 << 20));
+    const r = blkRig({ backend: held });
+    const a = post(r, VIRTIO_BLK_T_IN, 8, 1024);
+    const b = post(r, VIRTIO_BLK_T_OUT, 16, 512);
+    r.drv.notify(0);
+    const blob = saveVirtioDevice(r.blk);
+    const d = decodeVirtioBlob(blob, { transport: 'mmio', deviceState: 'virtio-blk' }, 100);
+    const list = flat(d.fields).find((f) => f.name === 'virtio-blk request list')!;
+    const elems = flat(list.children ?? []).filter((f) => f.name === 'element (VirtQueueElementOld)');
+    // In submission order: the read (header out; data, status in), then the write.
+    expect(elems.map((e) => e.value)).toEqual([`head ${a.head}, out_num 1, in_num 2`, `head ${b.head}, out_num 2, in_num 1`]);
+    expect(elems.every((e) => e.size === 49168)).toBe(true);
+    expect(list.size).toBe(2 * (1 + 49168) + 1);
+    expect(d.deviceState).toBeUndefined();
+    expect(d.subsections[0]!.name).toBe('virtio/64bit_features');
+    // With allEntries (blob-compare's form) the leaves cover every byte exactly once, the request
+    // list included: the element's head and counts, then the rest of it as bytes.
+    const full = leafFields(decodeVirtioBlob(blob, { ...decodeOptionsFor('virtio-mmio@00000000feb00e00/virtio-blk'), allEntries: true }, 100).fields);
+    let at = 100;
+    for (const l of full) {
+      expect([l.path, l.offset]).toEqual([l.path, at]);
+      at += l.size;
+    }
+    expect(at).toBe(100 + blob.length);
+    expect(full.filter((l) => l.path.startsWith('virtio-blk request list > rq[1] > ')).map((l) => [l.path.slice(34), l.value ?? l.size])).toEqual([
+      ['element (VirtQueueElementOld) > index', b.head],
+      ['element (VirtQueueElementOld) > out_num', 2],
+      ['element (VirtQueueElementOld) > in_num', 1],
+      ['element (VirtQueueElementOld) > addresses and lengths', expect.any(String)],
+    ]);
+    held.releaseAll();
+  });
+
+  it('virtio-blk with two queues: each request carries its queue index, and every byte is still in one leaf', () => {
+    const held = new HeldBackend(new MemoryBlockBackend(1 << 20));
+    const r = blkRig({ backend: held, blk: { numQueues: 2 } });
+    const a = post(r, VIRTIO_BLK_T_IN, 8, 1024);
+    r.drv.notify(0);
+    const blob = saveVirtioDevice(r.blk);
+    const full = leafFields(decodeVirtioBlob(blob, { ...decodeOptionsFor('virtio-mmio@00000000feb00e00/virtio-blk'), allEntries: true }).fields);
+    expect(full.reduce((n, l) => n + l.size, 0)).toBe(blob.length);
+    const rq = full.filter((l) => l.path.startsWith('virtio-blk request list > rq[0] > '));
+    expect(rq.map((l) => l.path.slice(34))).toEqual(['vq index', 'element (VirtQueueElementOld) > index', 'element (VirtQueueElementOld) > out_num', 'element (VirtQueueElementOld) > in_num', 'element (VirtQueueElementOld) > addresses and lengths']);
+    expect(rq[0]!.value).toBe(0);
+    expect(rq[1]!.value).toBe(a.head);
+    held.releaseAll();
   });
 
   it('garbage is a MigrationError with the stream offset', () => {

@@ -330,10 +330,18 @@ export interface RigOptions {
   goodBuf?: number;
   /** Build another device instead of virtio-rng. */
   device?: (opts: VirtIODeviceOptions) => VirtIODevice;
+  /**
+   * A well-formed request of that device (default: one writable buffer, which is what virtio-rng
+   * takes): `post` writes the chain for `head` (not published), `check` judges its completion.
+   */
+  good?: {
+    post(rig: HostileRig, head: number): GoodRequest;
+    check?(rig: HostileRig, c: Completion, req: GoodRequest): void;
+  };
   rng?: Partial<VirtIORngOptions>;
   /** Queue size the rng device offers (default 8). */
   queueSize?: number;
-  /** I2 wall-clock cap per call in ms (default 100: generous for GC pauses, tiny next to a hang). */
+  /** I2 wall-clock cap per call in ms (default 2000: a backstop against a hang, not a speed check). */
   wallCapMs?: number;
   /** I3 cap on external (ArrayBuffer) memory growth per call (default 256 KiB). */
   allocCapBytes?: number;
@@ -628,6 +636,11 @@ export class HostileRig {
       this.ring.publish(g.num - 1);
       return { head: g.num - 1, addr: this.goodBuf, len };
     }
+    if (this.opts.good) {
+      const req = this.opts.good.post(this, head);
+      this.ring.publish(head);
+      return req;
+    }
     this.ring.writeDesc(head, this.goodBuf, len, F_WRITE, 0);
     this.ring.publish(head);
     return { head, addr: this.goodBuf, len };
@@ -637,7 +650,8 @@ export class HostileRig {
   findGood(req: GoodRequest, from: number): Completion | undefined {
     const c = this.completions.slice(from).find((x) => x.id === req.head);
     if (!c) return undefined;
-    if (this.dev instanceof VirtIORng) {
+    if (this.opts.good?.check) this.opts.good.check(this, c, req);
+    else if (this.dev instanceof VirtIORng) {
       const want = Math.min(req.len, this.rng.maxBytesPerRequest);
       if (c.len !== want) throw new InvariantError(`I5: good request completed with len ${c.len}, expected ${want}`);
       const got = this.mem.view(req.addr, want)!;

@@ -551,7 +551,7 @@ export class VirtIONet extends VirtIODevice {
     this.rss.redirect = hasBit(features, VIRTIO_NET_F_RSS);
     // Without CTRL_VLAN every VLAN passes; with it, none until the guest adds them. (QEMU does
     // this on every feature set, a migration load included, which loses the loaded table: we
-    // keep it there, docs/qemu-differences.md.)
+    // keep it there, docs/qemu-differences.md #72.)
     if (!this.loadingFeatures) this.vlans.fill(hasBit(features, VIRTIO_NET_F_CTRL_VLAN) ? 0 : 0xffff_ffff);
   }
   private loadingFeatures = false;

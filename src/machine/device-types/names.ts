@@ -25,5 +25,6 @@ export const SUPPORTED_DEVICES: readonly string[] = [
   ...virtioNames('virtio-keyboard', { pciVariants: false }),
   ...virtioNames('virtio-mouse', { pciVariants: false }),
   ...virtioNames('virtio-tablet', { pciVariants: false }),
+  ...virtioNames('virtio-blk'),
   ...virtioNames('virtio-net'),
 ];

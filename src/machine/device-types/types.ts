@@ -11,12 +11,18 @@ import type { VirtIODevice } from '../../virtio/device.js';
 import type { DeviceSpec, PropValue, QemuCommandLine } from '../cmdline.js';
 import type { ReferenceMachine } from '../machine.js';
 import type { EntropySource } from '../../devices/rng.js';
+import type { BlockBackend } from '../../devices/blk/backend.js';
 import type { CharBackend } from '../../devices/console/chardev.js';
 import type { QomObject } from '../qom.js';
 import type { NetBackend } from '../../devices/net/net-client.js';
 import type { NetStack } from '../net-stack.js';
 
-export type PropKind = 'bool' | 'u16' | 'u32' | 'u64' | 'i32' | 'onoffauto' | 'str' | 'addr';
+/**
+ * Property types as QEMU's qdev properties parse them: `u16`/`u32`/`u64`/`i32` integers, `size32`
+ * (a size with an optional suffix, at most 2^32-1), `blocksize` (a size that is a power of two in
+ * 512..2 MiB), `bool`, `onoffauto`, `str`, and a PCI `addr`.
+ */
+export type PropKind = 'bool' | 'u16' | 'u32' | 'u64' | 'i32' | 'size32' | 'blocksize' | 'onoffauto' | 'str' | 'addr';
 
 /** Options of the whole build, for device types that need a host resource. */
 export interface BuildOptions {
@@ -25,6 +31,12 @@ export interface BuildOptions {
   /** Entropy for virtio-rng devices (default: the platform's crypto generator). */
   entropy?: EntropySource;
   tracer?: Tracer;
+  /**
+   * The files `-drive file=` and `-blockdev driver=file` name, opened by the caller (virtio-ts-qemu
+   * opens them with Node; a browser embedder passes its own backends), by file name. A file not
+   * here cannot be opened ("Could not open ...").
+   */
+  blockFiles?: ReadonlyMap<string, BlockBackend>;
   /**
    * Backends of the `-chardev`s devices use, by id (virtio-ts-qemu opens them; an embedder or a
    * test passes its own). A `null` chardev needs none; any other one missing here is an error.
@@ -52,6 +64,12 @@ export interface DeviceBuildContext {
   warn(message: string): void;
   /** Whether the device goes on PCI (else on a virtio-mmio transport). */
   pci: boolean;
+  /** Drives and block nodes already taken by a device of this machine (name → its QOM path). */
+  blockUsers: Map<string, string>;
+  /** Image files in use by devices, with each device's claim (QEMU's file locking between users). */
+  fileLocks: Map<string, { write: boolean; shareWrite: boolean }[]>;
+  /** The QOM path the device will get (`/machine/peripheral/ID` or `.../peripheral-anon/device[N]`). */
+  qomPath: string;
   /** Name of the bus the device will provide, for types with `childBusType`. */
   childBusName: string | undefined;
   /** The machine's net clients (`-netdev`s, hubs, NICs), for `netdev=`. */

@@ -181,6 +181,11 @@ export class Hostile {
    */
   readonly watched: [number, number][] = [[0, 0x1000]];
 
+  /** Forget the snapshot (after the scenario itself rewrote the ring, say by setting it up again); the next kick takes a new one. */
+  dropSnapshot(): void {
+    this.snapshot = undefined;
+  }
+
   async takeSnapshot(): Promise<void> {
     if (this.snapshot) return;
     const r = this.ring.addrs;

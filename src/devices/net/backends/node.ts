@@ -151,7 +151,7 @@ export class UdpNetBackend extends NetClient {
 
   private fromSocket(msg: Buffer): void {
     // QEMU reads a zero-length datagram as the end of the connection and stops reading; here
-    // it is only ignored (docs/qemu-differences.md).
+    // it is only ignored (docs/qemu-differences.md #73).
     if (msg.length === 0) return;
     this.received++;
     if (this.held || this.pending.length > 0) {
