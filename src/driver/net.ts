@@ -68,6 +68,25 @@ export class NetDriver {
     if (used[0]?.id !== head) throw new MachineError(`transmit: used id ${used[0]?.id} is not the posted head ${head}`);
   }
 
+  /** Used receive buffers taken from the ring but not yet returned as (part of) a frame. */
+  private readonly taken: { len: number; addr: number; size: number }[] = [];
+
+  /** The next used receive buffer, waiting (bounded) for one. */
+  private async nextRx(what: string, opts: PollOptions): Promise<{ len: number; addr: number; size: number }> {
+    if (this.taken.length === 0) {
+      // waitUsed returns every entry used so far; each is matched to its buffer at once, since
+      // its descriptor is free for the next postRx from then on.
+      for (const e of await this.rx.waitUsed(1, { what, ...opts })) {
+        const buf = this.rxBufs.get(e.id);
+        if (!buf) throw new MachineError(`receive: used id ${e.id} is not a posted buffer`);
+        this.rxBufs.delete(e.id);
+        if (e.len > buf.len) throw new MachineError(`receive: used len ${e.len} overflows the ${buf.len}-byte buffer`);
+        this.taken.push({ len: e.len, addr: buf.addr, size: buf.len });
+      }
+    }
+    return this.taken.shift()!;
+  }
+
   /**
    * Wait for `count` frames and return them in arrival order. Each receive buffer is consumed;
    * post more with `postRx` to keep receiving.
@@ -76,25 +95,18 @@ export class NetDriver {
     const m = this.transport.machine;
     const frames: NetFrame[] = [];
     while (frames.length < count) {
-      const [first] = await this.rx.waitUsed(1, { what: `received frame ${frames.length + 1} of ${count}`, ...opts });
-      const buf = first && this.rxBufs.get(first.id);
-      if (!first || !buf) throw new MachineError(`receive: used id ${first?.id} is not a posted buffer`);
-      if (first.len < this.hdrLen || first.len > buf.len) throw new MachineError(`receive: used len ${first.len} outside ${this.hdrLen}..${buf.len}`);
-      this.rxBufs.delete(first.id);
-      const head = await m.readBytes(buf.addr, first.len);
+      const first = await this.nextRx(`received frame ${frames.length + 1} of ${count}`, opts);
+      if (first.len < this.hdrLen) throw new MachineError(`receive: used len ${first.len} is shorter than the ${this.hdrLen}-byte header`);
+      const head = await m.readBytes(first.addr, first.len);
       const header = head.slice(0, this.hdrLen);
       const parts = [head.subarray(this.hdrLen)];
       const n = this.mergeable ? header[10]! | (header[11]! << 8) : 1;
       if (n < 1) throw new MachineError(`receive: num_buffers ${n}`);
       for (let i = 1; i < n; i++) {
-        const [more] = await this.rx.waitUsed(1, { what: `buffer ${i + 1} of ${n} of a merged frame`, ...opts });
-        const b = more && this.rxBufs.get(more.id);
-        if (!more || !b || more.len > b.len) throw new MachineError(`receive: merged buffer ${more?.id} is not a posted buffer or overflows it`);
-        this.rxBufs.delete(more.id);
-        parts.push(await m.readBytes(b.addr, more.len));
+        const more = await this.nextRx(`buffer ${i + 1} of ${n} of a merged frame`, opts);
+        parts.push(await m.readBytes(more.addr, more.len));
       }
-      const total = parts.reduce((s, p) => s + p.length, 0);
-      const frame = new Uint8Array(total);
+      const frame = new Uint8Array(parts.reduce((s, p) => s + p.length, 0));
       let off = 0;
       for (const p of parts) {
         frame.set(p, off);
