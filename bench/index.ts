@@ -14,12 +14,14 @@
 // Then virtio-blk on the in-memory backend (bench/blk.ts): 4 KiB random and 64 KiB sequential I/O.
 // Then the start-up section (bench/startup.ts): start → ready and quit → exit of virtio-ts-qemu
 // beside QEMU 7.2 and a bare `node -e 0`, and the scenario suite with one machine per scenario.
-// BENCH_ONLY=ring, blk, qtest, savevm or startup runs one section only.
+// Then virtio-net through the in-process hub (bench/net.ts): TX, RX and guest to guest.
+// BENCH_ONLY=ring, blk, qtest, savevm, startup or net runs one section only.
 
 import os from 'node:os';
 import { GuestMemory } from '../src/memory/guest-memory.js';
 import { deviceLoops, host4k, host64, hostHdr, hostStatus, plainCopiesFor, type PlainCopy } from './cases.js';
 import { allocPerChain, calibrate, median, runFor, timeRun } from './measure.js';
+import { runNetBench } from './net.js';
 import { runQtestBench } from './qtest.js';
 import { runSavevmBench } from './savevm.js';
 import { runBlkBench } from './blk.js';
@@ -35,8 +37,8 @@ const WARMUP_MS = QUICK ? 40 : 100;
 const ALLOC_BATCHES = 40;
 
 const ONLY = process.env['BENCH_ONLY'];
-if (ONLY !== undefined && ONLY !== '' && ONLY !== 'ring' && ONLY !== 'qtest' && ONLY !== 'savevm' && ONLY !== 'blk' && ONLY !== 'startup') {
-  console.error(`BENCH_ONLY=${ONLY}: expected ring, blk, qtest, savevm or startup`);
+if (ONLY !== undefined && ONLY !== '' && !['ring', 'qtest', 'savevm', 'blk', 'startup', 'net'].includes(ONLY)) {
+  console.error(`BENCH_ONLY=${ONLY}: expected ring, blk, qtest, savevm, startup or net`);
   process.exit(2);
 }
 if (ONLY === 'blk') {
@@ -45,6 +47,10 @@ if (ONLY === 'blk') {
 }
 if (ONLY === 'qtest') {
   await runQtestBench({ quick: QUICK });
+  process.exit(0);
+}
+if (ONLY === 'net') {
+  await runNetBench({ quick: QUICK });
   process.exit(0);
 }
 if (ONLY === 'savevm') {
@@ -246,4 +252,5 @@ if (ONLY !== 'ring') {
   await runQtestBench({ quick: QUICK });
   await runSavevmBench({ quick: QUICK });
   await runStartupBench({ quick: QUICK });
+  await runNetBench({ quick: QUICK });
 }
