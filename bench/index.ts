@@ -14,14 +14,16 @@
 // Then virtio-blk on the in-memory backend (bench/blk.ts): 4 KiB random and 64 KiB sequential I/O.
 // Then the start-up section (bench/startup.ts): start → ready and quit → exit of virtio-ts-qemu
 // beside QEMU 7.2 and a bare `node -e 0`, and the scenario suite with one machine per scenario.
+// Then virtio-net through the in-process hub (bench/net.ts): TX, RX and guest to guest.
 // Then the v86 section (bench/v86.ts): guest-visible disk MB/s of our virtio-blk beside v86's IDE,
 // and boot time with our devices against without, Linux in v86 (needs scripts/v86-inputs.mjs).
-// BENCH_ONLY=ring, blk, qtest, savevm, startup or v86 runs one section only.
+// BENCH_ONLY=ring, blk, qtest, savevm, startup, net or v86 runs one section only.
 
 import os from 'node:os';
 import { GuestMemory } from '../src/memory/guest-memory.js';
 import { deviceLoops, host4k, host64, hostHdr, hostStatus, plainCopiesFor, type PlainCopy } from './cases.js';
 import { allocPerChain, calibrate, median, runFor, timeRun } from './measure.js';
+import { runNetBench } from './net.js';
 import { runQtestBench } from './qtest.js';
 import { runSavevmBench } from './savevm.js';
 import { runBlkBench } from './blk.js';
@@ -38,8 +40,8 @@ const WARMUP_MS = QUICK ? 40 : 100;
 const ALLOC_BATCHES = 40;
 
 const ONLY = process.env['BENCH_ONLY'];
-if (ONLY !== undefined && ONLY !== '' && ONLY !== 'ring' && ONLY !== 'qtest' && ONLY !== 'savevm' && ONLY !== 'blk' && ONLY !== 'startup' && ONLY !== 'v86') {
-  console.error(`BENCH_ONLY=${ONLY}: expected ring, blk, qtest, savevm, startup or v86`);
+if (ONLY !== undefined && ONLY !== '' && !['ring', 'qtest', 'savevm', 'blk', 'startup', 'net', 'v86'].includes(ONLY)) {
+  console.error(`BENCH_ONLY=${ONLY}: expected ring, blk, qtest, savevm, startup, net or v86`);
   process.exit(2);
 }
 if (ONLY === 'v86') {
@@ -52,6 +54,10 @@ if (ONLY === 'blk') {
 }
 if (ONLY === 'qtest') {
   await runQtestBench({ quick: QUICK });
+  process.exit(0);
+}
+if (ONLY === 'net') {
+  await runNetBench({ quick: QUICK });
   process.exit(0);
 }
 if (ONLY === 'savevm') {
@@ -254,5 +260,6 @@ if (ONLY !== 'ring') {
   await runQtestBench({ quick: QUICK });
   await runSavevmBench({ quick: QUICK });
   await runStartupBench({ quick: QUICK });
+  await runNetBench({ quick: QUICK });
   await runV86Bench({ quick: QUICK });
 }

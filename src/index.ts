@@ -19,6 +19,7 @@ export * from './devices/blk/index.js';
 export * from './devices/console/index.js';
 export * from './devices/input/index.js';
 export * from './devices/balloon/virtio-balloon.js';
+export * from './devices/net/index.js';
 export * from './clock/virtual-clock.js';
 export * from './trace/trace.js';
 export * from './migration/qemu-file.js';

@@ -13,3 +13,5 @@ export * from './cli/migration-channels.js';
 export * from './devices/blk/backends/node-file.js';
 // Node chardevs for virtio-serial ports: streams (stdin/stdout), unix sockets, files.
 export * from './devices/console/backends/node.js';
+// Node network backends with QEMU's wire formats (UDP, multicast, length-prefixed streams).
+export * from './devices/net/backends/node.js';

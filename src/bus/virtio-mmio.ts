@@ -3,7 +3,7 @@ import type { Apply, VMStateDescription } from '../migration/vmstate.js';
 import { loadQueueRegisters, saveQueueRegisters, type QueueRegisters } from './queue-registers.js';
 import type { Tracer } from '../trace/trace.js';
 import type { VirtIODevice } from '../virtio/device.js';
-import { bit, VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_F_VERSION_1, VIRTIO_LEGACY_FEATURES } from '../virtio/constants.js';
+import { bit, VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_F_VERSION_1 } from '../virtio/constants.js';
 import { gpaFromHiLo, INVALID_GPA } from '../memory/guest-memory.js';
 import { VIRTIO_QUEUE_MAX, VIRTQUEUE_MAX_SIZE } from '../vring/constants.js';
 import type { VirtioBus } from './virtio-bus.js';
@@ -223,7 +223,7 @@ export class VirtioMmioTransport implements VirtioBus {
       case VIRTIO_MMIO_VENDOR_ID: return VIRT_VENDOR;
       case VIRTIO_MMIO_DEVICE_FEATURES:
         if (this.legacy) return this.hostFeaturesSel ? 0 : Number(vdev.hostFeatures & 0xffff_ffffn);
-        return Number(((vdev.hostFeatures & ~VIRTIO_LEGACY_FEATURES) >> BigInt(32 * this.hostFeaturesSel)) & 0xffff_ffffn);
+        return Number(((vdev.hostFeatures & ~vdev.legacyFeatures) >> BigInt(32 * this.hostFeaturesSel)) & 0xffff_ffffn);
       case VIRTIO_MMIO_QUEUE_NUM_MAX:
         return vdev.queueNum(vdev.queueSel) ? VIRTQUEUE_MAX_SIZE : 0;
       case VIRTIO_MMIO_QUEUE_PFN: {

@@ -17,7 +17,6 @@ import {
   VIRTIO_ID_INPUT,
   VIRTIO_ID_NET,
   VIRTIO_ID_RNG,
-  VIRTIO_LEGACY_FEATURES,
 } from '../virtio/constants.js';
 import { VIRTIO_NO_VECTOR, VIRTIO_QUEUE_MAX } from '../vring/constants.js';
 import { Msix } from './pci/msix.js';
@@ -575,9 +574,9 @@ export class VirtIOPCIProxy extends PCIDevice implements VirtioBus {
     const vdev = this.vdev;
     switch (addr) {
       case VIRTIO_PCI_GUEST_FEATURES: {
-        // A driver acking VIRTIO_F_BAD_FEATURE does not negotiate properly: assume nothing
-        // (the device type's bad_features; none of ours defines any).
-        const f = val & (1 << VIRTIO_F_BAD_FEATURE) ? 0n : BigInt(val >>> 0);
+        // A driver acking VIRTIO_F_BAD_FEATURE does not negotiate properly: it gets the device
+        // type's bad_features (virtio-net: what Linux 2.6.25 understood), filtered by the offer.
+        const f = val & (1 << VIRTIO_F_BAD_FEATURE) ? vdev.badFeatures() : BigInt(val >>> 0);
         vdev.setFeatures(f);
         return;
       }
@@ -714,7 +713,7 @@ export class VirtIOPCIProxy extends PCIDevice implements VirtioBus {
       case VIRTIO_PCI_COMMON_DFSELECT: return this.dfselect;
       case VIRTIO_PCI_COMMON_DF:
         if (this.dfselect > 1) return 0;
-        return Number(((vdev.hostFeatures & ~VIRTIO_LEGACY_FEATURES) >> BigInt(32 * this.dfselect)) & 0xffff_ffffn);
+        return Number(((vdev.hostFeatures & ~vdev.legacyFeatures) >> BigInt(32 * this.dfselect)) & 0xffff_ffffn);
       case VIRTIO_PCI_COMMON_GFSELECT: return this.gfselect;
       case VIRTIO_PCI_COMMON_GF: return this.gfselect < 2 ? this.guestFeatures[this.gfselect]! : 0;
       case VIRTIO_PCI_COMMON_MSIX: return vdev.configVector;

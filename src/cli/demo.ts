@@ -1,19 +1,20 @@
 // `virtio-ts demo`: the project at work in a few seconds. A reference machine (microvm, virtio-mmio
-// version 2 unless --legacy) with virtio-rng, virtio-blk, virtio-console, a virtio-keyboard and a
-// virtio-balloon is driven by a
-// guest-side script (the driver library, in-process); the script writes and reads data, the
+// version 2 unless --legacy) with virtio-rng, virtio-blk, virtio-console, virtio-net, a
+// virtio-keyboard and a virtio-balloon is driven by a guest-side script (the driver library, in-process); the script writes and reads data, the
 // machine is migrated in the middle of disk I/O to a second machine through a QEMU 7.2 stream,
 // the script carries on there, every byte is verified, and the ring operations are printed.
 import { BlkDriver, BLK_S_OK, BLK_T_OUT } from '../driver/blk.js';
 import { ConsoleDriver } from '../driver/console.js';
 import { GuestAllocator } from '../driver/alloc.js';
 import { InProcessMachine } from '../driver/inproc.js';
+import { NetDriver } from '../driver/net.js';
 import { RngDriver } from '../driver/rng.js';
 import { VirtioMmioDriver } from '../driver/virtio-mmio-driver.js';
 import { MemoryBlockBackend } from '../devices/blk/backends/memory.js';
 import type { BlockBackend, BlockResult } from '../devices/blk/backend.js';
 import { MemoryChardev } from '../devices/console/chardev.js';
 import { deterministicEntropy } from '../devices/rng.js';
+import { CallbackNetBackend } from '../devices/net/backends/callback.js';
 import { BrowserInput } from '../devices/input/browser.js';
 import type { VirtIOBalloon } from '../devices/balloon/virtio-balloon.js';
 import type { VirtIOKeyboard } from '../devices/input/hid.js';
@@ -35,6 +36,53 @@ const SHOWN = new Set<TraceEvent['type']>([
   'virtio_error', 'virtio_serial_send_control_event', 'virtio_serial_handle_control_message', 'virtio_console_flush_buf',
   'virtio_console_chr_read',
 ]);
+
+const GUEST_MAC = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+const HOST_MAC = [0x52, 0x55, 0x0a, 0x00, 0x02, 0x02];
+const GUEST_IP = [10, 0, 2, 15];
+const HOST_IP = [10, 0, 2, 2];
+
+/** An ARP frame (RFC 826 over Ethernet): op 1 request, 2 reply. */
+function arpFrame(op: 1 | 2, srcMac: number[], srcIp: number[], dstMac: number[], dstIp: number[]): Uint8Array {
+  const f = new Uint8Array(42);
+  f.set(op === 1 ? [0xff, 0xff, 0xff, 0xff, 0xff, 0xff] : dstMac, 0);
+  f.set(srcMac, 6);
+  f.set([0x08, 0x06, 0x00, 0x01, 0x08, 0x00, 6, 4, 0, op], 12);
+  f.set(srcMac, 22);
+  f.set(srcIp, 28);
+  f.set(op === 1 ? [0, 0, 0, 0, 0, 0] : dstMac, 32);
+  f.set(dstIp, 38);
+  return f;
+}
+
+/**
+ * The host end of the NIC's `-netdev`: answers ARP requests for HOST_IP (as a slirp gateway
+ * would) and keeps every frame the guest sent, for the checks.
+ */
+function hostNetwork(): { backend: CallbackNetBackend; seen: Uint8Array[] } {
+  const seen: Uint8Array[] = [];
+  const backend: CallbackNetBackend = new CallbackNetBackend({
+    name: 'net0',
+    onFrame: (frame) => {
+      const f = frame.slice();
+      seen.push(f);
+      const isArpRequest = f.length >= 42 && f[12] === 0x08 && f[13] === 0x06 && f[21] === 1;
+      if (isArpRequest && HOST_IP.every((b, i) => f[38 + i] === b)) {
+        // Answer after the guest's transmit returned, as a wire would.
+        queueMicrotask(() => backend.send(arpFrame(2, HOST_MAC, HOST_IP, Array.from(f.subarray(22, 28)), Array.from(f.subarray(28, 32)))));
+      }
+    },
+  });
+  return { backend, seen };
+}
+
+const hex = (b: ArrayLike<number>) => Array.from(b, (x) => x.toString(16).padStart(2, '0')).join(':');
+
+/** "ARP reply: 10.0.2.2 is at 52:55:0a:00:02:02", or why the frame is not one. */
+function describeArpReply(f: Uint8Array): string {
+  if (f.length < 42 || f[12] !== 0x08 || f[13] !== 0x06 || f[21] !== 2) return `not an ARP reply (${f.length} bytes)`;
+  return `ARP reply: ${Array.from(f.subarray(28, 32)).join('.')} is at ${hex(f.subarray(22, 28))}`;
+}
 
 /**
  * Disk storage both machines share (as two QEMUs on shared storage): the source's backend holds
@@ -119,37 +167,41 @@ export async function runDemo(out: (line: string) => void = (l) => console.log(l
     '-drive', 'if=none,id=disk0,file=disk.img,format=raw', '-device', 'virtio-blk-device,drive=disk0',
     '-chardev', 'stdio,id=con0', '-device', 'virtio-serial-device', '-device', 'virtconsole,chardev=con0',
     '-device', 'virtio-keyboard-device', '-device', 'virtio-balloon-device',
+    '-netdev', 'stream,id=net0,server=off,addr.type=unix,addr.path=host.sock', '-device', `virtio-net-device,netdev=net0,mac=${hex(GUEST_MAC)}`,
   ];
   const storage = new MemoryBlockBackend(DISK_SIZE);
   const sourceDisk = new HoldingDisk(storage);
-  const build = (disk: BlockBackend, chardev: MemoryChardev, seed: number) => {
+  const build = (disk: BlockBackend, chardev: MemoryChardev, net: CallbackNetBackend, seed: number) => {
     const cl = parseQemuCommandLine(argv);
-    // The host side of each -drive and -chardev is the embedder's: a shared disk and a memory pipe.
-    return buildMachine(cl, { blockFiles: new Map([['disk.img', disk]]), chardevs: new Map([['con0', chardev]]), entropy: deterministicEntropy(seed), tracer });
+    // The host side of each -drive, -chardev and -netdev is the embedder's: a shared disk, a
+    // memory pipe and a callback network.
+    return buildMachine(cl, { blockFiles: new Map([['disk.img', disk]]), chardevs: new Map([['con0', chardev]]), netdevs: new Map([['net0', net]]), entropy: deterministicEntropy(seed), tracer });
   };
   const srcConsole = new MemoryChardev('con0');
-  const src = build(sourceDisk, srcConsole, 42);
-  out(`virtio-ts demo: microvm with virtio-rng, virtio-blk (1 MiB disk), virtio-console, virtio-keyboard and virtio-balloon on virtio-mmio version ${legacy ? '1 (legacy)' : '2'}`);
+  const srcNet = hostNetwork();
+  const src = build(sourceDisk, srcConsole, srcNet.backend, 42);
+  out(`virtio-ts demo: microvm with virtio-rng, virtio-blk (1 MiB disk), virtio-console, virtio-keyboard, virtio-balloon and virtio-net on virtio-mmio version ${legacy ? '1 (legacy)' : '2'}`);
   out(`  command line: ${argv.join(' ')}`);
 
   // The guest side sees one machine; a migration swaps what is underneath.
   const m = new SwappableMachine(new InProcessMachine(src.machine, { name: 'source' }));
   const alloc = new GuestAllocator(0x10_0000, 0xf0_0000);
   // Devices fill the transports from the last one down: rng at 23, blk at 22, serial at 21,
-  // keyboard at 20, balloon at 19.
+  // keyboard at 20, balloon at 19, net at 18.
   const rngT = new VirtioMmioDriver(m, MMIO_BASE + 0x200 * 23, { alloc });
   const blkT = new VirtioMmioDriver(m, MMIO_BASE + 0x200 * 22, { alloc });
   const conT = new VirtioMmioDriver(m, MMIO_BASE + 0x200 * 21, { alloc });
   const kbdT = new VirtioMmioDriver(m, MMIO_BASE + 0x200 * 20, { alloc });
   const balT = new VirtioMmioDriver(m, MMIO_BASE + 0x200 * 19, { alloc });
+  const netT = new VirtioMmioDriver(m, MMIO_BASE + 0x200 * 18, { alloc });
   let problems = 0;
   const check = (ok: boolean, what: string) => {
     if (!ok) problems++;
     out(`  ${ok ? 'ok    ' : 'FAILED'} ${what}`);
   };
 
-  title('initialise the five devices');
-  for (const t of [rngT, blkT, conT, kbdT, balT]) await t.probe();
+  title('initialise the six devices');
+  for (const t of [rngT, blkT, conT, kbdT, balT, netT]) await t.probe();
   await rngT.init(0n);
   const rngRing = await rngT.setupQueue(0, { num: 8 });
   await rngT.driverOk();
@@ -182,6 +234,14 @@ export async function runDemo(out: (line: string) => void = (l) => console.log(l
   await balT.setupQueue(1, { num: 8 });
   await balT.driverOk();
   say('keyboard: 4 event buffers posted; balloon: inflate and deflate queues ready');
+  // The NIC: the MAC feature only (legacy: 10-byte header; version 1: 12 bytes).
+  await netT.init(1n << 5n);
+  const netRx = await netT.setupQueue(0, { num: 16 });
+  const netTx = await netT.setupQueue(1, { num: 16 });
+  await netT.driverOk();
+  const net = new NetDriver(netT, netRx, netTx, alloc);
+  await net.postRx(4);
+  say(`net: ${net.hdrLen}-byte header, 4 receive buffers posted`);
   const rng = new RngDriver(rngT, rngRing);
   const blk = new BlkDriver(blkT, blkRing, alloc);
 
@@ -204,6 +264,11 @@ export async function runDemo(out: (line: string) => void = (l) => console.log(l
   const back = await blk.read(0, 64 * SECTOR);
   check(Buffer.compare(back, model.subarray(0, 64 * SECTOR)) === 0, 'the 64 sectors read back as written');
 
+  await net.send(arpFrame(1, GUEST_MAC, GUEST_IP, [0, 0, 0, 0, 0, 0], HOST_IP));
+  say('sent an ARP request: who has 10.0.2.2?');
+  const [reply] = await net.receive(1);
+  check(reply !== undefined && describeArpReply(reply.frame) === `ARP reply: 10.0.2.2 is at ${hex(HOST_MAC)}`, `net: ${reply ? describeArpReply(reply.frame) : 'nothing'} (the host's callback answered)`);
+
   title('I/O in flight, then migration');
   // Four writes reach the disk backend and stay there (the source never finishes them); two
   // more are made available and not notified. A migration then has to carry all six.
@@ -224,6 +289,13 @@ export async function runDemo(out: (line: string) => void = (l) => console.log(l
     model.set(bytes, sector * SECTOR);
   }
   say('2 more writes made available, not notified');
+  const pending = new TextEncoder().encode('a frame the guest has not read yet');
+  const lateFrame = new Uint8Array(14 + pending.length);
+  lateFrame.set(GUEST_MAC, 0);
+  lateFrame.set(HOST_MAC, 6);
+  lateFrame.set([0x88, 0xb5], 12); // the IEEE local experimental EtherType
+  lateFrame.set(pending, 14);
+  host(`network sends a frame to the guest: ${srcNet.backend.send(lateFrame)} (into a posted buffer; the guest reads it after the migration)`);
   srcConsole.send('typed before the migration\n');
   host('sent "typed before the migration" to the console (the guest has posted buffers)');
 
@@ -234,7 +306,8 @@ export async function runDemo(out: (line: string) => void = (l) => console.log(l
 
   phase = 'destination';
   const dstConsole = new MemoryChardev('con0');
-  const dst = build(new MemoryBlockBackend(storage.data), dstConsole, 4242);
+  const dstNet = hostNetwork();
+  const dst = build(new MemoryBlockBackend(storage.data), dstConsole, dstNet.backend, 4242);
   dst.machine.runState = 'inmigrate';
   const r = loadVm(dst.machine, stream);
   host(`destination loaded it (${r.loaded.join(', ')}); the source's held writes never finish: the destination resubmits them`);
@@ -258,6 +331,12 @@ export async function runDemo(out: (line: string) => void = (l) => console.log(l
   await con.port(0).tx.notify();
   await con.port(0).tx.wait(1);
   host(`console says: ${JSON.stringify(new TextDecoder().decode(dstConsole.receive()))}`);
+  const [late] = await net.receive(1);
+  check(late !== undefined && Buffer.compare(late.frame, lateFrame) === 0, `net: the frame delivered before the migration is read on the destination: ${late ? JSON.stringify(new TextDecoder().decode(late.frame.subarray(14))) : 'nothing'}`);
+  await net.postRx(2);
+  await net.send(arpFrame(1, GUEST_MAC, GUEST_IP, [0, 0, 0, 0, 0, 0], HOST_IP));
+  const [reply2] = await net.receive(1);
+  check(reply2 !== undefined && describeArpReply(reply2.frame) === `ARP reply: 10.0.2.2 is at ${hex(HOST_MAC)}` && dstNet.seen.length >= 1, `net: the destination's network answered the next ARP request (${dstNet.seen.length} frame(s) from the guest there)`);
   const r2 = await rng.request(16, { alloc });
   check(r2.len === 16, `entropy still flows: ${Array.from(r2.bytes, (b) => b.toString(16).padStart(2, '0')).join('')}`);
 

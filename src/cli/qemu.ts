@@ -24,6 +24,9 @@ import { MigrationCommandError, MigrationController, savevmEngine, type Migratio
 import { createNodeMigrationChannels } from './migration-channels.js';
 import { QtestServer } from '../machine/qtest-server.js';
 import { validBiosSize } from '../machine/memory-layout.js';
+import { netdevHelp } from '../machine/netdev.js';
+import { NetdevError, openNetdev, type HostNetdevSpec } from '../devices/net/backends/node.js';
+import type { NetBackend } from '../devices/net/net-client.js';
 
 export const VIRTIO_TS_VERSION = '0.1.0';
 
@@ -136,6 +139,9 @@ export async function runQemu(argv: readonly string[], opts: RunQemuOptions = {}
       case 'device-help':
         process.stdout.write(deviceHelp(cl.action.driver) + '\n');
         return exit(0);
+      case 'netdev-help':
+        process.stdout.write(netdevHelp() + '\n');
+        return exit(0);
     }
     for (const w of cl.warnings) err(w);
   } catch (e) {
@@ -193,6 +199,26 @@ export async function runQemu(argv: readonly string[], opts: RunQemuOptions = {}
     throw e;
   }
 
+  // Netdevs with host sockets (QEMU creates them before the devices, modern ones first).
+  const netdevs = new Map<string, NetBackend>();
+  const closeNet: { close(): void }[] = [];
+  let eventSink: ((name: string, data: Record<string, unknown>) => void) | undefined;
+  for (const spec of [...cl.netdevs.filter((n) => n.type === 'dgram' || n.type === 'stream'), ...cl.netdevs.filter((n) => n.type === 'socket')]) {
+    try {
+      const be = await openNetdev(spec as HostNetdevSpec, { onEvent: (n, d) => eventSink?.(n, d), onError: (m) => process.stderr.write(m + '\n') });
+      netdevs.set(spec.id, be);
+      closeNet.push(be);
+    } catch (e) {
+      for (const c of [...open, ...closeNet]) c.close();
+      if (e instanceof NetdevError) {
+        err(`${spec.loc}: ${e.message}`);
+        return exit(1);
+      }
+      throw e;
+    }
+  }
+  open.push(...closeNet);
+
   // Then the files of -drive and -blockdev (QEMU's configure_blockdev comes after the chardevs),
   // still before the devices: the machine gets them as backends.
   let blockFiles: Map<string, BlockBackend>;
@@ -208,7 +234,7 @@ export async function runQemu(argv: readonly string[], opts: RunQemuOptions = {}
   }
 
   try {
-    built = buildMachine(cl, { ...(bios ? { bios } : {}), chardevs: deviceChardevs, blockFiles });
+    built = buildMachine(cl, { ...(bios ? { bios } : {}), chardevs: deviceChardevs, blockFiles, netdevs });
     for (const w of built.warnings) err(w);
   } catch (e) {
     for (const c of open) c.close();
@@ -219,6 +245,7 @@ export async function runQemu(argv: readonly string[], opts: RunQemuOptions = {}
     throw e;
   }
   const machine = built.machine;
+  eventSink = (n, d) => machine.emitEvent(n, d);
 
   // qtest log: default stderr, `none`, or a file (QEMU ignores a file it cannot open).
   let log: ((text: string) => void) | undefined;

@@ -15,3 +15,4 @@ export * from './console.js';
 export * from './split-ring.js';
 export * from './mmio-driver.js';
 export * from './blk.js';
+export * from './net.js';

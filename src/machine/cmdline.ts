@@ -18,6 +18,9 @@
  * No Node imports: part of the browser bundle.
  */
 import { SUPPORTED_DEVICES } from './device-types/names.js';
+import { parseNetdev, type NetdevSpec } from './netdev.js';
+
+export type { NetdevSpec } from './netdev.js';
 import { parseBlockdev, parseDrive, type BlockdevSpec, type DriveSpec } from './block-cmdline.js';
 
 export type { BlockdevSpec, DriveSpec } from './block-cmdline.js';
@@ -104,6 +107,8 @@ export interface QemuCommandLine {
   blockdevs: BlockdevSpec[];
   /** `-object`s (only `iothread`, which virtio-balloon's free page hinting names). */
   objects: ObjectSpec[];
+  /** `-netdev`s, in command-line order. */
+  netdevs: NetdevSpec[];
   devices: DeviceSpec[];
   globals: GlobalSpec[];
   /** -incoming: `defer` or a migration URI (checked when the migration starts). */
@@ -113,7 +118,7 @@ export interface QemuCommandLine {
   /** Warnings QEMU would print (already prefixed with their location, without the program name). */
   warnings: string[];
   /** Something to print instead of running (`--version`, `-help`, `-M help`, `-device help`). */
-  action: { kind: 'version' } | { kind: 'help' } | { kind: 'machine-help' } | { kind: 'device-help'; driver: string | undefined } | undefined;
+  action: { kind: 'version' } | { kind: 'help' } | { kind: 'machine-help' } | { kind: 'device-help'; driver: string | undefined } | { kind: 'netdev-help' } | undefined;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -281,13 +286,13 @@ const OPTIONS: Record<string, boolean> = {
   machine: true, M: true, accel: true, bios: true, m: true, nodefaults: false, 'no-user-config': false,
   display: true, nographic: false, qtest: true, 'qtest-log': true, qmp: true, mon: true, chardev: true,
   drive: true, blockdev: true, device: true, global: true, incoming: true, S: false, version: false, h: false, help: false,
-  object: true,
+  object: true, netdev: true,
 };
 
 /** QEMU options outside the subset, so the refusal can say it is a real option we lack. */
 const KNOWN_QEMU_OPTIONS = new Set([
   'cpu', 'smp', 'numa', 'name', 'uuid', 'boot', 'kernel', 'initrd', 'append', 'dtb', 'serial', 'parallel',
-  'monitor', 'net', 'netdev', 'nic', 'vga', 'vnc', 'spice', 'usb', 'usbdevice', 'hda', 'hdb',
+  'monitor', 'net', 'nic', 'vga', 'vnc', 'spice', 'usb', 'usbdevice', 'hda', 'hdb',
   'hdc', 'hdd', 'cdrom', 'fda', 'fdb', 'fsdev', 'virtfs', 'audiodev', 'rtc', 'icount', 'L',
   'daemonize', 'pidfile', 'snapshot', 'no-reboot', 'no-shutdown', 'action', 'overcommit', 'sandbox',
   'enable-kvm', 'no-acpi', 'no-hpet', 'msg', 'trace', 'D', 'd', 'k', 'qmp-pretty', 'preconfig', 'runas',
@@ -297,7 +302,7 @@ const KNOWN_QEMU_OPTIONS = new Set([
 ]);
 
 /** Devices this project will have but does not have yet (refused with that reason). */
-const NOT_YET = /^virtio-(net|input-host)(-pci(-transitional|-non-transitional)?|-device)$/;
+const NOT_YET = /^virtio-(input-host)(-pci(-transitional|-non-transitional)?|-device)$/;
 
 /** QEMU's device aliases (`-device virtio-rng` is virtio-rng-pci on x86). */
 const DEVICE_ALIASES: Record<string, string> = {
@@ -340,7 +345,7 @@ export function parseQemuCommandLine(argv: readonly string[]): QemuCommandLine {
   const cl: QemuCommandLine = {
     machine: 'pc', machineTypeName: 'pc-i440fx-7.2', acpi: undefined, ioapic2: undefined, accel: [], bios: undefined,
     ramSize: DEFAULT_RAM_BYTES, nodefaults: false, qtest: undefined, qtestLog: undefined, monitors: [], chardevs: [],
-    drives: [], blockdevs: [], objects: [], devices: [], globals: [], incoming: undefined, startPaused: false, warnings, action: undefined,
+    drives: [], blockdevs: [], objects: [], netdevs: [], devices: [], globals: [], incoming: undefined, startPaused: false, warnings, action: undefined,
   };
   const machineOpts: [string, string, string][] = [];
   let machineAccel: string | undefined;
@@ -472,6 +477,16 @@ export function parseQemuCommandLine(argv: readonly string[]): QemuCommandLine {
       case 'object':
         cl.objects.push(parseObject(arg, loc, warnings, cl.objects));
         break;
+      case 'netdev': {
+        const nd = parseNetdev(arg, warnings);
+        if (nd === 'help') {
+          cl.action = { kind: 'netdev-help' };
+          return cl;
+        }
+        if (cl.netdevs.some((n) => n.id === nd.id)) throw new CmdlineError(`${loc}: Duplicate ID '${nd.id}' for netdev`);
+        cl.netdevs.push(nd);
+        break;
+      }
       case 'device': {
         const spec = parseDevice(arg, loc, warnings);
         if (spec === 'help') {

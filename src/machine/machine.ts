@@ -15,6 +15,7 @@ import { SystemMemory } from './system-memory.js';
 import { IO_APIC_DEFAULT_ADDRESS, IOAPIC_NUM_PINS, IOAPIC_WINDOW_SIZE, IoapicRegisters } from './ioapic.js';
 import { InputRouter } from '../devices/input/router.js';
 import { EventThrottle, wallClockTimers, type ThrottleTimers } from './event-throttle.js';
+import { NetStack } from './net-stack.js';
 
 /** QEMU's RunState names (qapi/run-state.json), as `query-status` reports them. */
 export const RUN_STATES = [
@@ -91,6 +92,8 @@ export abstract class ReferenceMachine implements QtestTarget, MigratableMachine
   readonly input = new InputRouter();
   /** The balloon device's handler, once one is plugged. */
   balloon: BalloonHandler | undefined;
+  /** The network clients: netdevs, hubs, NICs (QEMU's `net_clients`). */
+  readonly net = new NetStack();
   /** Told about each step of an outgoing migration (QEMU's precopy notifiers). */
   readonly precopyNotifiers = new Set<(reason: PrecopyNotifyReason) => void>();
   /** Guest-triggerable events at most once a second, as QEMU's monitor sends them. */

@@ -19,6 +19,7 @@
  *
  * No Node imports: part of the browser bundle.
  */
+import { MIGRATE_ANNOUNCE_PARAMS } from '../devices/net/virtio-net.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
 import { MigrationError } from '../migration/qemu-file.js';
 import { loadVm, saveVm } from '../migration/savevm.js';
@@ -575,6 +576,10 @@ export class MigrationController {
     } else {
       m.runState = received;
     }
+    // qemu_announce_self with the migration parameters: every NIC sends RARP frames, five rounds
+    // over 800 ms, so switches learn where the guest went. (QEMU starts it just before vm_start
+    // and its first frames wait for the VM to run; sending them once it runs comes to the same.)
+    m.net.announceSelf({ ...MIGRATE_ANNOUNCE_PARAMS });
     this.setIncomingStatus('completed');
   }
 

@@ -104,7 +104,7 @@ function propValue(name: string, kind: PropKind, v: PropValue, json = false, own
       throw new CmdlineError(`Invalid parameter type for '${name}', expected: ${kind === 'bool' ? 'boolean' : 'string'}`);
     }
     const int = kind === 'u16' || kind === 'u32' || kind === 'u64' || kind === 'i32' || kind === 'size32' || kind === 'blocksize';
-    if (int && (typeof v !== 'number' || !Number.isInteger(v))) throw new CmdlineError(`Parameter '${name}' expects ${kind === 'size32' || kind === 'blocksize' ? 'size' : 'uint64'}`);
+    if (int && (typeof v !== 'number' || !Number.isInteger(v))) throw new CmdlineError(`Parameter '${name}' expects ${kind === 'size32' || kind === 'blocksize' ? 'size' : kind === 'i32' ? 'int64' : 'uint64'}`);
     if ((kind === 'u32' || kind === 'u64' || kind === 'u16') && (v as number) < 0) throw new CmdlineError(`Parameter '${name}' expects ${kind === 'u32' ? 'uint32_t' : kind === 'u16' ? 'uint16_t' : 'uint64'}`);
   }
   switch (kind) {
@@ -137,9 +137,18 @@ function propValue(name: string, kind: PropKind, v: PropValue, json = false, own
       return Number(n);
     }
     case 'i32': {
-      const r = typeof v === 'number' ? { ok: Number.isInteger(v), value: BigInt(v) } : /^-?\d+$/.test(String(v)) ? { ok: true, value: BigInt(String(v)) } : { ok: false, value: 0n };
-      if (!r.ok || r.value < -0x8000_0000n || r.value > 0x7fff_ffffn) throw new CmdlineError(`Parameter '${name}' expects int32_t`);
-      return Number(r.value);
+      let n: number;
+      if (typeof v === 'number') n = v;
+      else if (typeof v === 'string') {
+        // qemu_strtoi64, base 0.
+        const m = /^\s*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)$/.exec(v);
+        if (!m) throw new CmdlineError(`Parameter '${name}' expects integer`);
+        const b = m[2]!;
+        n = b.startsWith('0x') || b.startsWith('0X') ? parseInt(b.slice(2), 16) : b.length > 1 && b.startsWith('0') ? parseInt(b.slice(1), 8) : parseInt(b, 10);
+        if (m[1] === '-') n = -n;
+      } else throw new CmdlineError(`Parameter '${name}' expects integer`);
+      if (!Number.isSafeInteger(n) || n < -0x8000_0000 || n > 0x7fff_ffff) throw new CmdlineError(`Parameter '${name}' expects int32_t`);
+      return n;
     }
     case 'u16':
     case 'u32':
@@ -220,6 +229,12 @@ export function buildMachine(cl: QemuCommandLine, opts: BuildOptions = {}): Buil
   if (cl.startPaused) machine.runState = 'prelaunch';
   if (cl.incoming !== undefined) machine.runState = 'inmigrate';
 
+  try {
+    machine.net.createNetdevs(cl.netdevs, opts.netdevs);
+  } catch (e) {
+    throw new CmdlineError((e as Error).message);
+  }
+
   const devices: BuiltDevice[] = [];
   const state: BuildState = {
     buses: [],
@@ -239,6 +254,7 @@ export function buildMachine(cl: QemuCommandLine, opts: BuildOptions = {}): Buil
       throw new CmdlineError(`${spec.loc}: ${(e as Error).message}`);
     }
   }
+  for (const w of machine.net.checkClients(cl.qtest !== undefined)) warnings.push(w);
   return { machine, devices, children: state.children, buses: state.buses, warnings };
 }
 
@@ -366,7 +382,7 @@ function buildDevice(machine: ReferenceMachine, cl: QemuCommandLine, spec: Devic
   }
   const buildCtx: DeviceBuildContext = {
     machine, cl, spec, values, bool, disabledFeatures: disabled, opts, pci: isPci, childBusName,
-    blockUsers: state.blockUsers, fileLocks: state.fileLocks, qomPath: machine.nextPeripheralPath(spec.id),
+    blockUsers: state.blockUsers, fileLocks: state.fileLocks, qomPath: machine.nextPeripheralPath(spec.id), net: machine.net,
     warn: (m: string) => warnings.push(`${spec.loc}: warning: ${m}`),
   };
   const ctxOf = () => buildCtx;

@@ -15,6 +15,8 @@ import { jsonEscape, toQemuJson } from '../migration/json-writer.js';
 import type { ReferenceMachine } from './machine.js';
 import { MIGRATION_CAPABILITIES, MIGRATION_STATUSES, MigrationCommandError, MigrationController, type MigrationCapability, type MigrationOptions, type MigrationStatus } from './migration.js';
 import { resolveQomPath } from './qom.js';
+import { NetQmpError } from './net-stack.js';
+import { asQdict } from './qdict.js';
 import { QapiError, runInputSendEvent, visitInputSendEvent } from './qmp-input.js';
 
 export interface QemuVersion {
@@ -213,7 +215,7 @@ const MIGRATION_COMMANDS = new Set([
 
 const COMMANDS = [
   'qmp_capabilities', 'query-status', 'stop', 'cont', 'quit', 'system_reset', 'qom-list', 'qom-get', 'qom-set', 'query-version',
-  'query-commands', 'balloon', 'query-balloon', 'input-send-event', ...MIGRATION_COMMANDS,
+  'query-commands', 'balloon', 'query-balloon', 'input-send-event', 'set_link', 'query-rx-filter', 'announce-self', ...MIGRATION_COMMANDS,
 ];
 
 /** Longest partial JSON value kept while waiting for its end. */
@@ -528,6 +530,42 @@ export class QmpServer {
           if (e instanceof QapiError) throw new QmpError(e.errorClass, e.message);
           throw e;
         }
+        return {};
+      }
+      case 'set_link':
+        checkArgs(args, { name: 'string', up: 'bool' });
+        try {
+          m.net.setLink(args.name as string, args.up as boolean);
+        } catch (e) {
+          if (e instanceof NetQmpError) throw new QmpError(e.errorClass, e.message);
+          throw e;
+        }
+        return {};
+      case 'query-rx-filter': {
+        checkArgs(args, {}, { name: 'string' });
+        try {
+          return m.net.queryRxFilter(args.name as string | undefined).map((info) => asQdict(info));
+        } catch (e) {
+          if (e instanceof NetQmpError) throw new QmpError(e.errorClass, e.message);
+          throw e;
+        }
+      }
+      case 'announce-self': {
+        checkArgs(args, { initial: 'int', max: 'int', rounds: 'int', step: 'int' }, { interfaces: 'array', id: 'string' });
+        const interfaces = args.interfaces as Json[] | undefined;
+        if (interfaces) {
+          interfaces.forEach((v, i) => {
+            if (typeof v !== 'string') throw new QmpError('GenericError', `Invalid parameter type for 'interfaces[${i}]', expected: string`);
+          });
+        }
+        m.net.announceSelf({
+          initial: args.initial as number,
+          max: args.max as number,
+          rounds: args.rounds as number,
+          step: args.step as number,
+          ...(interfaces ? { interfaces: interfaces as string[] } : {}),
+          ...(args.id !== undefined ? { id: args.id as string } : {}),
+        });
         return {};
       }
       case 'query-version':

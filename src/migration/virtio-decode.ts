@@ -58,7 +58,7 @@ export interface DecodeOptions {
   /** Device types whose device part is empty (QEMU's rng and input write only the common blob). */
   emptyDeviceState?: boolean;
   /** A device part this decoder knows field by field (the vmsd name of the device type). */
-  deviceVmsd?: 'virtio-balloon';
+  deviceVmsd?: 'virtio-balloon' | 'virtio-net';
   /**
    * List every element, not only what is in use: all VIRTIO_QUEUE_MAX entries of the per-queue
    * arrays (`virtio/virtqueues`, `virtio/ringsize`, `virtio/packed_virtqueues`, the transports'
@@ -91,6 +91,7 @@ export function decodeOptionsFor(idstr: string): DecodeOptions {
     ...(vmsd === 'virtio-console' ? { deviceState: 'virtio-console' as const } : {}),
     ...(vmsd === 'virtio-blk' ? { deviceState: 'virtio-blk' as const } : {}),
     ...(vmsd === 'virtio-balloon' ? { deviceVmsd: 'virtio-balloon' as const } : {}),
+    ...(vmsd === 'virtio-net' ? { deviceVmsd: 'virtio-net' as const } : {}),
   };
 }
 
@@ -372,6 +373,9 @@ function decode(r: FieldReader, f: QEMUFileReader, opts: DecodeOptions, base: nu
   } else if (opts.deviceVmsd === 'virtio-balloon') {
     decodeBalloonDevice(r, f);
     subsAt = f.offset;
+  } else if (opts.deviceVmsd === 'virtio-net') {
+    decodeNetDevice(r, f, guestFeatures);
+    subsAt = f.offset;
   } else if (!opts.emptyDeviceState) {
     const found = findSubsections(f);
     subsAt = found;
@@ -523,6 +527,78 @@ function decodeBalloonDevice(r: FieldReader, f: QEMUFileReader): void {
       });
     }
   });
+}
+
+/**
+ * virtio-net's `virtio-net-device` vmsd (v11). Whether the multiqueue fields (max and current
+ * queue pairs, then a tx_waiting per extra pair) are there depends on the device's
+ * configuration, which the blob does not say: both layouts are tried, and the one after which
+ * the `virtio/*` subsections run exactly to the end is taken. `curr_guest_offloads` is there when
+ * the blob's low feature word has CTRL_GUEST_OFFLOADS.
+ */
+function decodeNetDevice(r: FieldReader, f: QEMUFileReader, lowFeatures: bigint): void {
+  const vmsd = 'virtio-net-device';
+  const start = f.offset;
+  const offloads = (lowFeatures & 4n) !== 0n;
+  const fits = (mq: boolean): boolean => {
+    try {
+      const probe = new QEMUFileReader(f.peekBytes(0, f.remaining));
+      netDeviceFields(new FieldReader(probe, 0), probe, mq, offloads);
+      const tmp: DecodedVirtio = { transport: 'pci', status: 0, isr: 0, queueSel: 0, guestFeatures: 0n, config: new Uint8Array(0), queues: [], subsections: [], rings: [], fields: [] };
+      walkSubsections(new FieldReader(probe, 0), probe, tmp);
+      return probe.remaining === 0;
+    } catch {
+      return false;
+    }
+  };
+  const mq = !fits(false) && fits(true);
+  f.seek(start);
+  r.group(`device (${vmsd})`, () => netDeviceFields(r, f, mq, offloads));
+}
+
+function netDeviceFields(r: FieldReader, f: QEMUFileReader, mq: boolean, offloads: boolean): void {
+  const vmsd = 'virtio-net-device';
+  r.bytes('mac', 6);
+  r.be32('vqs[0].tx_waiting');
+  r.be32('mergeable_rx_bufs');
+  r.be16('status');
+  r.u8('promisc');
+  r.u8('allmulti');
+  const inUse = r.be32('mac_table.in_use');
+  if (inUse * 6 > f.remaining) throw f.error('mac_table.macs', `mac_table.in_use ${inUse} is more than the blob holds`);
+  if (inUse > 0) r.bytes('mac_table.macs', inUse * 6);
+  if (r.allEntries) r.group('vlans', () => {
+    for (let i = 0; i < 128; i++) r.le32(`[${i}]`);
+  });
+  else r.bytes('vlans', 512);
+  r.be32('has_vnet_hdr');
+  for (const n of ['mac_table.multi_overflow', 'mac_table.uni_overflow', 'alluni', 'nomulti', 'nouni', 'nobcast', 'has_ufo']) r.u8(n);
+  let curr = 1;
+  if (mq) {
+    r.be16('max_queue_pairs');
+    curr = r.be16('curr_queue_pairs');
+  }
+  for (let i = 1; i < curr; i++) r.be32(`vqs[${i}].tx_waiting`);
+  if (offloads) r.be64('curr_guest_offloads');
+  while (f.remaining > 2 && f.peekByte(0) === QEMU_VM_SUBSECTION) {
+    const name = latin1(f.peekBytes(2, f.peekByte(1)));
+    if (!name.startsWith(`${vmsd}/`)) break;
+    r.group(`subsection ${name}`, () => {
+      r.u8('QEMU_VM_SUBSECTION');
+      r.u8('name length');
+      r.text('name', name.length);
+      r.be32('version_id');
+      if (name !== `${vmsd}/rss`) throw f.error(name, `unknown subsection '${name}' of ${vmsd}`);
+      r.u8('enabled');
+      r.u8('redirect');
+      r.u8('populate_hash');
+      r.be32('hash_types');
+      const len = r.be16('indirections_len');
+      r.be16('default_queue');
+      r.bytes('key', 40);
+      for (let i = 0; i < len; i++) r.be16(`indirections_table[${i}]`);
+    });
+  }
 }
 
 /**

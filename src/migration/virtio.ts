@@ -70,7 +70,7 @@ function defaultEndian(vdev: VirtIODevice): DeviceEndian {
  * (they look at the *offered* features unless they say otherwise). `stage` receives what a load
  * parses; saving does not need it.
  */
-function virtioVmsd(vdev: VirtIODevice, stage?: SubsectionStage): VMStateDescription {
+function virtioVmsd(vdev: VirtIODevice, stage?: SubsectionStage, deviceQueues = vdev.vq.length): VMStateDescription {
   const st = (): SubsectionStage => stage!;
   const version1 = () => vdev.hostHasFeature(VIRTIO_F_VERSION_1);
   const sub = (name: string, d: Omit<VMStateDescription, 'name' | 'versionId' | 'minimumVersionId'>): VMStateDescription => ({
@@ -126,10 +126,10 @@ function virtioVmsd(vdev: VirtIODevice, stage?: SubsectionStage): VMStateDescrip
             const at = f.offset;
             const avail = f.getBe64(name);
             const used = f.getBe64(name);
-            if (i >= vdev.vq.length) {
+            if (i >= deviceQueues) {
               // QEMU would keep addresses for queues the device never added; they could never be
               // used. Refuse them rather than carry state that has no home here.
-              if (avail !== 0n || used !== 0n) throw f.error(`${name}[${i}]`, `queue ${i} does not exist on ${vdev.name} (it has ${vdev.vq.length}) but has ring addresses`, at);
+              if (avail !== 0n || used !== 0n) throw f.error(`${name}[${i}]`, `queue ${i} does not exist on ${vdev.name} (it has ${deviceQueues}) but has ring addresses`, at);
               continue;
             }
             rings.push({ avail: streamGpa(f, avail, `${name}[${i}].avail`, at), used: streamGpa(f, used, `${name}[${i}].used`, at + 8) });
@@ -149,7 +149,7 @@ function virtioVmsd(vdev: VirtIODevice, stage?: SubsectionStage): VMStateDescrip
           for (let i = 0; i < VIRTIO_QUEUE_MAX; i++) {
             const at = f.offset;
             const n = f.getBe32(name);
-            const exists = i < vdev.vq.length;
+            const exists = i < deviceQueues;
             if (exists ? n < 1 || n > VIRTQUEUE_MAX_SIZE : n !== 0) {
               throw f.error(`${name}[${i}].num_default`, exists ? `queue ${i} default size ${n} is not 1..${VIRTQUEUE_MAX_SIZE}` : `queue ${i} does not exist on ${vdev.name} but has default size ${n}`, at);
             }
@@ -268,9 +268,11 @@ export function virtioLoad(vdev: VirtIODevice, f: QEMUFileReader, ctx?: LoadCont
   const numAt = f.offset;
   const num = f.getBe32('virtio num_queues');
   if (num > VIRTIO_QUEUE_MAX) throw f.error('virtio num_queues', `Invalid number of virtqueues: 0x${num.toString(16)}`, numAt);
-  if (num > vdev.vq.length) {
-    throw f.error('virtio num_queues', `${num} queues in the stream, but ${vdev.name} has ${vdev.vq.length}`, numAt);
-  }
+  // The queues the device will have: its own, or (virtio-net in Debian's 7.2.22, through
+  // `pre_load_queues`) as many as the stream carries, within what its configuration allows.
+  const counted = vdev.queueCountForLoad(num);
+  if (typeof counted === 'string') throw f.error('virtio num_queues', counted, numAt);
+  const deviceQueues = counted;
   const variableAlign = bus?.hasVariableVringAlignment === true;
   const queues: QueueStage[] = [];
   for (let i = 0; i < num; i++) {
@@ -295,6 +297,7 @@ export function virtioLoad(vdev: VirtIODevice, f: QEMUFileReader, ctx?: LoadCont
     peekRam,
     writable: (gpa, len) => vdev.memory.isWritableRange(gpa, len),
     queueNum: (n) => queues[n]?.num,
+    lowFeatures: features32,
   });
 
   const stage: SubsectionStage = {
@@ -308,7 +311,7 @@ export function virtioLoad(vdev: VirtIODevice, f: QEMUFileReader, ctx?: LoadCont
     extraState: undefined,
     packedLastAvail: undefined,
   };
-  const vmsd = virtioVmsd(vdev, stage);
+  const vmsd = virtioVmsd(vdev, stage, deviceQueues);
   const subsAt = f.offset;
   vmstateLoad(f, vmsd, 1); // everything lands in `stage`
 
@@ -318,6 +321,8 @@ export function virtioLoad(vdev: VirtIODevice, f: QEMUFileReader, ctx?: LoadCont
   if ((features & ~vdev.hostFeatures) !== 0n) {
     throw f.error('virtio guest_features', `Features 0x${features.toString(16)} unsupported. Allowed features: 0x${vdev.hostFeatures.toString(16)}`, subsAt);
   }
+  const refused = vdev.checkLoad(features, num);
+  if (refused !== undefined) throw f.error('virtio num_queues', refused, numAt);
   const version1 = hasBit(features, VIRTIO_F_VERSION_1);
   const bigEndian = !version1 && deviceEndian === DeviceEndian.BIG;
   if (stage.packedLastAvail) for (let i = 0; i < num; i++) queues[i]!.lastAvailIdx = stage.packedLastAvail[i]!;
@@ -363,12 +368,13 @@ export function virtioLoad(vdev: VirtIODevice, f: QEMUFileReader, ctx?: LoadCont
     // Start from a reset device, as a fresh QEMU destination does: what the stream does not
     // carry takes its reset value, whatever the device held before.
     vdev.reset();
+    vdev.preLoadQueues(num);
     transportConfig?.();
     vdev.status = status;
     vdev.isr = isr;
     vdev.queueSel = queueSel;
     vdev.config.set(config);
-    if (stage.numDefault) for (let i = 0; i < vdev.vq.length; i++) vdev.vq[i]!.numDefault = stage.numDefault[i]!;
+    if (stage.numDefault) for (let i = 0; i < vdev.vq.length; i++) vdev.vq[i]!.numDefault = stage.numDefault[i] ?? vdev.vq[i]!.numDefault;
     for (let i = 0; i < vdev.vq.length; i++) {
       const q = queues[i];
       const vq = vdev.vq[i]!;

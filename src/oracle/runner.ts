@@ -18,12 +18,14 @@ import { launchQemu } from '../driver/qemu-launcher.js';
 import { createMachineFromArgs, parseQemuCommandLine } from '../machine/index.js';
 import { openDeviceChardev } from '../machine/chardev.js';
 import type { CharBackend } from '../devices/console/chardev.js';
+import { openNetdev, type HostNetdevSpec, type StreamNetBackend, type UdpNetBackend } from '../devices/net/backends/node.js';
 import { fileNodes } from '../machine/block-cmdline.js';
 import { openBlockFiles } from '../devices/blk/backends/node-file.js';
 import type { BlockBackend } from '../devices/blk/backend.js';
 import { compareTranscripts, sameTranscripts, type Comparison } from './compare.js';
 import { RecordingMachine } from './recorder.js';
-import { argsIn, needsHostDir, type OracleGroup, type OracleMachineSpec, type OracleProbe, type OracleScenario } from './scenario.js';
+import { argsIn, needsHostDir, type OracleGroup, type OracleMachineSpec, type OracleNetPeer, type OracleProbe, type OracleScenario } from './scenario.js';
+import { needsNetPeers, openNetPeers } from './net-peer.js';
 import { villainVerdict, type HostileFacts, type HostileVerdict } from './verdict.js';
 import { Transcript } from './transcript.js';
 import { materializeDisks } from './disks.js';
@@ -33,6 +35,8 @@ export interface StartedMachine {
   probe?: OracleProbe;
   /** The side's directory that `@DIR@` in the arguments stands for. */
   hostDir?: string;
+  /** The side's ends of `@NET:name@` backends. */
+  net?: ReadonlyMap<string, OracleNetPeer>;
   close(): Promise<void>;
 }
 
@@ -41,6 +45,20 @@ function hostDirFor(spec: OracleMachineSpec): { dir: string | undefined; remove:
   if (!needsHostDir(spec)) return { dir: undefined, remove: () => undefined };
   const dir = mkdtempSync(join(tmpdir(), 'virtio-ts-host-'));
   return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** A side's host resources: its directory and its UDP peers, the arguments that name them, their removal. */
+async function hostFor(spec: OracleMachineSpec): Promise<{ dir: string | undefined; net: ReadonlyMap<string, OracleNetPeer> | undefined; args: string[]; remove: () => void }> {
+  const host = hostDirFor(spec);
+  const withDir = argsIn(spec, host.dir);
+  if (!needsNetPeers(withDir)) return { dir: host.dir, net: undefined, args: withDir, remove: host.remove };
+  try {
+    const n = await openNetPeers(withDir);
+    return { dir: host.dir, net: n.peers, args: n.args, remove: () => { n.close(); host.remove(); } };
+  } catch (e) {
+    host.remove();
+    throw e;
+  }
 }
 
 export interface OracleSide {
@@ -63,10 +81,10 @@ export function qemuSide(command: readonly string[] = ['qemu-system-x86_64'], op
     label: opts.label ?? 'QEMU 7.2',
     settleMs: opts.settleMs ?? 20,
     async start(spec) {
-      const host = hostDirFor(spec);
+      const host = await hostFor(spec);
       try {
-        const p = await launchQemu({ command, machine: spec.machine, args: argsIn(spec, host.dir), name: opts.id ?? 'qemu' });
-        return { machine: p.machine, ...(host.dir ? { hostDir: host.dir } : {}), close: () => p.close().finally(host.remove) };
+        const p = await launchQemu({ command, machine: spec.machine, args: host.args, name: opts.id ?? 'qemu' });
+        return { machine: p.machine, ...(host.dir ? { hostDir: host.dir } : {}), ...(host.net ? { net: host.net } : {}), close: () => p.close().finally(host.remove) };
       } catch (e) {
         host.remove();
         throw e;
@@ -82,20 +100,26 @@ export function oursInProcessSide(): OracleSide {
     label: 'virtio-ts',
     settleMs: 0,
     async start(spec) {
-      const host = hostDirFor(spec);
-      const argv = ['-machine', spec.machine, '-m', '16M', ...argsIn(spec, host.dir)];
-      const cl = parseQemuCommandLine(argv);
-      // The chardevs devices use, then the files of -drive/-blockdev, opened as virtio-ts-qemu
-      // opens them at start-up (sockets listen here).
+      const host = await hostFor(spec);
+      const argv = ['-machine', spec.machine, '-m', '16M', ...host.args];
+      // The chardevs devices use, the netdevs with host sockets, then the files of -drive and
+      // -blockdev, opened as virtio-ts-qemu opens them at start-up (sockets listen here).
       const chardevs = new Map<string, CharBackend>();
+      const netdevs = new Map<string, UdpNetBackend | StreamNetBackend>();
       let files = new Map<string, BlockBackend>();
+      let emit: ((name: string, data: Record<string, unknown>) => void) | undefined;
       const closeHost = () => {
         for (const c of chardevs.values()) c.close();
+        for (const n of netdevs.values()) n.close();
         for (const f of files.values()) void f.close?.();
         host.remove();
       };
       try {
+        const cl = parseQemuCommandLine(argv);
         for (const c of cl.chardevs) chardevs.set(c.id, await openDeviceChardev(c));
+        for (const n of [...cl.netdevs.filter((x) => x.type === 'dgram' || x.type === 'stream'), ...cl.netdevs.filter((x) => x.type === 'socket')]) {
+          netdevs.set(n.id, await openNetdev(n as HostNetdevSpec, { onEvent: (name, data) => emit?.(name, data) }));
+        }
         files = await openBlockFiles(fileNodes(cl.drives, cl.blockdevs));
       } catch (e) {
         closeHost();
@@ -103,7 +127,9 @@ export function oursInProcessSide(): OracleSide {
       }
       let built: ReturnType<typeof createMachineFromArgs>;
       try {
-        built = createMachineFromArgs(argv, { chardevs, blockFiles: files });
+        built = createMachineFromArgs(argv, { chardevs, netdevs, blockFiles: files });
+        const machine = built.built.machine;
+        emit = (name, data) => machine.emitEvent(name, data);
       } catch (e) {
         closeHost();
         throw e;
@@ -129,6 +155,7 @@ export function oursInProcessSide(): OracleSide {
         machine,
         probe: { takeErrors: () => errors.splice(0) },
         ...(host.dir ? { hostDir: host.dir } : {}),
+        ...(host.net ? { net: host.net } : {}),
         close: () => machine.close(),
       };
     },
@@ -142,10 +169,10 @@ export function oursSocketSide(program: string, opts: { settleMs?: number } = {}
     label: 'virtio-ts-qemu',
     settleMs: opts.settleMs ?? 0,
     async start(spec) {
-      const host = hostDirFor(spec);
+      const host = await hostFor(spec);
       try {
-        const p = await launchQemu({ command: [process.execPath, program], machine: spec.machine, args: argsIn(spec, host.dir), name: 'virtio-ts-qemu' });
-        return { machine: p.machine, ...(host.dir ? { hostDir: host.dir } : {}), close: () => p.close().finally(host.remove) };
+        const p = await launchQemu({ command: [process.execPath, program], machine: spec.machine, args: host.args, name: 'virtio-ts-qemu' });
+        return { machine: p.machine, ...(host.dir ? { hostDir: host.dir } : {}), ...(host.net ? { net: host.net } : {}), close: () => p.close().finally(host.remove) };
       } catch (e) {
         host.remove();
         throw e;
@@ -231,7 +258,7 @@ async function runSide(group: OracleGroup, side: OracleSide, opts: RunOptions): 
         const r = rec;
         facts = await withTimeout(
           (async () => {
-            const f = await s.run({ m: r, alloc: new GuestAllocator(ORACLE_RAM.start, ORACLE_RAM.end), ...(started.hostDir ? { hostDir: started.hostDir } : {}) });
+            const f = await s.run({ m: r, alloc: new GuestAllocator(ORACLE_RAM.start, ORACLE_RAM.end), ...(started.hostDir ? { hostDir: started.hostDir } : {}), ...(started.net ? { net: started.net } : {}) });
             await r.sync();
             return f;
           })(),

@@ -46,6 +46,21 @@ export interface OracleProbe {
   takeErrors(): string[];
 }
 
+/**
+ * The test's end of a NIC's UDP backend (`@NET:name@` in the arguments): frames into the NIC,
+ * frames the NIC sent. Each side gets its own sockets.
+ */
+export interface OracleNetPeer {
+  /** Send one frame to the machine's backend. */
+  send(frame: Uint8Array): Promise<void>;
+  /** Frames received so far (and forget them). */
+  take(): Uint8Array[];
+  /** Wait (bounded by wall-clock time) until `count` frames came; returns them (maybe fewer). */
+  wait(count: number, timeoutMs?: number): Promise<Uint8Array[]>;
+  /** Let the machine's main loop turn (wall-clock pause). */
+  settle(ms?: number): Promise<void>;
+}
+
 export interface OracleContext {
   m: RecordingMachine;
   /** Fresh for every scenario: guest RAM from 1 MiB up. */
@@ -55,6 +70,8 @@ export interface OracleContext {
    * (e.g. `-chardev socket,path=@DIR@/c0.sock,...`), so each side gets its own sockets.
    */
   hostDir?: string;
+  /** The test's ends of `@NET:name@` backends, by name. */
+  net?: ReadonlyMap<string, OracleNetPeer>;
 }
 
 export interface OracleScenario {

@@ -15,6 +15,7 @@ import {
   VIRTIO_F_NOTIFY_ON_EMPTY,
   VIRTIO_F_VERSION_1,
   VIRTIO_ISR_QUEUE,
+  VIRTIO_LEGACY_FEATURES,
   VIRTIO_RING_F_EVENT_IDX,
   VIRTIO_RING_F_INDIRECT_DESC,
 } from './constants.js';
@@ -24,6 +25,8 @@ export interface DeviceLoadContext extends LoadContext {
   writable(gpa: number, len: number): boolean;
   /** Size of queue `n` as the stream sets it (undefined for a queue the stream does not carry). */
   queueNum?(n: number): number | undefined;
+  /** The blob's low feature word (QEMU's `guest_features` while the device state loads). */
+  lowFeatures?: bigint;
 }
 
 export interface VirtIODeviceOptions {
@@ -68,7 +71,19 @@ export abstract class VirtIODevice implements VirtQueueOwner {
   /** Features offered, after the transport and the device type adjusted them. */
   hostFeatures: bigint;
   /** Features the driver accepted (always a subset of hostFeatures). */
-  guestFeatures = 0n;
+  get guestFeatures(): bigint {
+    return this.guestFeaturesValue;
+  }
+  set guestFeatures(v: bigint) {
+    this.guestFeaturesValue = v;
+    // Mirrored as two numbers: `hasFeature` runs per request on hot paths (virtio-net checks
+    // VERSION_1 per received frame), and BigInt shifts allocate.
+    this.guestFeaturesLo = Number(v & 0xffff_ffffn);
+    this.guestFeaturesHi = Number((v >> 32n) & 0xffff_ffffn);
+  }
+  private guestFeaturesValue = 0n;
+  private guestFeaturesLo = 0;
+  private guestFeaturesHi = 0;
   /** Device-specific configuration space, in guest layout. */
   readonly config: Uint8Array;
   /** Configuration generation (VIRTIO 1.2 §2.5.1), bumped on every config-change notification. */
@@ -125,6 +140,20 @@ export abstract class VirtIODevice implements VirtQueueOwner {
   // ---------------------------------------------------------------------------------------
   // Hooks for device types (QEMU's VirtioDeviceClass)
 
+  /**
+   * Feature bits only a legacy interface offers (QEMU's `legacy_features`): modern transports
+   * hide them. Device types with legacy-only bits of their own (virtio-net's GSO) add them.
+   */
+  get legacyFeatures(): bigint {
+    return VIRTIO_LEGACY_FEATURES;
+  }
+  /**
+   * What a legacy driver gets when it acks VIRTIO_F_BAD_FEATURE, i.e. does not negotiate
+   * properly (QEMU's `bad_features`; the offer still filters it).
+   */
+  badFeatures(): bigint {
+    return 0n;
+  }
   /** Adjust the offered features (QEMU's `get_features`); called once when plugged. */
   protected getFeatures(features: bigint): bigint {
     return features;
@@ -184,6 +213,24 @@ export abstract class VirtIODevice implements VirtQueueOwner {
   postLoad(): void {}
 
   /**
+   * Migration: the number of queues the device will have for a stream that carries `num`
+   * (QEMU's `pre_load_queues` decides it in Debian's 7.2.22), or a message refusing the count.
+   * By default the device's own queues, which the stream may not exceed.
+   */
+  queueCountForLoad(num: number): number | string {
+    return num > this.vq.length ? `${num} queues in the stream, but ${this.name} has ${this.vq.length}` : this.vq.length;
+  }
+  /** Migration, at apply time on a freshly reset device: take the stream's queue count (QEMU's `pre_load_queues`). */
+  preLoadQueues(_num: number): void {}
+  /**
+   * Migration, once the whole blob is parsed: a message refusing a stream whose features and
+   * queue count do not fit together, or undefined.
+   */
+  checkLoad(_features: bigint, _numQueues: number): string | undefined {
+    return undefined;
+  }
+
+  /**
    * Migration: take negotiated features without the status checks (QEMU's
    * `virtio_set_features_nocheck`). Returns false when `val` has bits the device does not offer.
    */
@@ -215,6 +262,19 @@ export abstract class VirtIODevice implements VirtQueueOwner {
     this.hostFeatures = this.getFeatures(f);
   }
 
+  /**
+   * Remove queues `from` and above (QEMU's `virtio_del_queue` from the end): they read as size 0
+   * to the driver until added again. Used by devices whose queue count follows the negotiated
+   * features (virtio-net's multiqueue).
+   */
+  protected removeQueuesFrom(from: number): void {
+    while (this.vq.length > from) {
+      const q = this.vq.pop()!;
+      q.reset();
+      this.notifiedWhileStopped.delete(q.index);
+    }
+  }
+
   /** Queue `n`, or undefined when the device has no such queue (size 0 to the driver). */
   getQueue(n: number): VirtQueue | undefined {
     return n >= 0 && n < this.vq.length ? this.vq[n] : undefined;
@@ -230,7 +290,9 @@ export abstract class VirtIODevice implements VirtQueueOwner {
 
   /** Has the driver negotiated feature bit `n`? */
   hasFeature(n: number): boolean {
-    return hasBit(this.guestFeatures, n);
+    if (n >= 0 && n < 32) return ((this.guestFeaturesLo >>> n) & 1) === 1;
+    if (n >= 32 && n < 64) return ((this.guestFeaturesHi >>> (n - 32)) & 1) === 1;
+    return false;
   }
 
   /** Does the device offer feature bit `n`? */
@@ -433,6 +495,7 @@ export abstract class VirtIODevice implements VirtQueueOwner {
     if (!this.vmRunning) {
       this.notifiedWhileStopped.add(n);
       if (tr) tr({ type: 'virtio_queue_notify_deferred', device: this.name, queue: n });
+      this.guarded(() => this.queueNotifiedWhileStopped(n));
       return;
     }
     if (tr) tr({ type: 'virtio_queue_notify', device: this.name, queue: n });
@@ -483,6 +546,13 @@ export abstract class VirtIODevice implements VirtQueueOwner {
     }
     if (this.vmRunning) this.notifiedWhileStopped.clear();
   }
+
+  /**
+   * A notify of queue `n` arrived while the VM is stopped: the core only remembers it, but a
+   * device type may note what QEMU's handler notes then (virtio-net's `tx_waiting`, which
+   * migrates). It must not touch guest RAM.
+   */
+  protected queueNotifiedWhileStopped(_n: number): void {}
 
   /** React to the VM starting or stopping (a device's own vm change state handler). */
   protected vmStateChangeHook(_running: boolean): void {}

@@ -76,30 +76,39 @@ export class VirtQueueElement {
    * QEMU's `iov_to_buf` on `out_sg`.
    */
   readOut(offset: number, dst: Uint8Array): number {
+    return this.readOutInto(offset, dst, 0, dst.length);
+  }
+
+  /**
+   * `readOut` into `dst[dstOff, dstOff+len)`, without a view of `dst` (so a caller with one big
+   * scratch buffer allocates nothing per copy).
+   */
+  readOutInto(offset: number, dst: Uint8Array, dstOff: number, len: number): number {
     // A returned element, or one made stale by a reset, no longer owns its buffers; an offset
     // before the chain's start (negative, NaN) would reach bytes the chain does not own.
-    if (!this.inFlight || !(offset >= 0)) return 0;
+    if (!this.inFlight || !(offset >= 0) || !(dstOff >= 0) || !(len > 0)) return 0;
     const mem = this.memory;
     if (mem.sync() !== this.viewsEpoch) this.dropViews();
     const sgAddr = this.sgAddr;
     const sgLen = this.sgLen;
     const to = this.outNum;
-    const want = dst.length;
+    const want = Math.min(len, dst.length - dstOff);
     let done = 0;
     let skip = offset;
     for (let i = 0; i < to && done < want; i++) {
-      const len = sgLen[i]!;
-      if (skip >= len) {
-        skip -= len;
+      const elen = sgLen[i]!;
+      if (skip >= elen) {
+        skip -= elen;
         continue;
       }
-      const n = Math.min(len - skip, want - done);
+      const n = Math.min(elen - skip, want - done);
       const addr = sgAddr[i]! + skip;
       const r = mem.regionAt(addr, n);
       if (r === undefined) break;
       const off = addr - r.base;
+      const d0 = dstOff + done;
       if (n > SMALL_COPY) {
-        dst.set(this.rangeView(i, r, off, n), done);
+        dst.set(this.rangeView(i, r, off, n), d0);
       } else {
         // A few bytes: cheaper than a Uint8Array.set call. Whole words where the offset allows
         // (`off | 0` is exact below 2^31), then the odd bytes.
@@ -110,15 +119,15 @@ export class VirtQueueElement {
           let j = 0;
           for (; j + 4 <= n; j += 4) {
             const w = dv.getUint32(o + j, true);
-            const d = done + j;
+            const d = d0 + j;
             dst[d] = w & 0xff;
             dst[d + 1] = (w >>> 8) & 0xff;
             dst[d + 2] = (w >>> 16) & 0xff;
             dst[d + 3] = w >>> 24;
           }
-          for (; j < n; j++) dst[done + j] = ram[o + j]!;
+          for (; j < n; j++) dst[d0 + j] = ram[o + j]!;
         } else {
-          for (let j = 0; j < n; j++) dst[done + j] = ram[off + j]!;
+          for (let j = 0; j < n; j++) dst[d0 + j] = ram[off + j]!;
         }
       }
       done += n;
@@ -133,32 +142,43 @@ export class VirtQueueElement {
    * to the memory's `onWrite` when the element is returned, with the used length.)
    */
   writeIn(offset: number, src: Uint8Array): number {
+    return this.writeInFrom(offset, src, 0, src.length);
+  }
+
+  /**
+   * `writeIn` from `src[srcOff, srcOff+len)`. Where a buffer takes a part of that range, the view
+   * of the part is the one made last time when it is the same, so a steady stream of frames
+   * through the same buffers allocates nothing.
+   */
+  writeInFrom(offset: number, src: Uint8Array, srcOff: number, len: number): number {
     // A returned element, or one made stale by a reset, no longer owns its buffers; an offset
     // before the chain's start (negative, NaN) would reach bytes the chain does not own.
-    if (!this.inFlight || !(offset >= 0)) return 0;
+    if (!this.inFlight || !(offset >= 0) || !(srcOff >= 0) || !(len > 0)) return 0;
     const mem = this.memory;
     mem.sync();
     const sgAddr = this.sgAddr;
     const sgLen = this.sgLen;
     const to = this.outNum + this.inNum;
-    const want = src.length;
+    const want = Math.min(len, src.length - srcOff);
     let done = 0;
     let skip = offset;
     for (let i = this.outNum; i < to && done < want; i++) {
-      const len = sgLen[i]!;
-      if (skip >= len) {
-        skip -= len;
+      const elen = sgLen[i]!;
+      if (skip >= elen) {
+        skip -= elen;
         continue;
       }
-      const n = Math.min(len - skip, want - done);
+      const n = Math.min(elen - skip, want - done);
       const addr = sgAddr[i]! + skip;
       const r = mem.regionAt(addr, n);
       if (r === undefined || r.readonly) break;
       const off = addr - r.base;
       const ram = r.bytes;
+      const s0 = srcOff + done;
       if (n > SMALL_COPY) {
         // The whole of src needs no view of it; only a part of it does.
-        ram.set(n === want ? src : src.subarray(done, done + n), off);
+        if (src === ram) ram.copyWithin(off, s0, s0 + n); // guest RAM to guest RAM (NIC to NIC): no view needed
+        else ram.set(s0 === 0 && n === src.length ? src : this.srcView(i, src, s0, n), off);
       } else {
         // A few bytes: whole words where the offset allows, then the odd bytes.
         const o = off | 0;
@@ -166,13 +186,13 @@ export class VirtQueueElement {
           const dv = r.view;
           let j = 0;
           for (; j + 4 <= n; j += 4) {
-            const d = done + j;
+            const d = s0 + j;
             // (Masked, so that any typed array passed in converts to bytes as set() would.)
             dv.setUint32(o + j, (src[d]! & 0xff) | ((src[d + 1]! & 0xff) << 8) | ((src[d + 2]! & 0xff) << 16) | (src[d + 3]! << 24), true);
           }
-          for (; j < n; j++) ram[o + j] = src[done + j]!;
+          for (; j < n; j++) ram[o + j] = src[s0 + j]!;
         } else {
-          for (let j = 0; j < n; j++) ram[off + j] = src[done + j]!;
+          for (let j = 0; j < n; j++) ram[off + j] = src[s0 + j]!;
         }
       }
       done += n;
@@ -185,6 +205,21 @@ export class VirtQueueElement {
     this.views.fill(undefined);
     this.viewRegion.fill(undefined);
     this.viewsEpoch = this.memory.epoch;
+  }
+
+  // Per entry, the last view of a source that writeInFrom copied from.
+  private readonly srcViews: (Uint8Array | undefined)[] = [];
+  private readonly srcOf: (Uint8Array | undefined)[] = [];
+  private readonly srcOffs: number[] = [];
+
+  private srcView(i: number, src: Uint8Array, off: number, n: number): Uint8Array {
+    const v = this.srcViews[i];
+    if (v !== undefined && this.srcOf[i] === src && this.srcOffs[i] === off && v.length === n) return v;
+    const fresh = src.subarray(off, off + n);
+    this.srcViews[i] = fresh;
+    this.srcOf[i] = src;
+    this.srcOffs[i] = off;
+    return fresh;
   }
 
   /**

@@ -408,6 +408,14 @@ export class VirtQueue {
     return false;
   }
 
+  /**
+   * Heads the guest made available, as the ring says, without any check or side effect (0 when
+   * unmapped): for a device that must tell an empty ring from a full one while it is broken.
+   */
+  availableHeadsRaw(): number {
+    return this.mapped ? (this.readAvailIdx() - this.lastAvailIdx) & 0xffff : 0;
+  }
+
   /** Number of heads available now, or -1 after reporting a bogus avail index. */
   availableHeads(): number {
     if (!this.mapped) return 0;
@@ -725,6 +733,42 @@ export class VirtQueue {
     noteInBuffers(hook, elem, n);
     hook(this.used + 4 + 8 * slot, 8);
     hook(this.used + 2, 2);
+  }
+
+  /**
+   * Return every available chain with length 0 without walking it (QEMU's
+   * `virtqueue_split_drop_all`, which virtio-net uses for transmit while the link is down): only
+   * the head is read and checked. Stops at an empty queue, a full in-use count, or a bad head
+   * (which breaks the device, as QEMU's `virtqueue_get_head` does). Returns how many it returned;
+   * at most `num` per call, so the work is bounded.
+   */
+  dropAll(): number {
+    let dropped = 0;
+    while (!this.isEmpty() && this.inuse < this.num) {
+      const last = this.lastAvailIdx;
+      const slot = this.numMask >= 0 ? last & this.numMask : last % this.num;
+      const head = this.availView.getUint16(this.availOff + 4 + 2 * slot, this.le);
+      if (head >= this.num) {
+        this.headError(head, false);
+        break;
+      }
+      this.lastAvailIdx = (last + 1) & 0xffff;
+      if (this.eventIdx && this.notification) this.writeAvailEvent(this.lastAvailIdx);
+      // Published at once with length 0, as QEMU pushes its unmapped element.
+      const old = this.usedIdx;
+      const uslot = this.numMask >= 0 ? old & this.numMask : old % this.num;
+      const o = this.usedOff + 4 + 8 * uslot;
+      this.usedView.setUint32(o, head, this.le);
+      this.usedView.setUint32(o + 4, 0, this.le);
+      const next = (old + 1) & 0xffff;
+      this.usedView.setUint16(this.usedOff + 2, next, this.le);
+      this.usedIdx = next;
+      if ((((next - this.signalledUsed) << 16) >> 16) < ((next - old) & 0xffff)) this.signalledUsedValid = false;
+      const tr = this.owner.tracer;
+      if (tr) tr({ type: 'virtqueue_fill', device: this.owner.name, queue: this.index, head, len: 0, slot: uslot });
+      dropped++;
+    }
+    return dropped;
   }
 
   /** Give up an element without returning it to the driver (QEMU's `virtqueue_detach_element`). */

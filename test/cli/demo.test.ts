@@ -15,6 +15,12 @@ describe('virtio-ts demo', () => {
       expect(text).toMatch(/ok {5}all 6 writes completed once on the destination/);
       expect(text).toMatch(/ok {5}every byte of the disk, read by the guest, equals the model \(1 MiB\)/);
       expect(text).toMatch(/ok {5}KEY_A \(30\) pressed and released/);
+      // virtio-net: an ARP exchange on each machine, and a frame delivered before the migration
+      // read on the destination (${legacy ? 10 : 12}-byte header on this transport).
+      expect(text).toContain(`net: ${legacy ? 10 : 12}-byte header, 4 receive buffers posted`);
+      expect(text).toMatch(/ok {5}net: ARP reply: 10\.0\.2\.2 is at 52:55:0a:00:02:02/);
+      expect(text).toMatch(/ok {5}net: the frame delivered before the migration is read on the destination: "a frame the guest has not read yet"/);
+      expect(text).toMatch(/destination \| virtio-net: queue 1 pop head/);
       expect(text).not.toContain('FAILED');
       // The ring trace is there, from both machines.
       expect(text).toMatch(/source {6}\| virtio-blk: queue 0 pop head/);

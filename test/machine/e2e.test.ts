@@ -255,7 +255,7 @@ describe('virtio-ts-qemu, started as QEMU is', () => {
   it('refuses bad command lines with a message and exit status 1', async () => {
     const cases: [string[], RegExp][] = [
       [['-foo'], /^virtio-ts-qemu: -foo: invalid option\n$/],
-      [['-M', 'pc', '-device', 'virtio-net-pci'], /^virtio-ts-qemu: -device virtio-net-pci: device 'virtio-net-pci' is not implemented yet by virtio-ts\n$/],
+      [['-M', 'pc', '-device', 'virtio-input-host-pci'], /^virtio-ts-qemu: -device virtio-input-host-pci: device 'virtio-input-host-pci' is not implemented yet by virtio-ts\n$/],
       [['-nodefaults', '-M', 'pc', '-device', 'virtio-blk-pci,drive=d0'], /^virtio-ts-qemu: -device virtio-blk-pci,drive=d0: Property 'virtio-blk-device.drive' can't find value 'd0'\n$/],
       [[...BASE(), '-qtest', `unix:${join(dir, 'nobody.sock')}`], /^virtio-ts-qemu: Failed to connect to '.*nobody\.sock': No such file or directory\nvirtio-ts-qemu: Failed to initialize device for qtest: "unix:.*nobody\.sock"\n$/],
       [[...BASE(), '-qmp', `unix:${join(dir, 'nobody.sock')}`], /^virtio-ts-qemu: -qmp unix:.*nobody\.sock: Failed to connect to '.*nobody\.sock': No such file or directory\n$/],

@@ -21,7 +21,8 @@ import { join } from 'node:path';
 import { GuestAllocator } from '../../src/driver/alloc.js';
 import { launchQemu, type QemuProcess } from '../../src/driver/qemu-launcher.js';
 import { MigrationFailure, SwappableMachine, migrateIncomingFromFile, migrateToFile, runState, runStateAfterMigration } from '../../src/oracle/migration.js';
-import { argsIn, type OracleMachineSpec } from '../../src/oracle/scenario.js';
+import { argsIn, type OracleMachineSpec, type OracleNetPeer } from '../../src/oracle/scenario.js';
+import { openNetPeers } from '../../src/oracle/net-peer.js';
 
 export type Impl = 'qemu' | 'ours';
 
@@ -64,6 +65,11 @@ export interface MigrationContext {
   readonly hostDirs: readonly string[];
   /** The directory of the end the script talks to now. */
   readonly hostDir: string;
+  /**
+   * The test's end of the current machine's `@NET:name@` backend (each end has its own UDP
+   * sockets, as each has its own directory).
+   */
+  net(name: string): OracleNetPeer;
   /** A capture-only run: no destination exists (`migrate()` ends the script). */
   readonly capturing: boolean;
 }
@@ -125,11 +131,14 @@ function withDisks(spec: OracleMachineSpec, disks: Readonly<Record<string, strin
   };
 }
 
-function launch(ep: Endpoint, spec: OracleMachineSpec, incoming: boolean, hostDir: string): Promise<QemuProcess> {
+async function launch(ep: Endpoint, spec: OracleMachineSpec, incoming: boolean, hostDir: string, peers: Map<string, OracleNetPeer>[], closers: (() => void)[]): Promise<QemuProcess> {
+  const n = await openNetPeers(argsIn(spec, hostDir));
+  closers.push(n.close);
+  peers.push(n.peers);
   return launchQemu({
     command: ep.command,
     machine: spec.machine,
-    args: [...argsIn(spec, hostDir), ...(incoming ? ['-incoming', 'defer'] : [])],
+    args: [...n.args, ...(incoming ? ['-incoming', 'defer'] : [])],
     name: `${ep.impl}${incoming ? ' (destination)' : ''}`,
   });
 }
@@ -159,8 +168,12 @@ export async function runMigrationScenario(scenario: MigrationScenario, path: re
     mkdirSync(d);
     return d;
   });
+  const peerMaps: Map<string, OracleNetPeer>[][] = [];
+  const closers: (() => void)[] = [];
   const starts = (opts.captureOnly ? path.slice(0, 1) : path).map((ep, i) => {
-    const p = launch(ep, withDisks(scenario.specFor?.(i, ep.impl) ?? scenario.spec, disks), i > 0, hostDirs[i]!);
+    const maps: Map<string, OracleNetPeer>[] = [];
+    peerMaps[i] = maps;
+    const p = launch(ep, withDisks(scenario.specFor?.(i, ep.impl) ?? scenario.spec, disks), i > 0, hostDirs[i]!, maps, closers);
     p.then((x) => procs.push(x)).catch(() => undefined);
     return p;
   });
@@ -184,6 +197,11 @@ export async function runMigrationScenario(scenario: MigrationScenario, path: re
       capturing: opts.captureOnly === true,
       get hostDir() {
         return hostDirs[hop]!;
+      },
+      net(name: string) {
+        const p = peerMaps[hop]?.[0]?.get(name);
+        if (!p) throw new Error(`${scenario.name}: no @NET:${name}@ on end ${hop}`);
+        return p;
       },
       async migrate() {
         const from = path[hop]!;
@@ -235,6 +253,7 @@ export async function runMigrationScenario(scenario: MigrationScenario, path: re
   } finally {
     await Promise.allSettled(starts);
     await Promise.all(procs.map((p) => p.close()));
+    for (const c of closers) c();
     rmSync(dir, { recursive: true, force: true });
   }
   return { hops, notes, ms: performance.now() - t0 };

@@ -93,7 +93,8 @@ describe('decodeVirtioBlob', () => {
     expect(decodeOptionsFor('0000:00:03.0/virtio-rng')).toEqual({ transport: 'pci', emptyDeviceState: true });
     expect(decodeOptionsFor('virtio-mmio@00000000feb02e00/virtio-rng')).toEqual({ transport: 'mmio', emptyDeviceState: true });
     expect(decodeOptionsFor('0000:00:04.0/virtio-blk')).toEqual({ transport: 'pci', emptyDeviceState: false, deviceState: 'virtio-blk' });
-    expect(decodeOptionsFor('0000:00:05.0/virtio-net')).toEqual({ transport: 'pci', emptyDeviceState: false });
+    expect(decodeOptionsFor('0000:00:05.0/virtio-net')).toEqual({ transport: 'pci', emptyDeviceState: false, deviceVmsd: 'virtio-net' });
+    expect(decodeOptionsFor('0000:00:06.0/virtio-9p')).toEqual({ transport: 'pci', emptyDeviceState: false });
   });
 
   it('an unknown device part is skipped to the subsections, and reported', () => {

@@ -1,12 +1,13 @@
 /** The virtio device types `-device` can build, by QEMU type name. */
 import { balloonType } from './balloon.js';
 import { keyboardType, mouseType, tabletType } from './input.js';
+import { netType } from './net.js';
 import { rngType } from './rng.js';
 import { blkType } from './blk.js';
 import { serialType, virtconsoleType, virtserialportType } from './serial.js';
 import type { BusChildType, VirtioDeviceType } from './types.js';
 
-export const VIRTIO_DEVICE_TYPES: readonly VirtioDeviceType[] = [rngType, serialType, balloonType, keyboardType, mouseType, tabletType, blkType];
+export const VIRTIO_DEVICE_TYPES: readonly VirtioDeviceType[] = [rngType, serialType, balloonType, keyboardType, mouseType, tabletType, blkType, netType];
 
 /** Devices that plug into a bus another device provides (virtio-serial's ports). */
 export const BUS_CHILD_TYPES: readonly BusChildType[] = [virtconsoleType, virtserialportType];

@@ -26,4 +26,5 @@ export const SUPPORTED_DEVICES: readonly string[] = [
   ...virtioNames('virtio-mouse', { pciVariants: false }),
   ...virtioNames('virtio-tablet', { pciVariants: false }),
   ...virtioNames('virtio-blk'),
+  ...virtioNames('virtio-net'),
 ];

@@ -14,6 +14,8 @@ import type { EntropySource } from '../../devices/rng.js';
 import type { BlockBackend } from '../../devices/blk/backend.js';
 import type { CharBackend } from '../../devices/console/chardev.js';
 import type { QomObject } from '../qom.js';
+import type { NetBackend } from '../../devices/net/net-client.js';
+import type { NetStack } from '../net-stack.js';
 
 /**
  * Property types as QEMU's qdev properties parse them: `u16`/`u32`/`u64`/`i32` integers, `size32`
@@ -40,6 +42,11 @@ export interface BuildOptions {
    * test passes its own). A `null` chardev needs none; any other one missing here is an error.
    */
   chardevs?: ReadonlyMap<string, CharBackend>;
+  /**
+   * Backends of the `-netdev`s that need the host (socket, dgram, stream), by id; virtio-ts-qemu
+   * opens them. `hubport`s are built by the machine itself.
+   */
+  netdevs?: ReadonlyMap<string, NetBackend>;
 }
 
 export interface DeviceBuildContext {
@@ -65,6 +72,8 @@ export interface DeviceBuildContext {
   qomPath: string;
   /** Name of the bus the device will provide, for types with `childBusType`. */
   childBusName: string | undefined;
+  /** The machine's net clients (`-netdev`s, hubs, NICs), for `netdev=`. */
+  net: NetStack;
 }
 
 export interface VirtioDeviceType {

@@ -1,5 +1,7 @@
 // Every oracle scenario group (rng on every transport, the hostile guests, virtio-console, input,
-// balloon, virtio-blk), for test/oracle/*.test.ts and `npm run oracle` (scripts/oracle.ts).
+// balloon, virtio-blk, virtio-net), for test/oracle/*.test.ts and `npm run oracle` (scripts/oracle.ts).
+import { NET_GROUPS } from './net.js';
+import { NET_HOSTILE_GROUPS } from './net-hostile.js';
 import type { OracleGroup } from '../../../src/oracle/scenario.js';
 import { CONSOLE_GROUPS } from './console.js';
 import { CONSOLE_HOSTILE_GROUPS } from './console-hostile.js';
@@ -22,4 +24,6 @@ export const ORACLE_GROUPS: readonly OracleGroup[] = [
   ...HOSTILE_DEVICE_GROUPS,
   ...BLK_GROUPS,
   ...BLK_HOSTILE_GROUPS,
+  ...NET_GROUPS,
+  ...NET_HOSTILE_GROUPS,
 ];
