@@ -1,7 +1,7 @@
 // `virtio-ts v86`: boot a Linux kernel in v86 (the npm package, an optional peer dependency,
 // loaded only here) with our virtio devices on its PCI bus through virtio-ts/v86: rng, blk (with
-// --disk), console (hvc0) and input (keyboard, tablet). The guest's serial console and hvc0 are
-// the terminal. virtio-net joins once it is on main (see `attachDevices`).
+// --disk), console (hvc0), net (a UDP wire with --net, as QEMU's `-netdev dgram`) and input
+// (keyboard, tablet). The guest's serial console and hvc0 are the terminal.
 import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
@@ -10,8 +10,10 @@ import { VirtIOBlock } from '../devices/blk/blk.js';
 import { CallbackChardev } from '../devices/console/chardev.js';
 import { VirtIOSerial } from '../devices/console/virtio-serial.js';
 import { VirtIOKeyboard, VirtIOTablet } from '../devices/input/hid.js';
+import { UdpNetBackend } from '../devices/net/backends/node.js';
+import type { NetBackend } from '../devices/net/net-client.js';
+import { VirtIONet } from '../devices/net/virtio-net.js';
 import { VirtIORng } from '../devices/rng.js';
-import type { VirtIODevice } from '../virtio/device.js';
 import { v86Host, type V86PciHost } from '../embed/v86/host.js';
 import type { V86Emulator } from '../embed/v86/types.js';
 import { v86VirtioPci } from '../embed/v86/virtio.js';
@@ -19,7 +21,7 @@ import { v86VirtioPci } from '../embed/v86/virtio.js';
 export const V86_USAGE = `usage: virtio-ts v86 --kernel BZIMAGE [--initrd FILE] [--disk IMG] [options]
 
 Boots BZIMAGE in v86 with virtio-ts devices on its PCI bus: virtio-rng, virtio-blk (IMG),
-virtio-console (hvc0) and virtio-input (keyboard, tablet). The serial console (ttyS0) and hvc0
+virtio-console (hvc0), virtio-net and virtio-input (keyboard, tablet). The serial console (ttyS0) and hvc0
 print on this terminal; what you type goes to ttyS0 (--console hvc0: to hvc0). Ctrl-] quits.
 
 options:
@@ -27,6 +29,10 @@ options:
   --initrd FILE       an initramfs
   --disk IMG          a raw disk image for virtio-blk (read-write; --read-only to protect it)
   --read-only         open IMG read-only
+  --net udp:LPORT:RHOST:RPORT
+                      virtio-net's wire: one Ethernet frame per UDP datagram, from local port
+                      LPORT to RHOST:RPORT (QEMU's -netdev dgram; another virtio-ts v86 or a
+                      QEMU can be the other end); without it the NIC's cable is unplugged
   --bios FILE         SeaBIOS (bios.bin); default: Debian's /usr/share/seabios/bios.bin, or
                       .cache/v86/inputs.json (node scripts/v86-inputs.mjs)
   --memory MIB        guest RAM (default 256; above 64 + initrd size, where v86 puts the initrd)
@@ -43,6 +49,8 @@ export interface V86CliOptions {
   initrd: string | undefined;
   disk: string | undefined;
   readOnly: boolean;
+  /** --net udp:LPORT:RHOST:RPORT. */
+  net: { localPort: number; remoteHost: string; remotePort: number } | undefined;
   bios: string | undefined;
   memoryMiB: number;
   append: string;
@@ -69,6 +77,14 @@ export function parseV86Args(argv: readonly string[]): V86CliOptions | string {
       case '--disk': o.disk = value(); if (o.disk === undefined) return '--disk needs a file'; break;
       case '--bios': o.bios = value(); if (o.bios === undefined) return '--bios needs a file'; break;
       case '--read-only': o.readOnly = true; break;
+      case '--net': {
+        const m = /^udp:(\d+):([^:]+):(\d+)$/.exec(value() ?? '');
+        const lp = Number(m?.[1]);
+        const rp = Number(m?.[3]);
+        if (!m || !(lp > 0 && lp < 65536) || !(rp > 0 && rp < 65536)) return '--net takes udp:LPORT:RHOST:RPORT';
+        o.net = { localPort: lp, remoteHost: m[2]!, remotePort: rp };
+        break;
+      }
       case '--legacy': o.legacy = true; break;
       case '--quiet': o.quiet = true; break;
       case '--append': {
@@ -132,17 +148,16 @@ export interface V86Devices {
   hvc0: CallbackChardev;
   keyboard: VirtIOKeyboard;
   tablet: VirtIOTablet;
-  /** virtio-net, once it is on main (src/devices/net): attached at slot 19. */
-  net: VirtIODevice | undefined;
+  net: VirtIONet;
 }
 
 /**
- * Our devices on `host` (slots 13..17): rng, blk (when a backend is given), console with hvc0
- * on `hvc0Output`, keyboard and tablet. virtio-net goes at slot 19 when it exists.
+ * Our devices on `host`: rng (slot 13), blk (14, when a backend is given), console with hvc0 on
+ * `hvc0Output` (15), keyboard (16), tablet (17), net on `netdev` (19; none: cable unplugged).
  */
 export function attachDevices(
   host: V86PciHost,
-  opts: { disk?: NodeFileBlockBackend; legacy: boolean; hvc0Output: (data: Uint8Array) => void },
+  opts: { disk?: NodeFileBlockBackend; netdev?: NetBackend; legacy: boolean; hvc0Output: (data: Uint8Array) => void },
 ): V86Devices {
   const memory = host.memory;
   const pci = { disableModern: opts.legacy };
@@ -163,9 +178,9 @@ export function attachDevices(
   // Separate slots: a function 1 is found only behind a multi-function function 0.
   host.attach(v86VirtioPci(keyboard), { slot: 16 });
   host.attach(v86VirtioPci(tablet), { slot: 17 });
-  // The seam for virtio-net (on its way to main): build it over `memory` and attach it here, at
-  // slot 19, e.g. `host.attach(v86VirtioPci(net, pci), { slot: 19 })`.
-  const net: VirtIODevice | undefined = undefined;
+  // Slot 18 is v86's.
+  const net = new VirtIONet({ memory, ...(opts.netdev ? { netdev: opts.netdev } : {}) });
+  host.attach(v86VirtioPci(net, pci), { slot: 19 });
   return { rng, blk, serial, hvc0, keyboard, tablet, net };
 }
 
@@ -226,6 +241,16 @@ export async function runV86(argv: readonly string[]): Promise<number> {
     }
   }
 
+  let udp: UdpNetBackend | undefined;
+  if (opts.net !== undefined) {
+    try {
+      udp = await UdpNetBackend.open({ name: 'net0', kind: 'dgram', local: { host: '0.0.0.0', port: opts.net.localPort }, remote: { host: opts.net.remoteHost, port: opts.net.remotePort } });
+    } catch (e) {
+      console.error(`virtio-ts v86: --net: ${e instanceof Error ? e.message : String(e)}`);
+      return 2;
+    }
+  }
+
   const out = process.stdout;
   const emulator = new V86({
     wasm_path: wasm,
@@ -247,6 +272,7 @@ export async function runV86(argv: readonly string[]): Promise<number> {
       finished = true;
       if (process.stdin.isTTY) process.stdin.setRawMode(false);
       process.stdin.pause();
+      udp?.close();
       void emulator.destroy().then(
         () => resolve(code),
         () => resolve(code),
@@ -269,8 +295,8 @@ export async function runV86(argv: readonly string[]): Promise<number> {
     emulator.add_listener('emulator-loaded', () => {
       try {
         const host = v86Host(emulator, { onWarning: (w) => say(`warning: ${w}`) });
-        devices = attachDevices(host, { disk, legacy: opts.legacy, hvc0Output });
-        say(`rng, ${devices.blk ? 'blk, ' : ''}console (hvc0), keyboard and tablet on the PCI bus (slots 13-17); Ctrl-] quits`);
+        devices = attachDevices(host, { disk, ...(udp ? { netdev: udp } : {}), legacy: opts.legacy, hvc0Output });
+        say(`rng, ${devices.blk ? 'blk, ' : ''}console (hvc0), keyboard, tablet and net${udp ? '' : ' (unplugged)'} on the PCI bus; Ctrl-] quits`);
         void emulator.run();
       } catch (e) {
         console.error(`virtio-ts v86: ${e instanceof Error ? e.message : String(e)}`);

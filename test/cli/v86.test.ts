@@ -18,11 +18,11 @@ describe('virtio-ts v86 arguments', () => {
 
   it('every option', () => {
     const o = parseV86Args([
-      '--kernel', 'k', '--initrd', 'i', '--disk', 'd', '--read-only', '--bios', 'b', '--memory', '128',
+      '--kernel', 'k', '--initrd', 'i', '--disk', 'd', '--read-only', '--net', 'udp:5555:127.0.0.1:5556', '--bios', 'b', '--memory', '128',
       '--append', 'console=ttyS0 quiet', '--console', 'hvc0', '--legacy', '--exit-on', 'login:', '--timeout', '30', '--quiet',
     ]);
     expect(o).toMatchObject({
-      kernel: 'k', initrd: 'i', disk: 'd', readOnly: true, bios: 'b', memoryMiB: 128, append: 'console=ttyS0 quiet',
+      kernel: 'k', initrd: 'i', disk: 'd', readOnly: true, net: { localPort: 5555, remoteHost: '127.0.0.1', remotePort: 5556 }, bios: 'b', memoryMiB: 128, append: 'console=ttyS0 quiet',
       console: 'hvc0', legacy: true, exitOn: 'login:', timeoutS: 30, quiet: true,
     });
   });
@@ -35,10 +35,12 @@ describe('virtio-ts v86 arguments', () => {
     expect(parseV86Args(['--kernel', 'k', '--console', 'tty1'])).toMatch(/ttyS0 or hvc0/);
     expect(parseV86Args(['--kernel', 'k', '--timeout', '-1'])).toMatch(/seconds/);
     expect(parseV86Args(['--kernel', 'k', '--frobnicate'])).toBe("unknown option '--frobnicate'");
+    expect(parseV86Args(['--kernel', 'k', '--net', 'user'])).toMatch(/udp:LPORT/);
+    expect(parseV86Args(['--kernel', 'k', '--net', 'udp:0:h:1'])).toMatch(/udp:LPORT/);
   });
 
   it('usage names every option it parses', () => {
-    for (const opt of ['--kernel', '--initrd', '--disk', '--read-only', '--bios', '--memory', '--append', '--console', '--legacy', '--exit-on', '--timeout', '--quiet']) {
+    for (const opt of ['--kernel', '--initrd', '--disk', '--read-only', '--net', '--bios', '--memory', '--append', '--console', '--legacy', '--exit-on', '--timeout', '--quiet']) {
       expect(V86_USAGE).toContain(opt);
     }
   });

@@ -5,7 +5,7 @@
 // what the host side knows: the entropy our device produced, the disk image after the run, the
 // console bytes, the input events we injected.
 //
-// virtio-net joins these boots when it lands on main (src/devices/net): see `netSeam` below.
+// virtio-net answers the guest's ARP and ping through a host-side peer (support/net-peer.ts).
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { MemoryBlockBackend } from '../../src/devices/blk/backends/memory.js';
@@ -13,11 +13,13 @@ import { VirtIOBlock } from '../../src/devices/blk/blk.js';
 import { MemoryChardev } from '../../src/devices/console/chardev.js';
 import { VirtIOSerial } from '../../src/devices/console/virtio-serial.js';
 import { VirtIOKeyboard } from '../../src/devices/input/hid.js';
+import { CallbackNetBackend } from '../../src/devices/net/backends/callback.js';
+import { VirtIONet } from '../../src/devices/net/virtio-net.js';
 import { deterministicEntropy, VirtIORng, type EntropySource } from '../../src/devices/rng.js';
 import type { GuestMemory } from '../../src/memory/guest-memory.js';
-import type { VirtIODevice } from '../../src/virtio/device.js';
 import { v86Host, v86VirtioPci, type V86Emulator } from '../../src/v86.js';
 import { bootGuest, type BootResult } from './support/boot.js';
+import { NetPeer } from './support/net-peer.js';
 import { dataBytes, rngBytesFromDevice } from './support/results.js';
 
 const MiB = 1 << 20;
@@ -66,25 +68,38 @@ interface Rig {
   hvc: MemoryChardev;
   port: MemoryChardev;
   keyboard: VirtIOKeyboard | undefined;
+  net: VirtIONet;
+  peer: NetPeer;
+  /** Frames the guest sent, as the wire saw them. */
+  framesFromGuest: number;
   memory: GuestMemory | undefined;
   deviceWrites: number;
   warnings: string[];
 }
 
-/**
- * Where virtio-net joins once it is on main: build it over `memory`, return it (with whatever the
- * test needs to answer the guest's ARP/ping), and `vt.tests` gains `net`. Until then, none.
- */
-function netSeam(_memory: GuestMemory): VirtIODevice | undefined {
-  return undefined;
+const GUEST_MAC = '52:54:00:12:34:56';
+
+/** virtio-net on a wire whose other end is `peer` (ARP and ICMP echo for 192.0.2.2). */
+function netOnPeer(memory: GuestMemory, rig: { framesFromGuest: number }): { net: VirtIONet; peer: NetPeer } {
+  const peer = new NetPeer();
+  const wire: CallbackNetBackend = new CallbackNetBackend({
+    onFrame: (frame) => {
+      rig.framesFromGuest++;
+      const replies = peer.receive(frame.slice());
+      // Answered after the guest's transmit returned, as a wire would.
+      if (replies.length > 0) queueMicrotask(() => replies.forEach((r) => wire.send(r)));
+    },
+  });
+  const mac = Uint8Array.from(GUEST_MAC.split(':'), (x) => parseInt(x, 16));
+  return { net: new VirtIONet({ memory, netdev: wire, mac }), peer };
 }
 
 /** Boot with our devices; `legacy` forces Linux's virtio_pci onto the legacy interface. */
 async function bootWithDevices(legacy: boolean): Promise<{ run: BootResult; rig: Rig }> {
   const original = diskImage();
   const entropy = new RecordingEntropy();
-  const rig: Partial<Rig> & { warnings: string[]; deviceWrites: number } = { warnings: [], deviceWrites: 0, entropy, original };
-  const tests = ['rng', 'blk', 'console'];
+  const rig: Partial<Rig> & { warnings: string[]; deviceWrites: number; framesFromGuest: number } = { warnings: [], deviceWrites: 0, framesFromGuest: 0, entropy, original };
+  const tests = ['rng', 'blk', 'console', 'net'];
   if (!legacy) tests.push('input');
   const run = await bootGuest({
     tests,
@@ -118,8 +133,10 @@ async function bootWithDevices(legacy: boolean): Promise<{ run: BootResult; rig:
         rig.keyboard = new VirtIOKeyboard({ memory });
         host.attach(v86VirtioPci(rig.keyboard), { slot: 16 });
       }
-      const net = netSeam(memory);
-      if (net) host.attach(v86VirtioPci(net), { slot: 17 });
+      const { net, peer } = netOnPeer(memory, rig);
+      rig.net = net;
+      rig.peer = peer;
+      host.attach(v86VirtioPci(net), { slot: 17 });
     },
     onLine: (line) => {
       if (line.includes(`VT-READY console ${PORT}`)) rig.port!.send(`${HOST_LINE}\n`);
@@ -145,9 +162,9 @@ function checkCommon(run: BootResult, rig: Rig, iface: 'modern' | 'legacy'): voi
   // Every device bound to its Linux driver, through the interface we meant.
   const virtio = info.filter((i) => i.topic === 'virtio');
   const byTest = new Map(virtio.map((i) => [i.fields.test, i.fields]));
-  for (const t of ['rng', 'blk', 'console']) {
+  for (const t of ['rng', 'blk', 'console', 'net']) {
     expect(byTest.get(t)?.iface, `${t}: ${JSON.stringify(byTest.get(t))}`).toBe(iface);
-    expect(byTest.get(t)?.driver).toMatch(/^virtio_(rng|blk|console)$/);
+    expect(byTest.get(t)?.driver).toMatch(/^virtio_(rng|blk|console|net)$/);
   }
 
   // rng: 1024 bytes, every one of them from our device's output, in its order.
@@ -198,6 +215,18 @@ function checkCommon(run: BootResult, rig: Rig, iface: 'modern' | 'legacy'): voi
   expect(portOut).toContain(`VT-PORT-READY ${PORT}\n`);
   expect(portOut).toContain(`VT-ECHO ${HOST_LINE}\n`);
 
+  // net: the guest resolved the peer and got its pings answered; the peer saw our NIC's MAC.
+  const net = results.get('net');
+  expect(net?.ok, net?.line).toBe(true);
+  expect(net?.fields.mac).toBe(GUEST_MAC);
+  expect(net?.fields.arp).toBe('ok');
+  const received = Number(net?.fields.received);
+  expect(received).toBeGreaterThan(0);
+  expect(rig.peer.guestMac).toBe(GUEST_MAC);
+  expect(rig.peer.counts.echoReplies).toBeGreaterThanOrEqual(received);
+  expect(rig.peer.counts.arpReplies).toBeGreaterThan(0);
+  expect(Number(net?.fields.tx_packets)).toBeLessThanOrEqual(rig.framesFromGuest);
+
   // The JIT heard about device writes, and RAM grew under the devices at least once.
   expect(rig.deviceWrites).toBeGreaterThan(0);
   expect(rig.memory!.epoch).toBeGreaterThan(0);
@@ -205,7 +234,7 @@ function checkCommon(run: BootResult, rig: Rig, iface: 'modern' | 'legacy'): voi
 }
 
 describe('Linux in v86 with our devices', () => {
-  it('modern interface: rng and blk with queues of 256, console (hvc0 + a named port), keyboard', async () => {
+  it('modern interface: rng and blk with queues of 256, console (hvc0 + a named port), net, keyboard', async () => {
     const { run, rig } = await bootWithDevices(false);
     checkCommon(run, rig, 'modern');
     // Queues of 256 were offered and taken, read through v86's split 16-bit MMIO reads.
@@ -219,7 +248,7 @@ describe('Linux in v86 with our devices', () => {
     expect(input?.fields.events).toBe(`${EV_KEY}:${KEY_A}:1,0:0:0,${EV_KEY}:${KEY_A}:0,0:0:0`);
   }, 300_000);
 
-  it('legacy interface (virtio_pci.force_legacy=1): rng, blk, console through the I/O BAR', async () => {
+  it('legacy interface (virtio_pci.force_legacy=1): rng, blk, console, net through the I/O BAR', async () => {
     const { run, rig } = await bootWithDevices(true);
     checkCommon(run, rig, 'legacy');
     expect(rig.blk.vq[0]!.num).toBe(256);
