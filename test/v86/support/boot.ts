@@ -42,7 +42,10 @@ export interface BootOptions {
   initrd?: Uint8Array;
   /** Guest RAM; v86 puts the initrd at 64 MiB, so this must exceed 64 MiB + initrd. Default 128. */
   memoryMiB?: number;
-  /** Whole boot, from construction to VT-DONE. Default 60 s. */
+  /**
+   * Whole boot, from construction to VT-DONE. Default 120 s: a boot with every device takes
+   * 30-40 s on a quiet 2-core machine and twice that while other tests share the cores.
+   */
   timeoutMs?: number;
   /** Copy the serial output to stderr as it comes (also with VT_SERIAL=1 in the environment). */
   echo?: boolean;
@@ -104,7 +107,7 @@ export async function bootGuest(options: BootOptions = {}): Promise<BootResult> 
   if (options.tests) extra.push(`vt.tests=${options.tests.length > 0 ? options.tests.join(',') : 'none'}`);
   const cmdline = [BASE_CMDLINE, ...extra].join(' ');
   const echo = options.echo ?? process.env.VT_SERIAL === '1';
-  const timeoutMs = options.timeoutMs ?? 60_000;
+  const timeoutMs = options.timeoutMs ?? 120_000;
 
   const t0 = performance.now();
   const since = (): number => Math.round(performance.now() - t0);

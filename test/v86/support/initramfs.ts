@@ -20,8 +20,10 @@ export const initScript = join(dirname(fileURLToPath(import.meta.url)), '..', 'g
  * Module roots of each group, in the order init.sh may load groups. Dependencies are added from
  * .modinfo; a module already in an earlier group is not repeated. evdev is not a dependency of
  * virtio_input (input-core is built in) but /dev/input/event* needs it. ext4 serves "ext2" mounts
- * in this kernel (CONFIG_EXT4_USE_FOR_EXT2, no ext2 module); its crc32c soft dependency is only
- * for metadata_csum, which busybox's mke2fs does not set, so it is left out.
+ * in this kernel (CONFIG_EXT4_USE_FOR_EXT2, no ext2 module) and refuses every mount without a
+ * "crc32c" shash ("Cannot load crc32c driver"), even of a file system without metadata_csum; that
+ * is only a soft dependency, and nothing in the guest could load it on demand, hence
+ * crc32c_generic by name (crc32c-intel needs SSE4.2, which v86 does not offer).
  */
 export const MODULE_GROUPS: Readonly<Record<string, readonly string[]>> = {
   core: ['virtio_pci'],
@@ -31,7 +33,7 @@ export const MODULE_GROUPS: Readonly<Record<string, readonly string[]>> = {
   net: ['virtio_net'],
   input: ['evdev', 'virtio_input'],
   balloon: ['virtio_balloon'],
-  fs: ['ext4'],
+  fs: ['crc32c_generic', 'ext4'],
 };
 
 export interface InitramfsOptions {

@@ -19,7 +19,10 @@ export interface VtInfo {
 }
 
 export interface GuestReport {
-  /** By name; a name reported twice keeps the last line (all of them are in `all`). */
+  /**
+   * By name. A name reported twice keeps its first failure, else its last line (all of them are
+   * in `all`): a test init.sh gave up on as timed out may still print "ok" later.
+   */
   results: Map<string, VtResult>;
   all: VtResult[];
   info: VtInfo[];
@@ -64,7 +67,7 @@ export function addLine(report: GuestReport, raw: string): void {
       const [name, status, ...more] = rest;
       if (name === undefined || (status !== 'ok' && status !== 'fail')) return;
       const r: VtResult = { name, ok: status === 'ok', ...splitWords(more), line };
-      report.results.set(name, r);
+      if (report.results.get(name)?.ok !== false) report.results.set(name, r);
       report.all.push(r);
       return;
     }
