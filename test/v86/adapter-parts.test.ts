@@ -5,7 +5,10 @@ import type { AccessSize, IoHandler } from '../../src/machine/address-space.js';
 import { V86IntxRouter } from '../../src/embed/v86/irq.js';
 import { V86Mmio } from '../../src/embed/v86/mmio.js';
 import { V86Ports } from '../../src/embed/v86/ports.js';
-import type { V86Cpu, V86PortEntry } from '../../src/embed/v86/types.js';
+import type { V86Cpu, V86Emulator, V86Pci, V86PortEntry } from '../../src/embed/v86/types.js';
+import { attachToV86, v86Host } from '../../src/embed/v86/host.js';
+import { v86VirtioPci } from '../../src/embed/v86/virtio.js';
+import { VirtIORng } from '../../src/devices/rng.js';
 
 function fakeCpu() {
   const log: string[] = [];
@@ -158,5 +161,65 @@ describe('V86IntxRouter', () => {
     r.set(15 << 3, 1, true);
     r.releaseAll(15 << 3);
     expect(log.slice(2)).toEqual(['raise 11', 'lower 11']);
+  });
+});
+
+describe('v86Host and attachToV86 on a fake emulator', () => {
+  function fakeEmulator(running = false) {
+    const { cpu } = fakeCpu();
+    const q = () => undefined;
+    const pci: V86Pci = {
+      pci_addr: new Uint8Array(4),
+      pci_addr32: new Int32Array(1),
+      pci_response32: new Int32Array(1),
+      pci_status32: new Int32Array(1),
+      isa_bridge_space8: new Uint8Array(256),
+      device_spaces: Object.assign(new Array<unknown>(256).fill(undefined), { [0]: {}, [8]: {}, [13 << 3]: undefined }),
+      pci_query: q,
+      pci_write8: q,
+      pci_write16: q,
+      pci_write32: q,
+    };
+    const full = { ...cpu, devices: { pci }, memory_size: [1 << 20], wasm_memory: new WebAssembly.Memory({ initial: 17 }) };
+    let destroyed = 0;
+    const emulator: V86Emulator = {
+      v86: { cpu: full },
+      is_running: () => running,
+      destroy: async () => {
+        destroyed++;
+      },
+    };
+    return { emulator, cpu: full, pci, destroyed: () => destroyed };
+  }
+
+  it('one host per emulator; its destroy runs before the emulator’s, which then makes a new one', async () => {
+    const { emulator, pci, destroyed } = fakeEmulator();
+    const host = v86Host(emulator);
+    expect(v86Host(emulator)).toBe(host);
+    const a = attachToV86(emulator, v86VirtioPci(new VirtIORng({ memory: host.memory })));
+    expect(a.slot).toBe(13); // the first free slot from 13
+    expect(host.functions()).toHaveLength(1);
+    expect(Object.hasOwn(pci, 'pci_query')).toBe(true);
+    await emulator.destroy!();
+    expect(destroyed()).toBe(1);
+    expect(host.functions()).toEqual([]);
+    expect(pci.pci_query).toBeDefined();
+    expect(() => host.attach(v86VirtioPci(new VirtIORng({ memory: host.memory })))).toThrow(/destroyed/);
+    expect(v86Host(emulator)).not.toBe(host);
+  });
+
+  it('refuses a running machine, a taken slot, bad slots, and an emulator that has not loaded', () => {
+    const { emulator } = fakeEmulator(true);
+    const memory = v86Host(emulator).memory;
+    expect(() => attachToV86(emulator, v86VirtioPci(new VirtIORng({ memory })))).toThrow(/before run/);
+    const idle = fakeEmulator();
+    const host = v86Host(idle.emulator);
+    expect(() => host.attach(v86VirtioPci(new VirtIORng({ memory: host.memory })), { slot: 0 })).toThrow(/taken/);
+    expect(() => host.attach(v86VirtioPci(new VirtIORng({ memory: host.memory })), { slot: 32 })).toThrow(RangeError);
+    const fn = v86VirtioPci(new VirtIORng({ memory: host.memory }));
+    host.attach(fn, { slot: 20 });
+    expect(() => host.attach(fn, { slot: 21 })).toThrow(/already/);
+    expect(() => host.attach(v86VirtioPci(new VirtIORng({ memory: host.memory })), { slot: 20 })).toThrow(/taken/);
+    expect(() => v86Host({ v86: undefined })).toThrow(/not loaded/);
   });
 });
