@@ -257,3 +257,39 @@ describe.skipIf(bios === undefined)('v86 adapter on SeaBIOS', () => {
     expect(Object.hasOwn(m.cpu, 'mmap_write16')).toBe(false);
   });
 });
+
+describe.skipIf(bios === undefined)('v86 adapter across a machine reset', () => {
+  it('emulator.restart() resets our function (BARs off, INTx down), and SeaBIOS enumerates it again', async () => {
+    let fn: VirtIOPCIProxy | undefined;
+    let host: V86PciHost | undefined;
+    const m = await startBiosMachine({
+      bios: bios!,
+      onLoaded: (emulator) => {
+        host = v86Host(emulator);
+        fn = v86VirtioPci(new VirtIORng({ memory: host.memory }));
+        attachToV86(emulator, fn, { slot: SLOT_T });
+      },
+      ready: () => fn!.activeBars().length === 2,
+    });
+    try {
+      const before = fn!.activeBars().map((b) => [b.index, b.addr]);
+      fn!.vdev.isr = 1;
+      fn!.setIrq(true);
+      const emulator = m.emulator as unknown as { restart(): void; run(): Promise<void> };
+      emulator.restart();
+      expect(fn!.activeBars()).toEqual([]);
+      expect(fn!.configRead(4, 2)).toBe(0);
+      expect(fn!.irqState).toBe(0);
+      expect(fn!.vdev.isr).toBe(0);
+      void emulator.run();
+      const deadline = Date.now() + 20_000;
+      while (fn!.activeBars().length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      await m.emulator.stop();
+      expect(fn!.activeBars().map((b) => [b.index, b.addr])).toEqual(before);
+      expect(new Guest(m, SLOT_T << 3).cfgRead(0, 4)).toBe(0x1005_1af4);
+    } finally {
+      host?.destroy();
+      await m.emulator.destroy();
+    }
+  }, 40_000);
+});

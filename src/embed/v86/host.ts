@@ -6,6 +6,7 @@ import { V86IntxRouter } from './irq.js';
 import { V86Mmio } from './mmio.js';
 import { V86Ports } from './ports.js';
 import { v86GuestMemory } from './ram.js';
+import { restore } from './guard.js';
 import type { V86Cpu, V86Emulator } from './types.js';
 
 /** Slots v86 0.5 fills itself (host bridge, ISA bridge, IDE, 9p, ACPI, its virtio devices, VGA, ...). */
@@ -40,8 +41,9 @@ export interface V86Attachment {
  * RAM (`memory`: growth followed, device writes invalidate the JIT). v86 needs no change.
  *
  * Functions must be attached after v86 loaded (its `emulator-loaded` event) and before
- * `run()`: SeaBIOS enumerates the bus once, at boot, and v86 has no hot-plug. v86's reset and
- * `save_state` know nothing of our functions.
+ * `run()`: SeaBIOS enumerates the bus once, at boot, and v86 has no hot-plug. A machine reset
+ * (the guest reboots, or `emulator.restart()`) resets our functions too, as QEMU's system reset
+ * does, and SeaBIOS then enumerates them again. v86's `save_state` knows nothing of them.
  */
 export class V86PciHost implements PciBusHost {
   readonly cpu: V86Cpu;
@@ -54,6 +56,9 @@ export class V86PciHost implements PciBusHost {
   private readonly attached = new Map<PciFunction, { devfn: number; bars: BarMapTracker }>();
   private readonly onWarning: ((message: string) => void) | undefined;
   private destroyed = false;
+  /** v86's machine reset, wrapped to reset our functions after it (undefined: v86 has none). */
+  private readonly origReboot: (() => void) | undefined;
+  private readonly rebootWasOwn: boolean;
 
   constructor(cpu: V86Cpu, opts: V86HostOptions = {}) {
     const pci = cpu.devices.pci;
@@ -66,6 +71,29 @@ export class V86PciHost implements PciBusHost {
     this.mmio = new V86Mmio(cpu, report);
     this.ports = new V86Ports(cpu, report);
     this.irq = new V86IntxRouter(cpu, () => pci.isa_bridge_space8);
+    const reboot = cpu.reboot_internal;
+    this.origReboot = reboot;
+    this.rebootWasOwn = Object.hasOwn(cpu, 'reboot_internal');
+    if (reboot !== undefined) {
+      cpu.reboot_internal = () => {
+        reboot.call(cpu);
+        this.resetFunctions();
+      };
+    }
+  }
+
+  /**
+   * Machine reset for our functions (QEMU's `qemu_system_reset` reaching each device): device
+   * and config space to power-on values, so BARs stop decoding (unmapped here) and INTx drops.
+   */
+  resetFunctions(): void {
+    for (const fn of this.attached.keys()) {
+      try {
+        fn.reset();
+      } catch (e) {
+        this.warn(`${fn.name}: reset threw: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    }
   }
 
   private warn(message: string): void {
@@ -111,6 +139,7 @@ export class V86PciHost implements PciBusHost {
     this.ports.clear();
     this.config.clear();
     this.memory.onWrite = undefined;
+    if (this.origReboot !== undefined) restore(this.cpu, 'reboot_internal', this.origReboot, this.rebootWasOwn);
     this.destroyed = true;
   }
 

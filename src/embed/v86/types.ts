@@ -68,6 +68,11 @@ export interface V86Cpu {
   mem8: { readonly byteOffset: number };
   /** Forget compiled code for guest bytes [start, end). */
   jit_dirty_cache(start: number, end: number): void;
+  /**
+   * The machine reset (guest reboot through the keyboard controller or port 0xcf9, and
+   * `emulator.restart()`): CPU, some of v86's devices, BIOS reloaded.
+   */
+  reboot_internal?(): void;
 }
 
 /** The `V86` object of v86's public API, as far as the adapter uses it. */
