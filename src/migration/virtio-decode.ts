@@ -508,24 +508,16 @@ function decodeBalloonDevice(r: FieldReader, f: QEMUFileReader): void {
   r.group(`device (${vmsd})`, () => {
     r.be32('num_pages');
     r.be32('actual');
-    while (f.remaining > 2 && f.peekByte(0) === QEMU_VM_SUBSECTION) {
-      const name = latin1(f.peekBytes(2, f.peekByte(1)));
-      if (!name.startsWith(`${vmsd}/`)) break;
-      r.group(`subsection ${name}`, () => {
-        r.u8('QEMU_VM_SUBSECTION');
-        r.u8('name length');
-        r.text('name', name.length);
-        r.be32('version_id');
-        if (name === `${vmsd}/free-page-report`) {
-          r.be32('free_page_hint_cmd_id');
-          r.be32('free_page_hint_status');
-        } else if (name === `${vmsd}/page-poison`) {
-          r.be32('poison_val');
-        } else {
-          throw f.error(name, `unknown subsection '${name}' of ${vmsd}`);
-        }
-      });
-    }
+    deviceSubsections(r, f, vmsd, (name) => {
+      if (name === `${vmsd}/free-page-report`) {
+        r.be32('free_page_hint_cmd_id');
+        r.be32('free_page_hint_status');
+      } else if (name === `${vmsd}/page-poison`) {
+        r.be32('poison_val');
+      } else {
+        throw f.error(name, `unknown subsection '${name}' of ${vmsd}`);
+      }
+    });
   });
 }
 
@@ -580,6 +572,24 @@ function netDeviceFields(r: FieldReader, f: QEMUFileReader, mq: boolean, offload
   }
   for (let i = 1; i < curr; i++) r.be32(`vqs[${i}].tx_waiting`);
   if (offloads) r.be64('curr_guest_offloads');
+  deviceSubsections(r, f, vmsd, (name) => {
+    if (name !== `${vmsd}/rss`) throw f.error(name, `unknown subsection '${name}' of ${vmsd}`);
+    r.u8('enabled');
+    r.u8('redirect');
+    r.u8('populate_hash');
+    r.be32('hash_types');
+    const len = r.be16('indirections_len');
+    r.be16('default_queue');
+    r.bytes('key', 40);
+    for (let i = 0; i < len; i++) r.be16(`indirections_table[${i}]`);
+  });
+}
+
+/**
+ * The subsections of a device's own vmsd (`vmsd/...`), each as a group: its header, then `body`
+ * for its fields. Stops at the first header that belongs to someone else (the `virtio/*` ones).
+ */
+function deviceSubsections(r: FieldReader, f: QEMUFileReader, vmsd: string, body: (name: string) => void): void {
   while (f.remaining > 2 && f.peekByte(0) === QEMU_VM_SUBSECTION) {
     const name = latin1(f.peekBytes(2, f.peekByte(1)));
     if (!name.startsWith(`${vmsd}/`)) break;
@@ -588,15 +598,7 @@ function netDeviceFields(r: FieldReader, f: QEMUFileReader, mq: boolean, offload
       r.u8('name length');
       r.text('name', name.length);
       r.be32('version_id');
-      if (name !== `${vmsd}/rss`) throw f.error(name, `unknown subsection '${name}' of ${vmsd}`);
-      r.u8('enabled');
-      r.u8('redirect');
-      r.u8('populate_hash');
-      r.be32('hash_types');
-      const len = r.be16('indirections_len');
-      r.be16('default_queue');
-      r.bytes('key', 40);
-      for (let i = 0; i < len; i++) r.be16(`indirections_table[${i}]`);
+      body(name);
     });
   }
 }

@@ -3,11 +3,11 @@
 // ours → QEMU, ours → ours, and round trips over three machines; a QEMU request list (a write
 // QEMU stopped on ENOSPC) loaded by ours; the request list ours writes shown to be in the stream;
 // and ours' virtio-blk blob compared byte by byte with QEMU's for the same script.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { QEMU_COMMAND, qemuOrPolicy } from '../driver/impls.js';
-import { buildOurProgram } from '../oracle/support.js';
+import { describe, expect, it } from 'vitest';
+import { qemuOrPolicy } from '../driver/impls.js';
 import { compareStreams, formatStreamComparison, readStream } from './blob-compare.js';
-import { oursEndpoint, qemuEndpoint, runMigrationScenario, type Endpoint, type Impl, type MigrationScenario } from './harness.js';
+import { runMigrationScenario, type Impl, type MigrationScenario } from './harness.js';
+import { captureBoth, migrationEnds } from './ends.js';
 import { BLK_MIGRATION_SCENARIOS, BLK_QEMU_SOURCE_SCENARIOS, BLK_ROUND_TRIPS } from './blk-scenarios.js';
 import { inspectStream } from '../../src/migration/inspect.js';
 import type { DecodedField } from '../../src/migration/virtio-decode.js';
@@ -31,14 +31,7 @@ function requestsInStream(stream: Uint8Array, withIndex = false): number {
 }
 
 if (qemuOrPolicy('virtio-blk migration interop between QEMU 7.2 and virtio-ts')) {
-  const ends: Record<Impl, Endpoint> = { qemu: qemuEndpoint(QEMU_COMMAND), ours: { impl: 'ours', command: [] } };
-  let cleanup: (() => void) | undefined;
-  beforeAll(async () => {
-    const built = await buildOurProgram();
-    cleanup = built.cleanup;
-    ends.ours = oursEndpoint(built.program);
-  }, 60_000);
-  afterAll(() => cleanup?.());
+  const ends = migrationEnds();
 
   const run = (s: MigrationScenario, path: readonly Impl[]) => runMigrationScenario(s, path.map((i) => ends[i]), { migrationTimeoutMs: 20_000 });
 
@@ -88,7 +81,7 @@ if (qemuOrPolicy('virtio-blk migration interop between QEMU 7.2 and virtio-ts'))
   describe('virtio-blk blob: ours against QEMU for the same script', () => {
     for (const s of BLK_MIGRATION_SCENARIOS.filter((x) => !/in flight/.test(x.name))) {
       it(s.name, async () => {
-        const [q, o] = await Promise.all([runMigrationScenario(s, [ends.qemu], { captureOnly: true }), runMigrationScenario(s, [ends.ours], { captureOnly: true })]);
+        const [q, o] = await captureBoth(s, ends);
         const c = compareStreams(q.hops[0]!.stream, o.hops[0]!.stream, ['qemu', 'ours']);
         expect(c.undeclared, formatStreamComparison(c)).toEqual([]);
       }, 30_000);

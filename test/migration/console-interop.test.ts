@@ -2,30 +2,16 @@
 // reference for the scripts, QEMU → ours, ours → QEMU, ours → ours), with the scenarios of
 // console-scenarios.ts; and the virtio-console section ours writes against QEMU's, byte by byte,
 // for the scenarios whose state is a function of the script.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { QEMU_COMMAND, qemuOrPolicy } from '../driver/impls.js';
-import { buildOurProgram } from '../oracle/support.js';
+import { describe, expect, it } from 'vitest';
+import { qemuOrPolicy } from '../driver/impls.js';
 import { compareStreams, formatStreamComparison } from './blob-compare.js';
 import { CONSOLE_DETERMINISTIC, CONSOLE_THROTTLED } from './console-scenarios.js';
-import { oursEndpoint, qemuEndpoint, runMigrationScenario, type Endpoint, type Impl } from './harness.js';
+import { runMigrationScenario } from './harness.js';
+import { DIRECTIONS, captureBoth, migrationEnds } from './ends.js';
 import { inspectStream } from '../../src/migration/inspect.js';
 
-const DIRECTIONS: readonly (readonly Impl[])[] = [
-  ['qemu', 'qemu'],
-  ['qemu', 'ours'],
-  ['ours', 'qemu'],
-  ['ours', 'ours'],
-];
-
 if (qemuOrPolicy('virtio-console migration interop between QEMU 7.2 and virtio-ts')) {
-  const ends: Record<Impl, Endpoint> = { qemu: qemuEndpoint(QEMU_COMMAND), ours: { impl: 'ours', command: [] } };
-  let cleanup: (() => void) | undefined;
-  beforeAll(async () => {
-    const built = await buildOurProgram();
-    cleanup = built.cleanup;
-    ends.ours = oursEndpoint(built.program);
-  }, 60_000);
-  afterAll(() => cleanup?.());
+  const ends = migrationEnds();
 
   for (const dir of DIRECTIONS) {
     describe(`virtio-console migration ${dir.join(' → ')}`, () => {
@@ -56,7 +42,7 @@ if (qemuOrPolicy('virtio-console migration interop between QEMU 7.2 and virtio-t
   describe('virtio-console section: ours against QEMU for the same script', () => {
     for (const s of CONSOLE_DETERMINISTIC) {
       it(s.name, async () => {
-        const [q, o] = await Promise.all([runMigrationScenario(s, [ends.qemu], { captureOnly: true }), runMigrationScenario(s, [ends.ours], { captureOnly: true })]);
+        const [q, o] = await captureBoth(s, ends);
         const c = compareStreams(q.hops[0]!.stream, o.hops[0]!.stream, ['qemu', 'ours']);
         expect(c.undeclared, formatStreamComparison(c)).toEqual([]);
         expect(c.sections.a?.idstr).toMatch(/\/virtio-console$/);

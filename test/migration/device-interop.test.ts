@@ -1,29 +1,15 @@
 // Migration of virtio-input and virtio-balloon between QEMU 7.2 and virtio-ts, every direction
 // (QEMU → QEMU to check the scenarios themselves, QEMU → ours, ours → QEMU, ours → ours), and
 // the virtio blob ours writes for each scenario compared byte by byte with QEMU's.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { QEMU_COMMAND, qemuOrPolicy } from '../driver/impls.js';
-import { buildOurProgram } from '../oracle/support.js';
+import { describe, expect, it } from 'vitest';
+import { qemuOrPolicy } from '../driver/impls.js';
 import { compareStreams, formatStreamComparison } from './blob-compare.js';
 import { DEVICE_MIGRATION_SCENARIOS } from './device-scenarios.js';
-import { oursEndpoint, qemuEndpoint, runMigrationScenario, type Endpoint, type Impl } from './harness.js';
-
-const DIRECTIONS: readonly (readonly Impl[])[] = [
-  ['qemu', 'qemu'],
-  ['qemu', 'ours'],
-  ['ours', 'qemu'],
-  ['ours', 'ours'],
-];
+import { runMigrationScenario } from './harness.js';
+import { DIRECTIONS, captureBoth, migrationEnds } from './ends.js';
 
 if (qemuOrPolicy('migration of virtio-input and virtio-balloon between QEMU 7.2 and virtio-ts')) {
-  const ends: Record<Impl, Endpoint> = { qemu: qemuEndpoint(QEMU_COMMAND), ours: { impl: 'ours', command: [] } };
-  let cleanup: (() => void) | undefined;
-  beforeAll(async () => {
-    const built = await buildOurProgram();
-    cleanup = built.cleanup;
-    ends.ours = oursEndpoint(built.program);
-  }, 60_000);
-  afterAll(() => cleanup?.());
+  const ends = migrationEnds();
 
   for (const dir of DIRECTIONS) {
     describe(`input/balloon migration ${dir.join(' → ')}`, () => {
@@ -39,7 +25,7 @@ if (qemuOrPolicy('migration of virtio-input and virtio-balloon between QEMU 7.2 
   describe('input/balloon virtio blob: ours against QEMU for the same script', () => {
     for (const s of DEVICE_MIGRATION_SCENARIOS) {
       it(s.name, async () => {
-        const [q, o] = await Promise.all([runMigrationScenario(s, [ends.qemu], { captureOnly: true }), runMigrationScenario(s, [ends.ours], { captureOnly: true })]);
+        const [q, o] = await captureBoth(s, ends);
         const c = compareStreams(q.hops[0]!.stream, o.hops[0]!.stream, ['qemu', 'ours']);
         expect(c.undeclared, formatStreamComparison(c)).toEqual([]);
       });

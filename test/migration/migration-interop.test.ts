@@ -2,11 +2,11 @@
 // ours → ours (and, for the scenarios that migrate twice, QEMU → ours → QEMU, ours → QEMU → ours,
 // ours → ours → ours), with the scenarios of scenarios.ts; and the virtio blob ours writes for each
 // scenario compared byte by byte with QEMU's (blob-compare.ts declares what may differ).
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { QEMU_COMMAND, qemuOrPolicy } from '../driver/impls.js';
-import { buildOurProgram } from '../oracle/support.js';
+import { describe, expect, it } from 'vitest';
+import { qemuOrPolicy } from '../driver/impls.js';
 import { compareStreams, formatStreamComparison } from './blob-compare.js';
-import { oursEndpoint, qemuEndpoint, runMigrationScenario, type Endpoint, type Impl } from './harness.js';
+import { runMigrationScenario, type Impl } from './harness.js';
+import { captureBoth, migrationEnds } from './ends.js';
 import { MIGRATION_SCENARIOS } from './scenarios.js';
 
 /** Directions for one migration, and the paths for two. */
@@ -22,15 +22,7 @@ const ROUND_TRIPS: readonly (readonly Impl[])[] = [
 ];
 
 if (qemuOrPolicy('migration interop between QEMU 7.2 and virtio-ts')) {
-  const ends: Record<Impl, Endpoint> = { qemu: qemuEndpoint(QEMU_COMMAND), ours: { impl: 'ours', command: [] } };
-  let cleanup: (() => void) | undefined;
-  beforeAll(async () => {
-    // Our program is bundled from the current sources (a stale dist/ is never what runs).
-    const built = await buildOurProgram();
-    cleanup = built.cleanup;
-    ends.ours = oursEndpoint(built.program);
-  }, 60_000);
-  afterAll(() => cleanup?.());
+  const ends = migrationEnds();
 
   for (const dir of DIRECTIONS) {
     describe(`migration ${dir.join(' → ')}`, () => {
@@ -47,7 +39,7 @@ if (qemuOrPolicy('migration interop between QEMU 7.2 and virtio-ts')) {
   describe('virtio blob: ours against QEMU for the same script', () => {
     for (const s of MIGRATION_SCENARIOS) {
       it(s.name, async () => {
-        const [q, o] = await Promise.all([runMigrationScenario(s, [ends.qemu], { captureOnly: true }), runMigrationScenario(s, [ends.ours], { captureOnly: true })]);
+        const [q, o] = await captureBoth(s, ends);
         const c = compareStreams(q.hops[0]!.stream, o.hops[0]!.stream, ['qemu', 'ours']);
         expect(c.undeclared, formatStreamComparison(c)).toEqual([]);
       });

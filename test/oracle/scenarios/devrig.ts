@@ -150,6 +150,21 @@ export async function postChain(rig: Rig, ring: VringDriver, lens: readonly numb
 }
 
 /** Wait (bounded, unrecorded) for `count` used entries, and note them. */
+/**
+ * Invariant I4 over an arena the test filled with `canary`: how many of its bytes changed
+ * outside the `[addr, len]` buffers the device was allowed to write.
+ */
+export async function arenaChangesOutside(m: RecordingMachine, base: number, size: number, canary: number, writable: readonly (readonly [number, number])[]): Promise<number> {
+  const arena = await m.quiet(() => m.readBytes(base, size));
+  let changed = 0;
+  for (let i = 0; i < size; i++) {
+    if (arena[i] === canary) continue;
+    const a = base + i;
+    if (!writable.some(([b, l]) => a >= b && a < b + l)) changed++;
+  }
+  return changed;
+}
+
 export async function takeUsed(rig: Rig, ring: VringDriver, count: number, label = 'used', timeoutMs = 1500): Promise<UsedEntry[]> {
   const got: UsedEntry[] = [];
   await rig.m.quiet(async () => {

@@ -17,7 +17,7 @@ import type { VringDriver } from '../../../src/driver/vring.js';
 import { VIRTIO_CONFIG_S_NEEDS_RESET, bit } from '../../../src/virtio/constants.js';
 import { VRING_DESC_F_NEXT, VRING_DESC_F_WRITE } from '../../../src/vring/constants.js';
 import { VIRTIO_BALLOON_F_FREE_PAGE_HINT, VIRTIO_BALLOON_F_STATS_VQ } from '../../../src/devices/balloon/virtio-balloon.js';
-import { bringUpDevice, hex, mmioNum, openDevice, postChain, qmpNote, takeUsed } from './devrig.js';
+import { arenaChangesOutside, bringUpDevice, hex, mmioNum, openDevice, postChain, qmpNote, takeUsed } from './devrig.js';
 import { teardown, type Rig, type Transport } from './rig.js';
 
 const ARENA = 0x60_0000;
@@ -107,13 +107,7 @@ function hostile(name: string, ids: string, t: Transport, kind: DeviceKind, atta
       await m.note(`status ${status.toString(16)}`);
       await rig.irq!.check();
       // I4: the arena is untouched outside the buffers the attack let the device write.
-      const arena = await m.quiet(() => m.readBytes(ARENA, ARENA_SIZE));
-      let changed = 0;
-      for (let i = 0; i < ARENA_SIZE; i++) {
-        if (arena[i] === CANARY) continue;
-        const a = ARENA + i;
-        if (!h.writable.some(([b, l]) => a >= b && a < b + l)) changed++;
-      }
+      const changed = await arenaChangesOutside(m, ARENA, ARENA_SIZE, CANARY, h.writable);
       if (changed > 0) problems.push(`I4: ${changed} arena bytes changed outside writable buffers`);
       let liveness: boolean | undefined;
       // The section exists on every side, so that sections line up when only one side went on.

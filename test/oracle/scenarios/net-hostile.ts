@@ -16,7 +16,7 @@ import type { VringDriver } from '../../../src/driver/vring.js';
 import { VIRTIO_CONFIG_S_NEEDS_RESET } from '../../../src/virtio/constants.js';
 import { VRING_DESC_F_NEXT } from '../../../src/vring/constants.js';
 import * as C from '../../../src/devices/net/constants.js';
-import { bringUpDevice, mmioNum, openDevice } from './devrig.js';
+import { arenaChangesOutside, bringUpDevice, mmioNum, openDevice } from './devrig.js';
 import { teardown, type Rig, type Transport } from './rig.js';
 import { F, frame, hex, hdr, OTHER, OWN, type NetRig } from './netrig.js';
 
@@ -119,13 +119,8 @@ function hostile(name: string, ids: string, t: Transport, attack: Attack, opts: 
       const needsReset = (status & VIRTIO_CONFIG_S_NEEDS_RESET) !== 0;
       await m.note(`status ${status.toString(16)}`);
       await rig.irq!.check();
-      const arena = await m.quiet(() => m.readBytes(ARENA, ARENA_SIZE));
-      let changed = 0;
-      for (let i = 0; i < ARENA_SIZE; i++) {
-        if (arena[i] === CANARY) continue;
-        const a = ARENA + i;
-        if (!h.writable.some(([b, l]) => a >= b && a < b + l)) changed++;
-      }
+      // I4: the arena is untouched outside the buffers the attack let the device write.
+      const changed = await arenaChangesOutside(m, ARENA, ARENA_SIZE, CANARY, h.writable);
       if (changed > 0) problems.push(`I4: ${changed} arena bytes changed outside writable buffers`);
       let liveness: boolean | undefined;
       await m.phase('liveness');
