@@ -15,7 +15,9 @@
 // Then the start-up section (bench/startup.ts): start → ready and quit → exit of virtio-ts-qemu
 // beside QEMU 7.2 and a bare `node -e 0`, and the scenario suite with one machine per scenario.
 // Then virtio-net through the in-process hub (bench/net.ts): TX, RX and guest to guest.
-// BENCH_ONLY=ring, blk, qtest, savevm, startup or net runs one section only.
+// Then the v86 section (bench/v86.ts): guest-visible disk MB/s of our virtio-blk beside v86's IDE,
+// and boot time with our devices against without, Linux in v86 (needs scripts/v86-inputs.mjs).
+// BENCH_ONLY=ring, blk, qtest, savevm, startup, net or v86 runs one section only.
 
 import os from 'node:os';
 import { GuestMemory } from '../src/memory/guest-memory.js';
@@ -26,6 +28,7 @@ import { runQtestBench } from './qtest.js';
 import { runSavevmBench } from './savevm.js';
 import { runBlkBench } from './blk.js';
 import { runStartupBench } from './startup.js';
+import { runV86Bench } from './v86.js';
 import { BATCH, BLK_DIRECT_CHAINS, buildRig, PAGE, QUEUE_SIZE, RAM_SIZE, type CaseKind, type Rig } from './rig.js';
 
 // BENCH_QUICK=1 shortens everything (for iterating on the code, not for reporting).
@@ -37,9 +40,13 @@ const WARMUP_MS = QUICK ? 40 : 100;
 const ALLOC_BATCHES = 40;
 
 const ONLY = process.env['BENCH_ONLY'];
-if (ONLY !== undefined && ONLY !== '' && !['ring', 'qtest', 'savevm', 'blk', 'startup', 'net'].includes(ONLY)) {
-  console.error(`BENCH_ONLY=${ONLY}: expected ring, blk, qtest, savevm, startup or net`);
+if (ONLY !== undefined && ONLY !== '' && !['ring', 'qtest', 'savevm', 'blk', 'startup', 'net', 'v86'].includes(ONLY)) {
+  console.error(`BENCH_ONLY=${ONLY}: expected ring, blk, qtest, savevm, startup, net or v86`);
   process.exit(2);
+}
+if (ONLY === 'v86') {
+  await runV86Bench({ quick: QUICK });
+  process.exit(0);
 }
 if (ONLY === 'blk') {
   await runBlkBench({ quick: QUICK });
@@ -59,6 +66,7 @@ if (ONLY === 'savevm') {
 }
 if (ONLY === 'startup') {
   await runStartupBench({ quick: QUICK });
+  await runV86Bench({ quick: QUICK });
   process.exit(0);
 }
 
@@ -253,4 +261,5 @@ if (ONLY !== 'ring') {
   await runSavevmBench({ quick: QUICK });
   await runStartupBench({ quick: QUICK });
   await runNetBench({ quick: QUICK });
+  await runV86Bench({ quick: QUICK });
 }

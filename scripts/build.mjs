@@ -7,7 +7,11 @@
 //                          (src/cli/qemu-launch.ts, src/cli/code-cache.ts). CommonJS because Node's
 //                          ESM loader costs several ms more at start-up (issue 11).
 //   dist/node/node.js      ESM bundle of src/node.ts (`virtio-ts/node`: driver library with qtest/QMP/launcher)
+//   dist/node/v86.js       ESM bundle of src/v86.ts (`virtio-ts/v86`: the v86 adapter)
 //   dist/browser/index.js  ESM bundle of src/index.ts for browsers (platform browser)
+//   dist/browser/v86.js    the v86 adapter for browsers
+// v86 itself is an optional peer dependency: never bundled (`external`), and the adapter's
+// bundles must not import it at all (checked below); only the CLI's `v86` command loads it.
 //   dist/types/            declarations from `tsc -p tsconfig.build.json`
 //
 // Usage: node scripts/build.mjs [--quiet]
@@ -33,13 +37,23 @@ const common = {
   logLevel: quiet ? 'error' : 'warning',
 };
 
+/** The adapter types v86 structurally: a bundle that imports it would make the peer mandatory. */
+function noV86Import(metafile, outputs) {
+  for (const out of outputs) {
+    const o = metafile.outputs[out];
+    if (o?.imports.some((i) => i.path === 'v86' || i.path.startsWith('v86/'))) throw new Error(`${out} imports v86`);
+  }
+}
+
 const builds = [
   {
     ...common,
     platform: 'node',
     target: 'node20',
-    entryPoints: { index: 'src/index.ts', cli: 'src/cli/main.ts', node: 'src/node.ts' },
+    entryPoints: { index: 'src/index.ts', cli: 'src/cli/main.ts', node: 'src/node.ts', v86: 'src/v86.ts' },
     outdir: 'dist/node',
+    external: ['v86'],
+    check: (metafile) => noV86Import(metafile, ['dist/node/v86.js', 'dist/node/index.js']),
   },
   {
     ...common,
@@ -70,8 +84,10 @@ const builds = [
     ...common,
     platform: 'browser',
     target: 'es2022',
-    entryPoints: { index: 'src/index.ts' },
+    entryPoints: { index: 'src/index.ts', v86: 'src/v86.ts' },
     outdir: 'dist/browser',
+    external: ['v86'],
+    check: (metafile) => noV86Import(metafile, ['dist/browser/v86.js', 'dist/browser/index.js']),
   },
 ];
 

@@ -11,6 +11,8 @@ export * from './bus/virtio-mmio.js';
 export * from './bus/pci/pci-bus.js';
 export * from './bus/pci/pci-device.js';
 export * from './bus/pci/msix.js';
+export * from './bus/pci/bar-map.js';
+export * from './bus/pci/piix.js';
 export * from './bus/virtio-pci.js';
 export * from './devices/rng.js';
 export * from './devices/blk/index.js';

@@ -109,6 +109,25 @@ export const PCI_DEVICE_ID_VIRTIO_10_BASE = 0x1040;
 /** Largest MSI-X table (PCI_MSIX_FLAGS_QSIZE + 1). */
 const MSIX_MAX_VECTORS = 2048;
 
+/** Bytes of struct virtio_pci_common_cfg that byte-lane accesses decode (through queue_reset). */
+const COMMON_CFG_SIZE = 60;
+/**
+ * For each byte of the common configuration, the offset and width of the field holding it
+ * (width 0: no field, e.g. queue_notify_data, which QEMU 7.2 does not implement).
+ */
+const COMMON_FIELD_START = new Uint8Array(COMMON_CFG_SIZE);
+const COMMON_FIELD_WIDTH = new Uint8Array(COMMON_CFG_SIZE);
+for (const [off, width] of [
+  [VIRTIO_PCI_COMMON_DFSELECT, 4], [VIRTIO_PCI_COMMON_DF, 4], [VIRTIO_PCI_COMMON_GFSELECT, 4], [VIRTIO_PCI_COMMON_GF, 4],
+  [VIRTIO_PCI_COMMON_MSIX, 2], [VIRTIO_PCI_COMMON_NUMQ, 2], [VIRTIO_PCI_COMMON_STATUS, 1], [VIRTIO_PCI_COMMON_CFGGENERATION, 1],
+  [VIRTIO_PCI_COMMON_Q_SELECT, 2], [VIRTIO_PCI_COMMON_Q_SIZE, 2], [VIRTIO_PCI_COMMON_Q_MSIX, 2], [VIRTIO_PCI_COMMON_Q_ENABLE, 2],
+  [VIRTIO_PCI_COMMON_Q_NOFF, 2], [VIRTIO_PCI_COMMON_Q_DESCLO, 4], [VIRTIO_PCI_COMMON_Q_DESCHI, 4], [VIRTIO_PCI_COMMON_Q_AVAILLO, 4],
+  [VIRTIO_PCI_COMMON_Q_AVAILHI, 4], [VIRTIO_PCI_COMMON_Q_USEDLO, 4], [VIRTIO_PCI_COMMON_Q_USEDHI, 4], [VIRTIO_PCI_COMMON_Q_RESET, 2],
+] as const) {
+  COMMON_FIELD_START.fill(off, off, off + width);
+  COMMON_FIELD_WIDTH.fill(width, off, off + width);
+}
+
 /** How QEMU 7.2 presents each device type on PCI (`hw/virtio/*-pci.c`). */
 interface VirtioPciDeviceInfo {
   /** QEMU type name, for the default proxy name. */
@@ -159,6 +178,17 @@ export interface VirtioPciOptions {
   tracer?: Tracer;
   /** Called with a warning QEMU would print (e.g. "unable to init msix vectors to N"). */
   onWarning?: (message: string) => void;
+  /**
+   * Byte lanes for hosts that split multi-byte MMIO accesses into narrower ones (v86 turns a
+   * 16-bit read into two byte reads). Off (the default), the modern common configuration
+   * answers as QEMU's does: an access that does not start at a field, or has another width,
+   * reads 0 and is ignored on write, so the high byte of `queue_size` reads 0 through such a
+   * host. On, an access of any width at any offset reads the bytes of the fields it covers
+   * (without side effects: no common field has any), and a write narrower than its field
+   * changes only its bytes (read-modify-write of the field). Whole, aligned accesses behave
+   * exactly as without the option.
+   */
+  byteLanes?: boolean;
 }
 
 /** Per-queue state of the modern interface (QEMU's VirtIOPCIQueue). */
@@ -200,6 +230,8 @@ export class VirtIOPCIProxy extends PCIDevice implements VirtioBus {
   /** The devfn asked for with `addr`, for the machine; undefined for "first free slot". */
   readonly requestedDevfn: number | undefined;
   onWarning: ((message: string) => void) | undefined;
+  /** See `VirtioPciOptions.byteLanes`. */
+  readonly byteLanes: boolean;
 
   // Modern interface state (QEMU's dfselect, gfselect, guest_features[2], vqs[VIRTIO_QUEUE_MAX]).
   dfselect = 0;
@@ -236,6 +268,7 @@ export class VirtIOPCIProxy extends PCIDevice implements VirtioBus {
     });
     this.vdev = vdev;
     this.onWarning = opts.onWarning;
+    this.byteLanes = opts.byteLanes ?? false;
     this.requestedDevfn = opts.addr === undefined ? undefined : parsePciAddr(opts.addr);
     this.pagePerVq = opts.pagePerVq ?? false;
     this.notifyMultiplier = this.pagePerVq ? QEMU_VIRTIO_PCI_QUEUE_MEM_MULT : 4;
@@ -437,6 +470,7 @@ export class VirtIOPCIProxy extends PCIDevice implements VirtioBus {
    * The feature selectors keep their values, as in QEMU.
    */
   softReset(): void {
+    this.laneField = -1;
     this.vdev.reset();
     this.phantomVectors.fill(VIRTIO_NO_VECTOR);
     this.msix?.unuseAll();
@@ -590,7 +624,10 @@ export class VirtIOPCIProxy extends PCIDevice implements VirtioBus {
   // Modern BAR4
 
   private modernRead(addr: number, size: AccessSize): number {
-    if (addr < VIRTIO_PCI_ISR_OFFSET) return this.commonRead(addr - VIRTIO_PCI_COMMON_OFFSET);
+    if (addr < VIRTIO_PCI_ISR_OFFSET) {
+      const off = addr - VIRTIO_PCI_COMMON_OFFSET;
+      return this.byteLanes ? this.commonReadLanes(off, size) : this.commonRead(off);
+    }
     if (addr < VIRTIO_PCI_DEVICE_OFFSET) return this.readIsr();
     if (addr < VIRTIO_PCI_NOTIFY_OFFSET) return this.vdev.configRead(addr - VIRTIO_PCI_DEVICE_OFFSET, size, false);
     return 0; // notify structure (reads 0) and the unused rest of the BAR
@@ -598,7 +635,9 @@ export class VirtIOPCIProxy extends PCIDevice implements VirtioBus {
 
   private modernWrite(addr: number, size: AccessSize, val: number): void {
     if (addr < VIRTIO_PCI_ISR_OFFSET) {
-      this.commonWrite(addr - VIRTIO_PCI_COMMON_OFFSET, val);
+      const off = addr - VIRTIO_PCI_COMMON_OFFSET;
+      if (this.byteLanes) this.commonWriteLanes(off, size, val);
+      else this.commonWrite(off, val);
     } else if (addr < VIRTIO_PCI_DEVICE_OFFSET) {
       // The ISR is read-only.
     } else if (addr < VIRTIO_PCI_NOTIFY_OFFSET) {
@@ -610,6 +649,61 @@ export class VirtIOPCIProxy extends PCIDevice implements VirtioBus {
       if (queue < VIRTIO_QUEUE_MAX) this.vdev.queueNotify(queue);
     }
   }
+
+  /**
+   * Byte-lane read of the common configuration: each byte comes from the field that holds it
+   * (bytes outside every field read 0). An access that is exactly one field is `commonRead`.
+   */
+  private commonReadLanes(addr: number, size: AccessSize): number {
+    if (addr >= COMMON_CFG_SIZE) return 0;
+    const start = COMMON_FIELD_START[addr]!;
+    if (start === addr && COMMON_FIELD_WIDTH[addr] === size) return this.commonRead(addr);
+    let v = 0;
+    for (let i = 0; i < size; i++) {
+      const b = addr + i;
+      if (b >= COMMON_CFG_SIZE || COMMON_FIELD_WIDTH[b] === 0) continue;
+      const fs = COMMON_FIELD_START[b]!;
+      v += ((this.commonRead(fs) >>> (8 * (b - fs))) & 0xff) * 2 ** (8 * i);
+    }
+    return v;
+  }
+
+  /**
+   * Byte-lane write. The bytes of a field are gathered (starting from its current value) and the
+   * field is written once, when its top byte arrives: a host splitting a 16-bit write into two
+   * byte writes, low first, writes queue_size or queue_enable once, with the whole value. A
+   * write that never reaches the top byte of its field is not applied (QEMU ignores narrow
+   * writes too).
+   */
+  private commonWriteLanes(addr: number, size: AccessSize, val: number): void {
+    if (addr >= COMMON_CFG_SIZE) return;
+    if (COMMON_FIELD_START[addr] === addr && COMMON_FIELD_WIDTH[addr] === size) {
+      this.laneField = -1;
+      this.commonWrite(addr, val);
+      return;
+    }
+    for (let i = 0; i < size; i++) {
+      const b = addr + i;
+      const w = b < COMMON_CFG_SIZE ? COMMON_FIELD_WIDTH[b]! : 0;
+      if (w === 0) continue;
+      const fs = COMMON_FIELD_START[b]!;
+      if (this.laneField !== fs) {
+        this.laneField = fs;
+        this.laneValue = this.commonRead(fs) >>> 0;
+      }
+      const sh = 8 * (b - fs);
+      const byte = Math.floor((val >>> 0) / 2 ** (8 * i)) & 0xff;
+      this.laneValue = (this.laneValue - (((this.laneValue >>> sh) & 0xff) << sh >>> 0) + byte * 2 ** sh) >>> 0;
+      if (b === fs + w - 1) {
+        this.laneField = -1;
+        this.commonWrite(fs, this.laneValue);
+      }
+    }
+  }
+
+  /** The field a byte-lane write is gathering (-1: none) and its bytes so far. */
+  private laneField = -1;
+  private laneValue = 0;
 
   private commonRead(addr: number): number {
     const vdev = this.vdev;

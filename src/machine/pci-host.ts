@@ -8,6 +8,7 @@
  * No Node imports: part of the browser bundle.
  */
 import type { PciActiveBar, PciBusHost, PciFunction } from '../bus/pci/pci-bus.js';
+import { piixPirq } from '../bus/pci/piix.js';
 import type { AccessSize, IoHandler, Mapping } from './address-space.js';
 import { accessSize, IO_SPACE_SIZE, type SystemMemory } from './system-memory.js';
 
@@ -36,9 +37,9 @@ export interface PciHostOptions {
   setIrq?: (pirq: number, level: boolean) => void;
 }
 
-/** PIIX3's `pci_slot_get_pirq` (hw/isa/piix3.c). */
+/** PIIX3's `pci_slot_get_pirq` (hw/isa/piix3.c), by devfn and 0-based pin. */
 export function piix3SlotGetPirq(devfn: number, intx: number): number {
-  return (intx + pciSlot(devfn) - 1) & 3;
+  return piixPirq(pciSlot(devfn), intx + 1);
 }
 
 /** One PCI function on the bus with its id for error messages. */

@@ -39,6 +39,8 @@ export class VirtQueueElement {
   private readonly views: (Uint8Array | undefined)[] = [];
   private readonly viewRegion: (RamRegion | undefined)[] = [];
   private readonly viewOff: number[] = [];
+  /** The memory epoch the cached views belong to: after RAM moved they are dropped. */
+  private viewsEpoch = 0;
 
   /** Guest address of each entry (safe integers). */
   sgAddr: Float64Array;
@@ -86,6 +88,7 @@ export class VirtQueueElement {
     // before the chain's start (negative, NaN) would reach bytes the chain does not own.
     if (!this.inFlight || !(offset >= 0) || !(dstOff >= 0) || !(len > 0)) return 0;
     const mem = this.memory;
+    if (mem.sync() !== this.viewsEpoch) this.dropViews();
     const sgAddr = this.sgAddr;
     const sgLen = this.sgLen;
     const to = this.outNum;
@@ -100,7 +103,7 @@ export class VirtQueueElement {
       }
       const n = Math.min(elen - skip, want - done);
       const addr = sgAddr[i]! + skip;
-      const r = mem.findRegion(addr, n);
+      const r = mem.regionAt(addr, n);
       if (r === undefined) break;
       const off = addr - r.base;
       const d0 = dstOff + done;
@@ -135,7 +138,8 @@ export class VirtQueueElement {
 
   /**
    * Copy `src` into the device-writable buffers, starting `offset` bytes into the writable part.
-   * Returns the number of bytes written: QEMU's `iov_from_buf` on `in_sg`.
+   * Returns the number of bytes written: QEMU's `iov_from_buf` on `in_sg`. (The write is reported
+   * to the memory's `onWrite` when the element is returned, with the used length.)
    */
   writeIn(offset: number, src: Uint8Array): number {
     return this.writeInFrom(offset, src, 0, src.length);
@@ -151,6 +155,7 @@ export class VirtQueueElement {
     // before the chain's start (negative, NaN) would reach bytes the chain does not own.
     if (!this.inFlight || !(offset >= 0) || !(srcOff >= 0) || !(len > 0)) return 0;
     const mem = this.memory;
+    mem.sync();
     const sgAddr = this.sgAddr;
     const sgLen = this.sgLen;
     const to = this.outNum + this.inNum;
@@ -165,7 +170,7 @@ export class VirtQueueElement {
       }
       const n = Math.min(elen - skip, want - done);
       const addr = sgAddr[i]! + skip;
-      const r = mem.findRegion(addr, n);
+      const r = mem.regionAt(addr, n);
       if (r === undefined || r.readonly) break;
       const off = addr - r.base;
       const ram = r.bytes;
@@ -194,6 +199,12 @@ export class VirtQueueElement {
       skip = 0;
     }
     return done;
+  }
+
+  private dropViews(): void {
+    this.views.fill(undefined);
+    this.viewRegion.fill(undefined);
+    this.viewsEpoch = this.memory.epoch;
   }
 
   // Per entry, the last view of a source that writeInFrom copied from.

@@ -1,4 +1,4 @@
-import { gpaFromHiLo, INVALID_GPA, type GuestMemory } from '../memory/guest-memory.js';
+import { gpaFromHiLo, INVALID_GPA, type GuestMemory, type GuestWriteHook, type RamRegion } from '../memory/guest-memory.js';
 import type { Tracer } from '../trace/trace.js';
 import {
   VIRTIO_NO_VECTOR,
@@ -39,7 +39,9 @@ const EMPTY_VIEW: DataView<ArrayBufferLike> = new DataView(new ArrayBuffer(0));
  * The device owns `usedIdx`: it is never read back from guest memory, so a driver scribbling on
  * the used ring cannot confuse it. Descriptors are read once into locals and checked before use.
  * The ring parts are resolved to RAM views once, when their addresses are set; the hot path then
- * uses those views and never searches the memory map for ring accesses.
+ * uses those views and never searches the memory map for ring accesses. Each entry point
+ * (pop, push, fill, flush, the notification calls) first compares the memory's epoch with the
+ * views' and takes the regions' new views when RAM moved (a growable buffer grew).
  */
 export class VirtQueue {
   /** Current queue size; 0 means the queue does not exist. */
@@ -78,8 +80,14 @@ export class VirtQueue {
 
   handleOutput: VirtQueueHandler | undefined;
 
-  // Resolved ring views: valid only while `mapped` is true.
+  /** The owner's memory (kept here: one load less on every entry point). */
+  private readonly mem: GuestMemory;
+  // Resolved ring views: valid only while `mapped` is true, and only for `viewEpoch`.
   private mapped = false;
+  private viewEpoch = 0;
+  private descRegion: RamRegion | undefined;
+  private availRegion: RamRegion | undefined;
+  private usedRegion: RamRegion | undefined;
   private descView = EMPTY_VIEW;
   private descOff = 0;
   private availView = EMPTY_VIEW;
@@ -107,6 +115,23 @@ export class VirtQueue {
     this.num = numDefault;
     this.numDefault = numDefault;
     this.handleOutput = handler;
+    this.mem = owner.memory;
+  }
+
+  /**
+   * The entry check: when guest RAM moved since the ring views were taken, take the regions'
+   * current ones (the regions themselves and the offsets in them do not change).
+   */
+  private syncViews(): void {
+    if (this.mem.sync() !== this.viewEpoch) this.retakeViews();
+  }
+
+  private retakeViews(): void {
+    this.viewEpoch = this.mem.epoch;
+    if (!this.mapped) return;
+    this.descView = this.descRegion!.view;
+    this.availView = this.availRegion!.view;
+    this.usedView = this.usedRegion!.view;
   }
 
   /** True once the rings are mapped and the device may process the queue. */
@@ -218,12 +243,16 @@ export class VirtQueue {
     if (!a) return this.owner.virtioError(`Cannot map avail (VQ ${this.index})`);
     const u = mem.findRegion(this.used, usedRingSize(num, this.eventIdx));
     if (!u || u.readonly) return this.owner.virtioError(`Cannot map used (VQ ${this.index})`);
+    this.descRegion = d;
     this.descView = d.view;
     this.descOff = this.desc - d.base;
+    this.availRegion = a;
     this.availView = a.view;
     this.availOff = this.avail - a.base;
+    this.usedRegion = u;
     this.usedView = u.view;
     this.usedOff = this.used - u.base;
+    this.viewEpoch = mem.epoch;
     this.numMask = num - 1;
     this.mapped = true;
   }
@@ -231,6 +260,7 @@ export class VirtQueue {
   private unmap(): void {
     this.mapped = false;
     this.descView = this.availView = this.usedView = EMPTY_VIEW;
+    this.descRegion = this.availRegion = this.usedRegion = undefined;
   }
 
   /** QEMU's `__virtio_queue_reset`. Alignment survives, as in QEMU. */
@@ -245,8 +275,14 @@ export class VirtQueue {
     this.inuse = 0;
     this.generation++;
     // Elements held across the reset are stale: their buffers may already be reused by the
-    // guest, so they must not be read or written any more (VirtQueueElement.copy checks).
-    for (const e of this.pool) if (e) e.inFlight = false;
+    // guest, so they must not be read or written any more (VirtQueueElement.copy checks). What
+    // the device wrote into them before is reported now, as nothing will return them.
+    const hook = this.mem.onWrite;
+    for (const e of this.pool) {
+      if (!e?.inFlight) continue;
+      if (hook !== undefined) noteInBuffers(hook, e, e.inBytes);
+      e.inFlight = false;
+    }
     this.pool = [];
     this.unmap();
   }
@@ -331,17 +367,26 @@ export class VirtQueue {
 
   /** avail.idx as the guest last wrote it (0 when unmapped). */
   readAvailIdx(): number {
-    return this.mapped ? this.availView.getUint16(this.availOff + 2, this.le) : 0;
+    if (!this.mapped) return 0;
+    this.syncViews();
+    return this.availView.getUint16(this.availOff + 2, this.le);
   }
   readAvailFlags(): number {
-    return this.mapped ? this.availView.getUint16(this.availOff, this.le) : 0;
+    if (!this.mapped) return 0;
+    this.syncViews();
+    return this.availView.getUint16(this.availOff, this.le);
   }
   /** used_event, at the end of the avail ring. */
   readUsedEvent(): number {
-    return this.mapped ? this.availView.getUint16(this.availOff + 4 + 2 * this.num, this.le) : 0;
+    if (!this.mapped) return 0;
+    this.syncViews();
+    return this.availView.getUint16(this.availOff + 4 + 2 * this.num, this.le);
   }
   private writeAvailEvent(v: number): void {
-    this.usedView.setUint16(this.usedOff + 4 + 8 * this.num, v, this.le);
+    const o = this.usedOff + 4 + 8 * this.num;
+    this.usedView.setUint16(o, v, this.le);
+    const hook = this.mem.onWrite;
+    if (hook !== undefined) hook(this.used + 4 + 8 * this.num, 2);
   }
 
   // ---------------------------------------------------------------------------------------
@@ -351,6 +396,7 @@ export class VirtQueue {
   isEmpty(): boolean {
     if (!this.mapped || this.owner.processingStopped) return true;
     if (this.shadowAvailIdx !== this.lastAvailIdx) return false;
+    this.syncViews();
     const idx = this.readAvailIdx();
     if (idx === this.lastAvailIdx) return true;
     // The shadow index is trusted by pop, so it only ever takes a validated value.
@@ -373,7 +419,8 @@ export class VirtQueue {
   /** Number of heads available now, or -1 after reporting a bogus avail index. */
   availableHeads(): number {
     if (!this.mapped) return 0;
-    const idx = this.readAvailIdx();
+    this.syncViews();
+    const idx = this.availView.getUint16(this.availOff + 2, this.le);
     const n = (idx - this.lastAvailIdx) & 0xffff;
     if (n > this.num) {
       this.owner.virtioError(`Guest moved used index from ${this.lastAvailIdx} to ${idx}`);
@@ -394,6 +441,7 @@ export class VirtQueue {
    */
   pop(consumeOnError = true): VirtQueueElement | null {
     if (!this.mapped || this.owner.processingStopped) return null;
+    if (this.mem.sync() !== this.viewEpoch) this.retakeViews();
     const num = this.num;
     const last = this.lastAvailIdx;
     const le = this.le;
@@ -443,6 +491,7 @@ export class VirtQueue {
    */
   availInBytes(maxIn: number): number {
     if (!this.mapped || this.owner.processingStopped) return 0;
+    this.syncViews();
     const heads = this.availableHeads();
     if (heads <= 0) return 0;
     const elem = (this.measure ??= new VirtQueueElement(this.owner.memory));
@@ -485,7 +534,8 @@ export class VirtQueue {
    * Walk the chain starting at `head` into `elem`. Returns null on success or the error message.
    * Every descriptor is read once into locals; the walk visits at most `num` descriptors of the
    * table and at most the table's length inside an indirect table, and the element holds at most
-   * VIRTQUEUE_MAX_SIZE descriptors, so both work and memory are bounded.
+   * VIRTQUEUE_MAX_SIZE descriptors, so both work and memory are bounded. The caller has synced
+   * the memory, so regions are looked up without a check each.
    */
   private readChain(head: number, elem: VirtQueueElement): string | null {
     // Module constants copied to locals: the loop then does not reload them on every turn.
@@ -542,7 +592,7 @@ export class VirtQueue {
         if (flags & F_NEXT) return 'Indirect descriptor with NEXT set';
         // len is a uint32, so `len & 15` is `len % VRING_DESC_SIZE` and `len >>> 4` the entry count.
         if (len === 0 || (len & (VRING_DESC_SIZE - 1)) !== 0) return `Invalid size for indirect buffer table (${len})`;
-        const r = addr === INVALID_GPA ? undefined : mem.findRegion(addr, len);
+        const r = addr === INVALID_GPA ? undefined : mem.regionAt(addr, len);
         if (!r) return 'Cannot map indirect buffer';
         view = r.view;
         base = addr - r.base;
@@ -554,14 +604,14 @@ export class VirtQueue {
       }
       if (len !== 0) {
         if (flags & F_WRITE) {
-          const r = mem.findRegion(addr, len);
+          const r = mem.regionAt(addr, len);
           if (r === undefined || r.readonly) return 'virtio: bogus descriptor or out of resources';
           sawWrite = true;
           inBytes += len;
           inNum++;
         } else {
           if (sawWrite) return 'Incorrect order for descriptors';
-          if (mem.findRegion(addr, len) === undefined) return 'virtio: bogus descriptor or out of resources';
+          if (mem.regionAt(addr, len) === undefined) return 'virtio: bogus descriptor or out of resources';
           outBytes += len;
           outNum++;
         }
@@ -603,12 +653,18 @@ export class VirtQueue {
 
   private writeUsed(elem: VirtQueueElement, len: number, idx: number, clamp: boolean): void {
     if (!this.mapped || this.owner.processingStopped) return;
+    this.syncViews();
     const n = clamp && len > elem.inBytes ? elem.inBytes : len > 0 ? len >>> 0 : 0;
     const pos = (this.usedIdx + idx) & 0xffff;
     const slot = this.numMask >= 0 ? pos & this.numMask : pos % this.num;
     const o = this.usedOff + 4 + 8 * slot;
     this.usedView.setUint32(o, elem.index, this.le);
     this.usedView.setUint32(o + 4, n, this.le);
+    const hook = this.mem.onWrite;
+    if (hook !== undefined) {
+      noteInBuffers(hook, elem, n);
+      hook(this.used + 4 + 8 * slot, 8);
+    }
     const tr = this.owner.tracer;
     if (tr) tr({ type: 'virtqueue_fill', device: this.owner.name, queue: this.index, head: elem.index, len: n, slot });
   }
@@ -619,9 +675,12 @@ export class VirtQueue {
       this.inuse = Math.max(0, this.inuse - count);
       return;
     }
+    this.syncViews();
     const old = this.usedIdx;
     const next = (old + count) & 0xffff;
     this.usedView.setUint16(this.usedOff + 2, next, this.le);
+    const hook = this.mem.onWrite;
+    if (hook !== undefined) hook(this.used + 2, 2);
     this.usedIdx = next;
     this.inuse = Math.max(0, this.inuse - count);
     // As QEMU: if the new index passed the last signalled one, the signalled value is stale.
@@ -649,6 +708,7 @@ export class VirtQueue {
       this.inuse = Math.max(0, this.inuse - 1);
       return;
     }
+    if (this.mem.sync() !== this.viewEpoch) this.retakeViews();
     const le = this.le;
     const view = this.usedView;
     const usedOff = this.usedOff;
@@ -664,6 +724,15 @@ export class VirtQueue {
     this.inuse = Math.max(0, this.inuse - 1);
     // As flush: if the new index passed the last signalled one, the signalled value is stale.
     if ((((next - this.signalledUsed) << 16) >> 16) < ((next - old) & 0xffff)) this.signalledUsedValid = false;
+    const hook = this.mem.onWrite;
+    if (hook !== undefined) this.notePush(hook, elem, n, slot);
+  }
+
+  /** The writes of one push: the element's buffers up to `n`, its used entry, the index. */
+  private notePush(hook: GuestWriteHook, elem: VirtQueueElement, n: number, slot: number): void {
+    noteInBuffers(hook, elem, n);
+    hook(this.used + 4 + 8 * slot, 8);
+    hook(this.used + 2, 2);
   }
 
   /**
@@ -704,7 +773,11 @@ export class VirtQueue {
 
   /** Give up an element without returning it to the driver (QEMU's `virtqueue_detach_element`). */
   detach(elem: VirtQueueElement): void {
-    if (this.release(elem)) this.inuse = Math.max(0, this.inuse - 1);
+    if (!this.release(elem)) return;
+    this.inuse = Math.max(0, this.inuse - 1);
+    // Whatever the device wrote into it stays in guest RAM (conservatively: all of it).
+    const hook = this.mem.onWrite;
+    if (hook !== undefined) noteInBuffers(hook, elem, elem.inBytes);
   }
 
   /** Put an element back so the next pop returns it again (QEMU's `virtqueue_unpop`). */
@@ -748,6 +821,7 @@ export class VirtQueue {
   setNotification(enable: boolean): void {
     this.notification = enable;
     if (!this.mapped) return;
+    this.syncViews();
     if (this.eventIdx) {
       // As QEMU's vring_set_avail_event: only when enabling. Disabling leaves avail_event behind
       // the driver, which is what suppresses its kicks; writing avail.idx would re-arm them.
@@ -755,6 +829,8 @@ export class VirtQueue {
     } else {
       const f = this.usedView.getUint16(this.usedOff, this.le);
       this.usedView.setUint16(this.usedOff, enable ? f & ~VRING_USED_F_NO_NOTIFY : f | VRING_USED_F_NO_NOTIFY, this.le);
+      const hook = this.mem.onWrite;
+      if (hook !== undefined) hook(this.used, 2);
     }
   }
 
@@ -782,6 +858,33 @@ export class VirtQueue {
     const tr = this.owner.tracer;
     if (tr) tr({ type: 'guest_error', device: this.owner.name, message });
   }
+}
+
+/**
+ * Report the first `n` device-writable bytes of `elem` to `hook`, one call per run of
+ * contiguous buffers (what a used length says the device wrote, as QEMU's `virtqueue_unmap_sg`
+ * marks it dirty).
+ */
+function noteInBuffers(hook: GuestWriteHook, elem: VirtQueueElement, n: number): void {
+  const sgAddr = elem.sgAddr;
+  const sgLen = elem.sgLen;
+  const end = elem.outNum + elem.inNum;
+  let left = n;
+  let runAddr = 0;
+  let runLen = 0;
+  for (let i = elem.outNum; i < end && left > 0; i++) {
+    const a = sgAddr[i]!;
+    const l = Math.min(sgLen[i]!, left);
+    left -= l;
+    if (runLen > 0 && runAddr + runLen === a) {
+      runLen += l;
+      continue;
+    }
+    if (runLen > 0) hook(runAddr, runLen);
+    runAddr = a;
+    runLen = l;
+  }
+  if (runLen > 0) hook(runAddr, runLen);
 }
 
 /** Convenience for transports: a guest address from two 32-bit register halves. */

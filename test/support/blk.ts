@@ -108,8 +108,8 @@ export interface BlkRig {
 export const RING_BASE = 0x10000;
 
 /** A virtio-mmio v2 (or v1) virtio-blk, negotiated with `features` and driven to DRIVER_OK. */
-export function blkRig(opts: { backend?: BlockBackend; legacy?: boolean; features?: bigint; num?: number; blk?: Partial<VirtIOBlockOptions>; ramSize?: number } = {}): BlkRig {
-  const mem = GuestMemory.ofSize(opts.ramSize ?? 4 << 20);
+export function blkRig(opts: { backend?: BlockBackend; legacy?: boolean; features?: bigint; num?: number; blk?: Partial<VirtIOBlockOptions>; ramSize?: number; mem?: GuestMemory } = {}): BlkRig {
+  const mem = opts.mem ?? GuestMemory.ofSize(opts.ramSize ?? 4 << 20);
   const errors: string[] = [];
   const backend = opts.backend ?? new MemoryBlockBackend(1 << 20);
   const blk = new VirtIOBlock({ memory: mem, backend, onError: (m) => errors.push(m), ...opts.blk });

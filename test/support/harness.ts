@@ -19,8 +19,8 @@ export interface RngRig {
   errors: string[];
 }
 
-export function rngRig(opts: { legacy?: boolean; rng?: Partial<VirtIORngOptions>; ramSize?: number } = {}): RngRig {
-  const mem = GuestMemory.ofSize(opts.ramSize ?? RAM_SIZE);
+export function rngRig(opts: { legacy?: boolean; rng?: Partial<VirtIORngOptions>; ramSize?: number; mem?: GuestMemory } = {}): RngRig {
+  const mem = opts.mem ?? GuestMemory.ofSize(opts.ramSize ?? RAM_SIZE);
   const trace: TraceEvent[] = [];
   const errors: string[] = [];
   const rng = new VirtIORng({ memory: mem, entropy: deterministicEntropy(1), onError: (m) => errors.push(m), ...opts.rng });

@@ -103,22 +103,23 @@ function sg(e: VirtQueueElement): [number, number][] {
 class PretendHugeMemory extends GuestMemory {
   static readonly BASE = 0x1_0000_0000;
   private readonly fake = new RamRegion({ base: PretendHugeMemory.BASE, size: 16, name: 'pretend' });
-  override findRegion(addr: number, len: number): RamRegion | undefined {
+  // regionAt is the translation every lookup ends in (findRegion is sync + regionAt).
+  override regionAt(addr: number, len: number): RamRegion | undefined {
     if (addr >= PretendHugeMemory.BASE && len >= 0 && addr + len <= 2 * PretendHugeMemory.BASE) return this.fake;
-    return super.findRegion(addr, len);
+    return super.regionAt(addr, len);
   }
 }
 
 /** Runs a hook (once) when a range starting at `at` is translated: a guest racing the device. */
 class TamperingMemory extends GuestMemory {
   hook: { at: number; run: () => void } | undefined;
-  override findRegion(addr: number, len: number): RamRegion | undefined {
+  override regionAt(addr: number, len: number): RamRegion | undefined {
     const h = this.hook;
     if (h && addr === h.at) {
       this.hook = undefined;
       h.run();
     }
-    return super.findRegion(addr, len);
+    return super.regionAt(addr, len);
   }
 }
 

@@ -26,6 +26,11 @@ export interface PciFunction {
   /** Configuration space access (offset < 256; size 1, 2 or 4, naturally aligned). */
   configRead(offset: number, size: 1 | 2 | 4): number;
   configWrite(offset: number, size: 1 | 2 | 4, value: number): void;
+  /**
+   * `configRead` without side effects, when the function has reads with side effects (hosts
+   * that answer config cycles speculatively use it; absent: `configRead` has none).
+   */
+  configPeek?(offset: number, size: 1 | 2 | 4): number;
   /** BARs that decode right now; the host maps exactly these. */
   activeBars(): PciActiveBar[];
   /** Called by the host when the function is placed on the bus at `devfn` (slot << 3 | fn). */

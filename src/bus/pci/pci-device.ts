@@ -315,6 +315,16 @@ export class PCIDevice implements PciFunction {
     this.defaultWriteConfig(offset, size, value);
   }
 
+  /**
+   * What a configuration read would return now, without its side effects (a virtio-pci
+   * function's PCI_CFG window reads its BAR only on a real read): for hosts that latch config
+   * data before they know whether the cycle is a read (v86 does, at the CONFIG_ADDRESS write).
+   * Any offset and size; outside the space, all ones.
+   */
+  configPeek(offset: number, size: 1 | 2 | 4): number {
+    return this.defaultReadConfig(offset, size);
+  }
+
   /** QEMU's `pci_default_read_config`. */
   defaultReadConfig(offset: number, size: number): number {
     if (!validConfigAccess(offset, size)) return maskTo(0xffff_ffff, size);

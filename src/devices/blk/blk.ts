@@ -177,6 +177,8 @@ class BlkRequest {
   /** Views of guest RAM for the data segments, reused while the guest reuses its buffers. */
   readonly views: (Uint8Array | undefined)[] = [];
   readonly viewAddr: number[] = [];
+  /** The memory epoch `views` were made in (RAM that moved makes them stale). */
+  viewsEpoch = 0;
   readonly onDone: () => void;
   readonly onFail: (e: unknown) => void;
 
@@ -691,6 +693,11 @@ export class VirtIOBlock extends VirtIODevice {
   private submitWrite(r: BlkRequest, pos: number): boolean {
     const elem = r.elem;
     const b = this.backend;
+    this.syncViews(r);
+    // An asynchronous backend holds what it is given until it settles; if guest RAM can move
+    // meanwhile (a growable buffer), a view of it could be detached under the backend. It gets
+    // a copy then, made now.
+    const copy = b.synchronous !== true && this.memory.swappable;
     let skip = VIRTIO_BLK_OUTHDR_SIZE;
     let p = pos;
     let k = 0;
@@ -711,7 +718,7 @@ export class VirtIOBlock extends VirtIODevice {
       }
       let res: BlockResult;
       try {
-        res = b.write(p, view);
+        res = b.write(p, copy ? view.slice() : view);
       } catch {
         failed = true;
         break;
@@ -749,6 +756,7 @@ export class VirtIOBlock extends VirtIODevice {
     const elem = r.elem;
     const b = this.backend;
     if (b.synchronous === true) {
+      this.syncViews(r);
       let p = pos;
       let left = size;
       let k = 0;
@@ -944,10 +952,20 @@ export class VirtIOBlock extends VirtIODevice {
     this.notify(vq);
   }
 
+  /** Drop `r`'s cached views if guest RAM moved since they were made. */
+  private syncViews(r: BlkRequest): void {
+    const epoch = this.memory.sync();
+    if (r.viewsEpoch !== epoch) {
+      r.views.fill(undefined);
+      r.viewsEpoch = epoch;
+    }
+  }
+
   /** A view of guest RAM for data segment `k` of `r` (cached while the guest reuses the buffer). */
   private viewOf(r: BlkRequest, k: number, addr: number, len: number): Uint8Array | undefined {
     const v = r.views[k];
-    // The memory map never changes under a device: the same range is the same bytes.
+    // The memory map never changes under a device: the same range is the same bytes (while the
+    // epoch stays: `syncViews` dropped views of RAM that moved).
     if (v !== undefined && r.viewAddr[k] === addr && v.length === len) return v;
     const fresh = this.memory.view(addr, len);
     r.views[k] = fresh;

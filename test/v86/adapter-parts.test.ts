@@ -1,0 +1,225 @@
+// The adapter's parts against a structural fake of the v86 CPU: shared MMIO blocks and what
+// stays v86's, ports given back, INTx wired-OR across functions and routes, handlers that throw.
+import { describe, expect, it } from 'vitest';
+import type { AccessSize, IoHandler } from '../../src/machine/address-space.js';
+import { V86IntxRouter } from '../../src/embed/v86/irq.js';
+import { V86Mmio } from '../../src/embed/v86/mmio.js';
+import { V86Ports } from '../../src/embed/v86/ports.js';
+import type { V86Cpu, V86Emulator, V86Pci, V86PortEntry } from '../../src/embed/v86/types.js';
+import { attachToV86, v86Host } from '../../src/embed/v86/host.js';
+import { v86VirtioPci } from '../../src/embed/v86/virtio.js';
+import { VirtIORng } from '../../src/devices/rng.js';
+
+function fakeCpu() {
+  const log: string[] = [];
+  const blocks = 1 << 15; // 4 GiB / 128 KiB
+  const unmappedR = () => 0xff;
+  const unmappedW = () => undefined;
+  const empty = (): V86PortEntry => ({
+    read8: () => 0xff,
+    read16: () => 0xffff,
+    read32: () => -1,
+    write8: () => undefined,
+    write16: () => undefined,
+    write32: () => undefined,
+    device: undefined,
+  });
+  const cpu = {
+    devices: {},
+    io: { ports: Array.from({ length: 0x10000 }, empty) },
+    memory_size: [64 << 20],
+    memory_map_read8: new Array(blocks).fill(unmappedR),
+    memory_map_write8: new Array(blocks).fill(unmappedW),
+    memory_map_read32: new Array(blocks).fill(() => -1),
+    memory_map_write32: new Array(blocks).fill(unmappedW),
+    mmap_write16(addr: number, v: number) {
+      log.push(`v86 write16 ${addr >>> 0} ${v}`);
+    },
+    device_raise_irq: (i: number) => void log.push(`raise ${i}`),
+    device_lower_irq: (i: number) => void log.push(`lower ${i}`),
+    wasm_memory: new WebAssembly.Memory({ initial: 1 }),
+    mem8: { byteOffset: 0 },
+    jit_dirty_cache: () => undefined,
+  } satisfies V86Cpu;
+  return { cpu, log, unmappedR };
+}
+
+/** A register file of `size` bytes that records accesses. */
+class Regs implements IoHandler {
+  readonly seen: string[] = [];
+  constructor(readonly tag: number) {}
+  read(offset: number, size: AccessSize): number {
+    this.seen.push(`r${size}@${offset}`);
+    return (this.tag + offset) & (size === 1 ? 0xff : size === 2 ? 0xffff : 0xffff_ffff);
+  }
+  write(offset: number, size: AccessSize, value: number): void {
+    this.seen.push(`w${size}@${offset}=${value}`);
+  }
+}
+
+describe('V86Mmio', () => {
+  it('two windows share one 128 KiB block; the rest of the block stays v86’s; addresses arrive signed', () => {
+    const { cpu, log, unmappedR } = fakeCpu();
+    const v86Write16 = cpu.mmap_write16;
+    const mmio = new V86Mmio(cpu, () => undefined);
+    const a = new Regs(0x10);
+    const b = new Regs(0x20);
+    const A = 0xfe80_0000;
+    const B = 0xfe80_4000;
+    expect(mmio.map(A, 0x4000, a)).toBe(true);
+    expect(mmio.map(B, 0x4000, b)).toBe(true);
+    const blk = A >>> 17;
+    expect(cpu.memory_map_read8[blk]).not.toBe(unmappedR);
+    expect(cpu.memory_map_read8[blk]!(A + 3 | 0)).toBe(0x13);
+    expect(cpu.memory_map_read32[blk]!(B + 8 | 0)).toBe(0x28);
+    expect(cpu.memory_map_read8[blk]!(0xfe81_0000 | 0)).toBe(0xff); // v86's unmapped handler
+    cpu.mmap_write16(B + 2 | 0, 0xbeef);
+    cpu.mmap_write16(0xfe81_0000 | 0, 7); // not ours: v86's own write16
+    expect(b.seen).toContain('w2@2=48879');
+    expect(log).toEqual([`v86 write16 ${0xfe81_0000} 7`]);
+    mmio.unmap(A, 0x4000, a);
+    expect(cpu.memory_map_read8[blk]!(A | 0)).toBe(0xff); // the block now answers only for B
+    expect(cpu.memory_map_read8[blk]!(B | 0)).toBe(0x20);
+    mmio.unmap(B, 0x4000, b);
+    expect(cpu.memory_map_read8[blk]).toBe(unmappedR); // given back
+    expect(cpu.mmap_write16).toBe(v86Write16); // the wrapper is gone
+  });
+
+  it('refuses windows in RAM and above 4 GiB', () => {
+    const { cpu } = fakeCpu();
+    const mmio = new V86Mmio(cpu, () => undefined);
+    expect(mmio.refusal(0x10_0000, 0x4000)).toMatch(/inside RAM/);
+    expect(mmio.refusal(0xffff_f000, 0x4000)).toMatch(/4 GiB/);
+    expect(mmio.map(0x10_0000, 0x4000, new Regs(0))).toBe(false);
+  });
+
+  it('a handler that throws is reported and reads all ones; v86 sees no exception', () => {
+    const { cpu } = fakeCpu();
+    const errors: unknown[] = [];
+    const mmio = new V86Mmio(cpu, (e) => errors.push(e));
+    const bad: IoHandler = {
+      read: () => {
+        throw new Error('boom');
+      },
+      write: () => {
+        throw new Error('bang');
+      },
+    };
+    mmio.map(0xe000_0000, 0x1000, bad);
+    const blk = 0xe000_0000 >>> 17;
+    expect(cpu.memory_map_read32[blk]!(0xe000_0000 | 0)).toBe(-1);
+    expect(() => cpu.memory_map_write8[blk]!(0xe000_0000 | 0, 1)).not.toThrow();
+    expect(errors.map((e) => (e as Error).message)).toEqual(['boom', 'bang']);
+  });
+});
+
+describe('V86Ports', () => {
+  it('maps every port of a window whole-width, and gives v86 its entries back', () => {
+    const { cpu } = fakeCpu();
+    const ports = new V86Ports(cpu, () => undefined);
+    const before = cpu.io.ports[0xc010]!;
+    const r = new Regs(0x40);
+    ports.map(0xc000, 32, r);
+    const e = cpu.io.ports[0xc010]!;
+    expect(e.read16.call(e.device, 0xc010)).toBe(0x50);
+    e.write32.call(e.device, 0x1234_5678);
+    expect(r.seen).toEqual(['r2@16', `w4@16=${0x1234_5678}`]);
+    ports.unmap(0xc000, 32, r);
+    expect(cpu.io.ports[0xc010]).toBe(before);
+    expect(ports.refusal(0xfff0, 32)).toMatch(/64 KiB/);
+  });
+});
+
+describe('V86IntxRouter', () => {
+  it('wired-OR: a shared IRQ goes up with the first pin and down with the last', () => {
+    const { cpu, log } = fakeCpu();
+    const bridge = new Uint8Array(256);
+    bridge.set([10, 10, 11, 11], 0x60);
+    const r = new V86IntxRouter(cpu, () => bridge);
+    r.set(13 << 3, 1, true); // slot 13 INTA → PIRQA → 10
+    r.set(14 << 3, 4, true); // slot 14 INTD → PIRQA → 10
+    r.set(13 << 3, 1, true); // already up: nothing
+    r.set(13 << 3, 1, false);
+    expect(log).toEqual(['raise 10']);
+    r.set(14 << 3, 4, false);
+    expect(log).toEqual(['raise 10', 'lower 10']);
+  });
+
+  it('a route changed while a pin is up still lowers the line it raised; unrouted pins raise nothing', () => {
+    const { cpu, log } = fakeCpu();
+    const bridge = new Uint8Array(256);
+    bridge.set([10, 0x80, 11, 11], 0x60);
+    const r = new V86IntxRouter(cpu, () => bridge);
+    r.set(13 << 3, 1, true);
+    bridge[0x60] = 5;
+    r.set(13 << 3, 1, false);
+    r.set(14 << 3, 1, true); // PIRQB disabled
+    r.set(14 << 3, 1, false);
+    r.set(13 << 3, 0, true); // not a pin
+    r.set(13 << 3, 5, true);
+    expect(log).toEqual(['raise 10', 'lower 10']);
+    r.set(15 << 3, 1, true);
+    r.releaseAll(15 << 3);
+    expect(log.slice(2)).toEqual(['raise 11', 'lower 11']);
+  });
+});
+
+describe('v86Host and attachToV86 on a fake emulator', () => {
+  function fakeEmulator(running = false) {
+    const { cpu } = fakeCpu();
+    const q = () => undefined;
+    const pci: V86Pci = {
+      pci_addr: new Uint8Array(4),
+      pci_addr32: new Int32Array(1),
+      pci_response32: new Int32Array(1),
+      pci_status32: new Int32Array(1),
+      isa_bridge_space8: new Uint8Array(256),
+      device_spaces: Object.assign(new Array<unknown>(256).fill(undefined), { [0]: {}, [8]: {}, [13 << 3]: undefined }),
+      pci_query: q,
+      pci_write8: q,
+      pci_write16: q,
+      pci_write32: q,
+    };
+    const full = { ...cpu, devices: { pci }, memory_size: [1 << 20], wasm_memory: new WebAssembly.Memory({ initial: 17 }) };
+    let destroyed = 0;
+    const emulator: V86Emulator = {
+      v86: { cpu: full },
+      is_running: () => running,
+      destroy: async () => {
+        destroyed++;
+      },
+    };
+    return { emulator, cpu: full, pci, destroyed: () => destroyed };
+  }
+
+  it('one host per emulator; its destroy runs before the emulator’s, which then makes a new one', async () => {
+    const { emulator, pci, destroyed } = fakeEmulator();
+    const host = v86Host(emulator);
+    expect(v86Host(emulator)).toBe(host);
+    const a = attachToV86(emulator, v86VirtioPci(new VirtIORng({ memory: host.memory })));
+    expect(a.slot).toBe(13); // the first free slot from 13
+    expect(host.functions()).toHaveLength(1);
+    expect(Object.hasOwn(pci, 'pci_query')).toBe(true);
+    await emulator.destroy!();
+    expect(destroyed()).toBe(1);
+    expect(host.functions()).toEqual([]);
+    expect(pci.pci_query).toBeDefined();
+    expect(() => host.attach(v86VirtioPci(new VirtIORng({ memory: host.memory })))).toThrow(/destroyed/);
+    expect(v86Host(emulator)).not.toBe(host);
+  });
+
+  it('refuses a running machine, a taken slot, bad slots, and an emulator that has not loaded', () => {
+    const { emulator } = fakeEmulator(true);
+    const memory = v86Host(emulator).memory;
+    expect(() => attachToV86(emulator, v86VirtioPci(new VirtIORng({ memory })))).toThrow(/before run/);
+    const idle = fakeEmulator();
+    const host = v86Host(idle.emulator);
+    expect(() => host.attach(v86VirtioPci(new VirtIORng({ memory: host.memory })), { slot: 0 })).toThrow(/taken/);
+    expect(() => host.attach(v86VirtioPci(new VirtIORng({ memory: host.memory })), { slot: 32 })).toThrow(RangeError);
+    const fn = v86VirtioPci(new VirtIORng({ memory: host.memory }));
+    host.attach(fn, { slot: 20 });
+    expect(() => host.attach(fn, { slot: 21 })).toThrow(/already/);
+    expect(() => host.attach(v86VirtioPci(new VirtIORng({ memory: host.memory })), { slot: 20 })).toThrow(/taken/);
+    expect(() => v86Host({ v86: undefined })).toThrow(/not loaded/);
+  });
+});
