@@ -4,7 +4,9 @@
 // ignored cache .cache/v86/, unpacked there, with the paths written to .cache/v86/inputs.json.
 // Nothing binary is committed: CI and developers run this and get the same packages.
 //
-// Usage: node scripts/v86-inputs.mjs [--refresh] [--quiet]
+// Usage: node scripts/v86-inputs.mjs [--refresh] [--quiet] [--no-fail]
+//   --no-fail  report a failure and exit 0 (`npm test` runs the rest; the boot tests then fail
+//              with the remedy)
 //   --refresh  ask apt again for the newest kernel even when the cache is complete
 //   --quiet    print only errors
 //
@@ -27,6 +29,7 @@ const FORMAT = 1;
 const argv = process.argv.slice(2);
 const refresh = argv.includes('--refresh');
 const quiet = argv.includes('--quiet');
+const noFail = argv.includes('--no-fail');
 const log = (msg) => {
   if (!quiet) console.log(`v86-inputs: ${msg}`);
 };
@@ -220,7 +223,8 @@ function main() {
   } catch (err) {
     if (!(err instanceof InputsError)) throw err;
     console.error(`v86-inputs: cannot provide the v86 boot inputs: ${err.message}`);
-    return 1;
+    if (noFail) console.error('v86-inputs: the tests that boot Linux in v86 will fail');
+    return noFail ? 0 : 1;
   }
 }
 
