@@ -1,7 +1,7 @@
 // Guest-visible figures of virtio-ts in v86 (issue 10): Debian's i386 kernel booting our test
 // initramfs in the npm v86, with our devices on its PCI bus through virtio-ts/v86.
 //
-// (1) Disk read throughput as the guest sees it: one boot with the same 16 MiB image both as
+// (1) Disk read throughput as the guest sees it: one boot with the same 64 MiB image both as
 //     our virtio-blk (modern, queue of 256) and as v86's own IDE disk (hda, through Linux's
 //     ata_piix); the guest checks each by md5, then reads each whole with `dd bs=1M
 //     iflag=direct` (no page cache), three rounds alternating;
@@ -234,23 +234,33 @@ export async function runV86Bench(opts: { quick?: boolean } = {}): Promise<void>
   // (1) Disk read: the same image as our virtio-blk and as v86's IDE disk.
   const image = new Uint8Array(DISK);
   deterministicEntropy(0xb10c).fill(image);
-  const marks = await boot(inputs, initrd, { devices: true, hda: image, vda: image, mode: 'disk' });
-  const rows: string[] = [];
-  const wantMd5 = (await import('node:crypto')).createHash('md5').update(image).digest('hex');
-  for (const dev of ['vda', 'sda']) {
-    const md5 = marks.find((m) => m.line.startsWith(`VB-MD5 ${dev} `))?.line.split(' ')[2];
-    if (md5 !== wantMd5) throw new Error(`v86 bench: ${dev} read back ${md5 ?? 'nothing'}, the image is ${wantMd5}`);
-    const rates: number[] = [];
-    for (const round of [1, 2, 3]) {
-      const s = marks.find((m) => m.line === `VB-START ${dev} ${round}`);
-      const e = marks.find((m) => m.line === `VB-END ${dev} ${round}`);
-      if (s && e) rates.push(DISK / MiB / ((e.at - s.at) / 1000));
-    }
-    const name = dev === 'vda' ? 'virtio-blk (ours, modern, queue 256)' : "v86's IDE (ata_piix)";
-    rows.push(`  ${name.padEnd(40)} median ${rates.length ? median(rates).toFixed(1) : '-'} MB/s  [${rates.map((r) => r.toFixed(1)).join(', ')}]`);
+  let marks: Marks;
+  try {
+    marks = await boot(inputs, initrd, { devices: true, hda: image, vda: image, mode: 'disk' });
+  } catch (e) {
+    // Known issue (README, "In v86"): under sustained I/O the guest sometimes stops taking
+    // interrupts. Said, not hidden; the boot-time comparison still runs.
+    console.log(`(1) disk read: the guest hung (${e instanceof Error ? e.message.split('\n')[0] : String(e)})`);
+    marks = [];
   }
-  console.log(`(1) guest reads the whole ${DISK / MiB} MiB image (checked by md5 first), dd bs=1M iflag=direct, 3 rounds alternating (host wall time between serial markers):`);
-  for (const r of rows) console.log(r);
+  if (marks.length > 0) {
+    const rows: string[] = [];
+    const wantMd5 = (await import('node:crypto')).createHash('md5').update(image).digest('hex');
+    for (const dev of ['vda', 'sda']) {
+      const md5 = marks.find((m) => m.line.startsWith(`VB-MD5 ${dev} `))?.line.split(' ')[2];
+      if (md5 !== wantMd5) throw new Error(`v86 bench: ${dev} read back ${md5 ?? 'nothing'}, the image is ${wantMd5}`);
+      const rates: number[] = [];
+      for (const round of [1, 2, 3]) {
+        const s = marks.find((m) => m.line === `VB-START ${dev} ${round}`);
+        const e = marks.find((m) => m.line === `VB-END ${dev} ${round}`);
+        if (s && e) rates.push(DISK / MiB / ((e.at - s.at) / 1000));
+      }
+      const name = dev === 'vda' ? 'virtio-blk (ours, modern, queue 256)' : "v86's IDE (ata_piix)";
+      rows.push(`  ${name.padEnd(40)} median ${rates.length ? median(rates).toFixed(1) : '-'} MB/s  [${rates.map((r) => r.toFixed(1)).join(', ')}]`);
+    }
+    console.log(`(1) guest reads the whole ${DISK / MiB} MiB image (checked by md5 first), dd bs=1M iflag=direct, 3 rounds alternating (host wall time between serial markers):`);
+    for (const r of rows) console.log(r);
+  }
 
   // (2) Boot time with and without our devices.
   const rounds = opts.quick ? 1 : 3;
