@@ -5,6 +5,7 @@
 //
 // Scenarios never assert: they record. The oracle compares the transcripts of QEMU and ours.
 import type { DriverBuffer, UsedEntry, VringDriver } from '../../../src/driver/vring.js';
+import { VIRTIO_CONFIG_S_NEEDS_RESET } from '../../../src/virtio/constants.js';
 import type { RecordingMachine } from '../../../src/oracle/recorder.js';
 import { hexb, IrqObserver, nameRing, openRig, type IrqMode, type Rig, type Transport } from './rig.js';
 import { poll } from '../../../src/driver/machine.js';
@@ -163,6 +164,59 @@ export async function arenaChangesOutside(m: RecordingMachine, base: number, siz
     if (!writable.some(([b, l]) => a >= b && a < b + l)) changed++;
   }
   return changed;
+}
+
+/** The device-specific steps of a hostile-guest scenario (see `runHostileLifecycle`). */
+export interface HostileSteps<S> {
+  /** Bring the device up for use (again after the reset: ring addresses as the first time). */
+  bring(): Promise<S>;
+  /** The attack; pushes the buffers the device may write to `writable`, findings to `problems`. */
+  attack(s: S, writable: [number, number][], problems: string[]): Promise<void>;
+  /** A well-formed request or exchange; true when it completed as it should. */
+  traffic(s: S): Promise<boolean>;
+  /** Guest memory filled with `canary` before the attack, checked for I4 after it. */
+  arena: { base: number; size: number; canary: number };
+}
+
+/**
+ * The phases every hostile-guest scenario goes through, named alike on every side so that
+ * transcripts line up: setup, attack (then the status, interrupts and I4 over the arena),
+ * liveness (skipped when the device asks for a reset), recovery after a reset.
+ */
+export async function runHostileLifecycle<S>(rig: Rig, steps: HostileSteps<S>): Promise<{ needsReset: boolean; liveness: boolean | undefined; recovered: boolean; problems: string[] }> {
+  const problems: string[] = [];
+  const m = rig.m;
+  const { base, size, canary } = steps.arena;
+  await m.phase('setup');
+  const first = await steps.bring();
+  await m.quiet(() => m.memset(base, size, canary));
+  const writable: [number, number][] = [];
+  await m.phase('attack');
+  await steps.attack(first, writable, problems);
+  await m.idle();
+  const status = await rig.drv.status();
+  const needsReset = (status & VIRTIO_CONFIG_S_NEEDS_RESET) !== 0;
+  await m.note(`status ${status.toString(16)}`);
+  await rig.irq!.check();
+  // I4: the arena is untouched outside the buffers the attack let the device write.
+  const changed = await arenaChangesOutside(m, base, size, canary, writable);
+  if (changed > 0) problems.push(`I4: ${changed} arena bytes changed outside writable buffers`);
+  let liveness: boolean | undefined;
+  // The section exists on every side, so that sections line up when only one side went on.
+  await m.phase('liveness');
+  if (!needsReset) {
+    liveness = await steps.traffic(first);
+    await rig.irq!.check();
+  } else {
+    await m.note('skipped: the device asks for a reset');
+  }
+  await m.phase('recovery');
+  await rig.drv.reset();
+  // The same ring addresses whether or not liveness allocated anything.
+  rig.alloc.reset();
+  const again = await steps.bring();
+  const recovered = await steps.traffic(again);
+  return { needsReset, liveness, recovered, problems };
 }
 
 export async function takeUsed(rig: Rig, ring: VringDriver, count: number, label = 'used', timeoutMs = 1500): Promise<UsedEntry[]> {

@@ -14,10 +14,10 @@ import type { ExpectedDifference } from '../../../src/oracle/compare.js';
 import type { OracleGroup, OracleScenario } from '../../../src/oracle/scenario.js';
 import type { HostileFacts } from '../../../src/oracle/verdict.js';
 import type { VringDriver } from '../../../src/driver/vring.js';
-import { VIRTIO_CONFIG_S_NEEDS_RESET, bit } from '../../../src/virtio/constants.js';
+import { bit } from '../../../src/virtio/constants.js';
 import { VRING_DESC_F_NEXT, VRING_DESC_F_WRITE } from '../../../src/vring/constants.js';
 import { VIRTIO_BALLOON_F_FREE_PAGE_HINT, VIRTIO_BALLOON_F_STATS_VQ } from '../../../src/devices/balloon/virtio-balloon.js';
-import { arenaChangesOutside, bringUpDevice, hex, mmioNum, openDevice, postChain, qmpNote, takeUsed } from './devrig.js';
+import { bringUpDevice, runHostileLifecycle, hex, mmioNum, openDevice, postChain, qmpNote, takeUsed } from './devrig.js';
 import { teardown, type Rig, type Transport } from './rig.js';
 
 const ARENA = 0x60_0000;
@@ -92,40 +92,15 @@ function hostile(name: string, ids: string, t: Transport, kind: DeviceKind, atta
     ids,
     ...(opts.expected ? { expected: opts.expected } : {}),
     async run(ctx): Promise<HostileFacts> {
-      const problems: string[] = [];
       const rig = await openDevice(ctx, t);
-      const m = rig.m;
-      await m.phase('setup');
-      const rings = await bringUpDevice(rig, { features: opts.features ?? kind.features, queues: queues(t), irq });
-      await m.quiet(() => m.memset(ARENA, ARENA_SIZE, CANARY));
-      const h: AttackHarness = { writable: [], problems };
-      await m.phase('attack');
-      await attack(rig, rings, h);
-      await m.idle();
-      const status = await rig.drv.status();
-      const needsReset = (status & VIRTIO_CONFIG_S_NEEDS_RESET) !== 0;
-      await m.note(`status ${status.toString(16)}`);
-      await rig.irq!.check();
-      // I4: the arena is untouched outside the buffers the attack let the device write.
-      const changed = await arenaChangesOutside(m, ARENA, ARENA_SIZE, CANARY, h.writable);
-      if (changed > 0) problems.push(`I4: ${changed} arena bytes changed outside writable buffers`);
-      let liveness: boolean | undefined;
-      // The section exists on every side, so that sections line up when only one side went on.
-      await m.phase('liveness');
-      if (!needsReset) {
-        liveness = await kind.request(rig, rings);
-        await rig.irq!.check();
-      } else {
-        await m.note('skipped: the device asks for a reset');
-      }
-      await m.phase('recovery');
-      await rig.drv.reset();
-      // The same ring addresses whether or not liveness allocated anything.
-      rig.alloc.reset();
-      const again = await bringUpDevice(rig, { features: opts.features ?? kind.features, queues: queues(t), irq });
-      const recovered = await kind.request(rig, again);
+      const facts = await runHostileLifecycle(rig, {
+        bring: () => bringUpDevice(rig, { features: opts.features ?? kind.features, queues: queues(t), irq }),
+        attack: (rings, writable, problems) => attack(rig, rings, { writable, problems }),
+        traffic: (rings) => kind.request(rig, rings),
+        arena: { base: ARENA, size: ARENA_SIZE, canary: CANARY },
+      });
       await teardown(rig);
-      return { legal: false, needsReset, liveness, recovered, problems };
+      return { legal: false, ...facts };
     },
   };
 }

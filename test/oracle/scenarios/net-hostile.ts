@@ -13,10 +13,9 @@ import type { ExpectedDifference } from '../../../src/oracle/compare.js';
 import type { OracleContext, OracleGroup, OracleScenario } from '../../../src/oracle/scenario.js';
 import type { HostileFacts } from '../../../src/oracle/verdict.js';
 import type { VringDriver } from '../../../src/driver/vring.js';
-import { VIRTIO_CONFIG_S_NEEDS_RESET } from '../../../src/virtio/constants.js';
 import { VRING_DESC_F_NEXT } from '../../../src/vring/constants.js';
 import * as C from '../../../src/devices/net/constants.js';
-import { arenaChangesOutside, bringUpDevice, mmioNum, openDevice } from './devrig.js';
+import { bringUpDevice, runHostileLifecycle, mmioNum, openDevice } from './devrig.js';
 import { teardown, type Rig, type Transport } from './rig.js';
 import { F, frame, hex, hdr, OTHER, OWN, type NetRig } from './netrig.js';
 
@@ -105,38 +104,16 @@ function hostile(name: string, ids: string, t: Transport, attack: Attack, opts: 
     ids,
     ...(opts.expected ? { expected: opts.expected } : {}),
     async run(ctx): Promise<HostileFacts> {
-      const problems: string[] = [];
       const rig = await openDevice(ctx, t);
-      const m = rig.m;
-      await m.phase('setup');
-      const n = await bring(ctx, rig, t, features);
-      await m.quiet(() => m.memset(ARENA, ARENA_SIZE, CANARY));
-      const h: H = { rig, n, writable: [], problems };
-      await m.phase('attack');
-      await attack(h);
-      await m.idle();
-      const status = await rig.drv.status();
-      const needsReset = (status & VIRTIO_CONFIG_S_NEEDS_RESET) !== 0;
-      await m.note(`status ${status.toString(16)}`);
-      await rig.irq!.check();
-      // I4: the arena is untouched outside the buffers the attack let the device write.
-      const changed = await arenaChangesOutside(m, ARENA, ARENA_SIZE, CANARY, h.writable);
-      if (changed > 0) problems.push(`I4: ${changed} arena bytes changed outside writable buffers`);
-      let liveness: boolean | undefined;
-      await m.phase('liveness');
-      if (!needsReset) {
-        liveness = await traffic(h, n);
-        await rig.irq!.check();
-      } else {
-        await m.note('skipped: the device asks for a reset');
-      }
-      await m.phase('recovery');
-      await rig.drv.reset();
-      rig.alloc.reset();
-      const again = await bring(ctx, rig, t, features);
-      const recovered = await traffic(h, again);
+      let h: H | undefined;
+      const facts = await runHostileLifecycle(rig, {
+        bring: () => bring(ctx, rig, t, features),
+        attack: (n, writable, problems) => attack((h = { rig, n, writable, problems })),
+        traffic: (n) => traffic(h!, n),
+        arena: { base: ARENA, size: ARENA_SIZE, canary: CANARY },
+      });
       await teardown(rig);
-      return { legal: h.legal ?? false, ...(h.legal ? { processed: h.processed ?? false } : {}), needsReset, liveness, recovered, problems };
+      return { legal: h?.legal ?? false, ...(h?.legal ? { processed: h.processed ?? false } : {}), ...facts };
     },
   };
 }
