@@ -37,25 +37,9 @@ export class ChardevError extends Error {
   override name = 'ChardevError';
 }
 
-const ERRNO_TEXT: Record<string, string> = {
-  ENOENT: 'No such file or directory',
-  ECONNREFUSED: 'Connection refused',
-  EACCES: 'Permission denied',
-  ENOTDIR: 'Not a directory',
-  EADDRINUSE: 'Address already in use',
-  ENAMETOOLONG: 'File name too long',
-  ENOTSOCK: 'Socket operation on non-socket',
-  EISDIR: 'Is a directory',
-  ETIMEDOUT: 'Connection timed out',
-  EPIPE: 'Broken pipe',
-  ENOSPC: 'No space left on device',
-};
+import { strerror } from '../devices/strerror.js';
 
-/** strerror() text for a Node error. */
-export function strerror(e: unknown): string {
-  const code = (e as { code?: string }).code;
-  return (code && ERRNO_TEXT[code]) ?? (e instanceof Error ? e.message : String(e));
-}
+export { strerror };
 
 function describe(spec: ChardevSpec): string {
   if (spec.backend === 'file') return spec.path;

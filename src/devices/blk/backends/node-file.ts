@@ -9,6 +9,7 @@
  */
 import { fstatSync, openSync, closeSync, readSync as fsReadSync, promises as fsp } from 'node:fs';
 import { BlockBackendError, type BlockBackend, type BlockResult } from '../backend.js';
+import { strerror } from '../../strerror.js';
 
 export interface NodeFileBlockBackendOptions {
   readOnly?: boolean;
@@ -42,7 +43,7 @@ export class NodeFileBlockBackend implements BlockBackend {
     try {
       fh = await fsp.open(path, readOnly ? 'r' : 'r+');
     } catch (e) {
-      throw new BlockBackendError(`Could not open '${path}': ${describeErrno(e)}`, (e as NodeJS.ErrnoException).code);
+      throw new BlockBackendError(`Could not open '${path}': ${strerror(e)}`, (e as NodeJS.ErrnoException).code);
     }
     const st = await fh.stat();
     if (st.isDirectory()) {
@@ -61,7 +62,7 @@ export class NodeFileBlockBackend implements BlockBackend {
     try {
       fd = openSync(path, readOnly ? 'r' : 'r+');
     } catch (e) {
-      throw new BlockBackendError(`Could not open '${path}': ${describeErrno(e)}`, (e as NodeJS.ErrnoException).code);
+      throw new BlockBackendError(`Could not open '${path}': ${strerror(e)}`, (e as NodeJS.ErrnoException).code);
     }
     const dir = fstatSync(fd).isDirectory();
     closeSync(fd);
@@ -144,24 +145,6 @@ export class NodeFileBlockBackend implements BlockBackend {
   }
 }
 
-/** The text QEMU puts after "Could not open '...': " (strerror). */
-function describeErrno(e: unknown): string {
-  const code = (e as NodeJS.ErrnoException).code;
-  switch (code) {
-    case 'ENOENT':
-      return 'No such file or directory';
-    case 'EACCES':
-      return 'Permission denied';
-    case 'EISDIR':
-      return 'Is a directory';
-    case 'EROFS':
-      return 'Read-only file system';
-    case 'ENOTDIR':
-      return 'Not a directory';
-    default:
-      return e instanceof Error ? e.message : String(e);
-  }
-}
 
 /**
  * Open every file a parsed command line names (`-drive file=`, `-blockdev driver=file`), each

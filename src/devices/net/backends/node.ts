@@ -20,6 +20,7 @@ import { lookup } from 'node:dns/promises';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { unlinkSync } from 'node:fs';
 import { NET_BUFSIZE } from '../constants.js';
+import { strerror } from '../../strerror.js';
 import { flushQueuedPackets, NetClient, sendPacket, type NetQueueLimits } from '../net-client.js';
 
 /** An error opening a backend, worded as QEMU's. */
@@ -27,18 +28,6 @@ export class NetdevError extends Error {
   override name = 'NetdevError';
 }
 
-const errnoText: Record<string, string> = {
-  EADDRINUSE: 'Address already in use',
-  EADDRNOTAVAIL: 'Cannot assign requested address',
-  EACCES: 'Permission denied',
-  ENOENT: 'No such file or directory',
-  ECONNREFUSED: 'Connection refused',
-  EINVAL: 'Invalid argument',
-};
-function strerr(e: unknown): string {
-  const code = (e as { code?: string }).code;
-  return (code && errnoText[code]) ?? (e instanceof Error ? e.message : String(e));
-}
 
 /** `HOST` as QEMU resolves it: empty for any address, digits first as IPv4, else by name. */
 async function resolveV4(host: string): Promise<string> {
@@ -124,7 +113,7 @@ export class UdpNetBackend extends NetClient {
     await new Promise<void>((resolve, reject) => {
       const onError = (e: Error) => {
         sock.close();
-        reject(new NetdevError(`can't bind ip=${bindAddr} to socket: ${strerr(e)}`));
+        reject(new NetdevError(`can't bind ip=${bindAddr} to socket: ${strerror(e)}`));
       };
       sock.once('error', onError);
       sock.bind(bindPort, bindAddr, () => {
@@ -140,7 +129,7 @@ export class UdpNetBackend extends NetClient {
         if (localHost) sock.setMulticastInterface(localHost);
       } catch (e) {
         sock.close();
-        throw new NetdevError(`can't add socket to multicast group ${this.remoteAddr}: ${strerr(e)}`);
+        throw new NetdevError(`can't add socket to multicast group ${this.remoteAddr}: ${strerror(e)}`);
       }
     }
     sock.on('error', () => {
@@ -266,7 +255,7 @@ export class StreamNetBackend extends NetClient {
     const host = a.type === 'inet' ? await resolveV4(a.host) : undefined;
     await new Promise<void>((resolve, reject) => {
       const onError = (e: Error) => {
-        reject(new NetdevError(a.type === 'unix' ? `Failed to bind socket to ${a.path}: ${strerr(e)}` : `can't bind ip=${host} to socket: ${strerr(e)}`));
+        reject(new NetdevError(a.type === 'unix' ? `Failed to bind socket to ${a.path}: ${strerror(e)}` : `can't bind ip=${host} to socket: ${strerror(e)}`));
       };
       server.once('error', onError);
       const done = () => {
