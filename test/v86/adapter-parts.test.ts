@@ -2,6 +2,7 @@
 // stays v86's, ports given back, INTx wired-OR across functions and routes, handlers that throw.
 import { describe, expect, it } from 'vitest';
 import type { AccessSize, IoHandler } from '../../src/machine/address-space.js';
+import { V86AccessScope } from '../../src/embed/v86/guard.js';
 import { V86IntxRouter } from '../../src/embed/v86/irq.js';
 import { V86Mmio } from '../../src/embed/v86/mmio.js';
 import { V86Ports } from '../../src/embed/v86/ports.js';
@@ -61,7 +62,7 @@ describe('V86Mmio', () => {
   it('two windows share one 128 KiB block; the rest of the block stays v86’s; addresses arrive signed', () => {
     const { cpu, log, unmappedR } = fakeCpu();
     const v86Write16 = cpu.mmap_write16;
-    const mmio = new V86Mmio(cpu, () => undefined);
+    const mmio = new V86Mmio(cpu, new V86AccessScope(() => undefined));
     const a = new Regs(0x10);
     const b = new Regs(0x20);
     const A = 0xfe80_0000;
@@ -87,7 +88,7 @@ describe('V86Mmio', () => {
 
   it('refuses windows in RAM and above 4 GiB', () => {
     const { cpu } = fakeCpu();
-    const mmio = new V86Mmio(cpu, () => undefined);
+    const mmio = new V86Mmio(cpu, new V86AccessScope(() => undefined));
     expect(mmio.refusal(0x10_0000, 0x4000)).toMatch(/inside RAM/);
     expect(mmio.refusal(0xffff_f000, 0x4000)).toMatch(/4 GiB/);
     expect(mmio.map(0x10_0000, 0x4000, new Regs(0))).toBe(false);
@@ -96,7 +97,7 @@ describe('V86Mmio', () => {
   it('a handler that throws is reported and reads all ones; v86 sees no exception', () => {
     const { cpu } = fakeCpu();
     const errors: unknown[] = [];
-    const mmio = new V86Mmio(cpu, (e) => errors.push(e));
+    const mmio = new V86Mmio(cpu, new V86AccessScope((e) => errors.push(e)));
     const bad: IoHandler = {
       read: () => {
         throw new Error('boom');
@@ -116,7 +117,7 @@ describe('V86Mmio', () => {
 describe('V86Ports', () => {
   it('maps every port of a window whole-width, and gives v86 its entries back', () => {
     const { cpu } = fakeCpu();
-    const ports = new V86Ports(cpu, () => undefined);
+    const ports = new V86Ports(cpu, new V86AccessScope(() => undefined));
     const before = cpu.io.ports[0xc010]!;
     const r = new Regs(0x40);
     ports.map(0xc000, 32, r);
@@ -161,6 +162,78 @@ describe('V86IntxRouter', () => {
     r.set(15 << 3, 1, true);
     r.releaseAll(15 << 3);
     expect(log.slice(2)).toEqual(['raise 11', 'lower 11']);
+  });
+});
+
+describe('V86IntxRouter inside guest accesses', () => {
+  /** A CPU whose EFLAGS live in its wasm memory at 120, as v86's do; line calls record IF. */
+  function cpuWithFlags() {
+    const { cpu } = fakeCpu();
+    const wasm = new WebAssembly.Memory({ initial: 1, maximum: 4 });
+    const seen: string[] = [];
+    const eflags = (): number => new Int32Array(wasm.buffer, 120, 1)[0]!;
+    const setEflags = (v: number): void => void (new Int32Array(wasm.buffer, 120, 1)[0] = v);
+    const full = {
+      ...cpu,
+      wasm_memory: wasm,
+      flags: { byteOffset: 120 },
+      device_raise_irq: (i: number) => void seen.push(`raise ${i} IF=${(eflags() >> 9) & 1}`),
+      device_lower_irq: (i: number) => void seen.push(`lower ${i} IF=${(eflags() >> 9) & 1}`),
+    };
+    const bridge = new Uint8Array(256);
+    bridge.set([10, 10, 11, 11], 0x60);
+    return { cpu: full, wasm, seen, eflags, setEflags, bridge };
+  }
+
+  it('a line changed by a guest access is changed with IF clear, and IF is put back', () => {
+    const { cpu, wasm, seen, eflags, setEflags, bridge } = cpuWithFlags();
+    const scope = new V86AccessScope(() => undefined);
+    const r = new V86IntxRouter(cpu, () => bridge, scope);
+    // The device raises its line in its notify handler and drops it on the ISR read.
+    const regs: IoHandler = {
+      read: () => (r.set(13 << 3, 1, false), 1),
+      write: () => r.set(13 << 3, 1, true),
+    };
+    setEflags(0x246); // IF, ZF, PF and the reserved bit
+    scope.write(regs, 0, 2, 0);
+    expect(eflags()).toBe(0x246);
+    scope.read(regs, 0, 1);
+    expect(eflags()).toBe(0x246);
+    // Between instructions (a backend completing later) the call is plain: v86 may deliver.
+    r.set(13 << 3, 1, true);
+    r.set(13 << 3, 1, false);
+    // With IF already clear, it stays clear.
+    setEflags(0x46);
+    scope.write(regs, 0, 2, 0);
+    expect(eflags()).toBe(0x46);
+    // After the wasm memory grew (v86's buffer replaced), the flags are still found.
+    wasm.grow(1);
+    setEflags(0x202);
+    scope.read(regs, 0, 1);
+    expect(eflags()).toBe(0x202);
+    expect(seen).toEqual(['raise 10 IF=0', 'lower 10 IF=0', 'raise 10 IF=1', 'lower 10 IF=1', 'raise 10 IF=0', 'lower 10 IF=0']);
+  });
+
+  it('a handler that throws inside the access still gets IF back', () => {
+    const { cpu, eflags, setEflags, bridge } = cpuWithFlags();
+    const errors: unknown[] = [];
+    const scope = new V86AccessScope((e) => errors.push(e));
+    const r = new V86IntxRouter({ ...cpu, device_raise_irq: () => { throw new Error('v86 broke'); } }, () => bridge, scope);
+    setEflags(0x202);
+    scope.write({ read: () => 0, write: () => r.set(13 << 3, 1, true) }, 0, 4, 0);
+    expect(eflags()).toBe(0x202);
+    expect(errors.map((e) => (e as Error).message)).toEqual(['v86 broke']);
+    expect(scope.inGuestAccess).toBe(false);
+  });
+
+  it('without v86 flags to find, lines change plainly', () => {
+    const { cpu, log } = fakeCpu();
+    const bridge = new Uint8Array(256);
+    bridge.set([10, 10, 11, 11], 0x60);
+    const scope = new V86AccessScope(() => undefined);
+    const r = new V86IntxRouter(cpu, () => bridge, scope);
+    scope.run(() => r.set(13 << 3, 1, true));
+    expect(log).toEqual(['raise 10']);
   });
 });
 

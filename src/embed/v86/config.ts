@@ -1,5 +1,5 @@
 import type { PciFunction } from '../../bus/pci/pci-bus.js';
-import { restore } from './guard.js';
+import { restore, type V86AccessScope } from './guard.js';
 import type { V86Pci, V86PortEntry } from './types.js';
 
 const CONFIG_DATA_PORT = 0xcfc;
@@ -26,7 +26,7 @@ export class V86ConfigCycles {
   private readonly saved: { query: V86Pci['pci_query']; w8: V86Pci['pci_write8']; w16: V86Pci['pci_write16']; w32: V86Pci['pci_write32']; ports: V86PortEntry[] };
   private readonly ours: { ports: V86PortEntry[] } = { ports: [] };
 
-  constructor(private readonly pci: V86Pci, private readonly ports: V86PortEntry[], private readonly report: (e: unknown) => void) {
+  constructor(private readonly pci: V86Pci, private readonly ports: V86PortEntry[], private readonly scope: V86AccessScope) {
     this.saved = { query: pci.pci_query, w8: pci.pci_write8, w16: pci.pci_write16, w32: pci.pci_write32, ports: [] };
     this.ownBefore = {
       query: Object.hasOwn(pci, 'pci_query'),
@@ -116,12 +116,7 @@ export class V86ConfigCycles {
   }
 
   private guard(run: () => void): void {
-    try {
-      run();
-    } catch (e) {
-      // A throw would unwind through v86's wasm; see guard.ts.
-      this.report(e);
-    }
+    this.scope.run(run);
   }
 
   /** Put v86's own handlers back (only those still ours). */

@@ -6,7 +6,7 @@ import { V86IntxRouter } from './irq.js';
 import { V86Mmio } from './mmio.js';
 import { V86Ports } from './ports.js';
 import { v86GuestMemory } from './ram.js';
-import { restore } from './guard.js';
+import { restore, V86AccessScope } from './guard.js';
 import type { V86Cpu, V86Emulator } from './types.js';
 
 /** Slots v86 0.5 fills itself (host bridge, ISA bridge, IDE, 9p, ACPI, its virtio devices, VGA, ...). */
@@ -53,6 +53,7 @@ export class V86PciHost implements PciBusHost {
   private readonly mmio: V86Mmio;
   private readonly ports: V86Ports;
   private readonly irq: V86IntxRouter;
+  private readonly scope: V86AccessScope;
   private readonly attached = new Map<PciFunction, { devfn: number; bars: BarMapTracker }>();
   private readonly onWarning: ((message: string) => void) | undefined;
   private destroyed = false;
@@ -67,10 +68,12 @@ export class V86PciHost implements PciBusHost {
     this.onWarning = opts.onWarning;
     const report = (e: unknown): void => this.warn(`a device handler threw: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
     this.memory = v86GuestMemory(cpu);
-    this.config = new V86ConfigCycles(pci, cpu.io.ports, report);
-    this.mmio = new V86Mmio(cpu, report);
-    this.ports = new V86Ports(cpu, report);
-    this.irq = new V86IntxRouter(cpu, () => pci.isa_bridge_space8);
+    const scope = new V86AccessScope(report);
+    this.scope = scope;
+    this.config = new V86ConfigCycles(pci, cpu.io.ports, scope);
+    this.mmio = new V86Mmio(cpu, scope);
+    this.ports = new V86Ports(cpu, scope);
+    this.irq = new V86IntxRouter(cpu, () => pci.isa_bridge_space8, scope);
     const reboot = cpu.reboot_internal;
     this.origReboot = reboot;
     this.rebootWasOwn = Object.hasOwn(cpu, 'reboot_internal');
@@ -94,6 +97,15 @@ export class V86PciHost implements PciBusHost {
         this.warn(`${fn.name}: reset threw: ${e instanceof Error ? e.message : String(e)}`);
       }
     }
+  }
+
+  /**
+   * Whether v86's CPU is inside a guest instruction that called one of our handlers right now
+   * (a register access or a configuration cycle). Line changes made then are delivered at the
+   * next instruction boundary (irq.ts); a host callback that runs in a device's handler can ask.
+   */
+  get inGuestAccess(): boolean {
+    return this.scope.inGuestAccess;
   }
 
   private warn(message: string): void {

@@ -1,5 +1,5 @@
 import type { IoHandler } from '../../machine/address-space.js';
-import { restore, safeRead, safeWrite } from './guard.js';
+import { restore, type V86AccessScope } from './guard.js';
 import type { V86Cpu, V86MmioRead, V86MmioWrite } from './types.js';
 
 /** v86 dispatches MMIO in blocks of 128 KiB (`address >>> 17`). */
@@ -36,14 +36,14 @@ export class V86Mmio {
   private readonly write16: (address: number, value: number) => void;
   private readonly write16WasOwn: boolean;
 
-  constructor(private readonly cpu: V86Cpu, private readonly report: (e: unknown) => void) {
+  constructor(private readonly cpu: V86Cpu, private readonly scope: V86AccessScope) {
     const orig = cpu.mmap_write16;
     this.origWrite16 = orig;
     this.write16WasOwn = Object.hasOwn(cpu, 'mmap_write16');
     this.write16 = (address: number, value: number): void => {
       const a = address >>> 0;
       const w = this.find(a, 2);
-      if (w !== undefined) safeWrite(w.handler, a - w.base, 2, value & 0xffff, this.report);
+      if (w !== undefined) scope.write(w.handler, a - w.base, 2, value & 0xffff);
       else orig.call(cpu, address, value);
     };
   }
@@ -113,7 +113,7 @@ export class V86Mmio {
 
   private takeBlock(b: number): Block {
     const cpu = this.cpu;
-    const report = this.report;
+    const scope = this.scope;
     const prev = { r8: cpu.memory_map_read8[b]!, w8: cpu.memory_map_write8[b]!, r32: cpu.memory_map_read32[b]!, w32: cpu.memory_map_write32[b]! };
     const windows: Window[] = [];
     const find = (a: number, len: number): Window | undefined => {
@@ -124,23 +124,23 @@ export class V86Mmio {
       r8: (address: number): number => {
         const a = address >>> 0;
         const w = find(a, 1);
-        return w !== undefined ? safeRead(w.handler, a - w.base, 1, report) & 0xff : prev.r8(address);
+        return w !== undefined ? scope.read(w.handler, a - w.base, 1) & 0xff : prev.r8(address);
       },
       w8: (address: number, value: number): void => {
         const a = address >>> 0;
         const w = find(a, 1);
-        if (w !== undefined) safeWrite(w.handler, a - w.base, 1, value & 0xff, report);
+        if (w !== undefined) scope.write(w.handler, a - w.base, 1, value & 0xff);
         else prev.w8(address, value);
       },
       r32: (address: number): number => {
         const a = address >>> 0;
         const w = find(a, 4);
-        return w !== undefined ? safeRead(w.handler, a - w.base, 4, report) | 0 : prev.r32(address);
+        return w !== undefined ? scope.read(w.handler, a - w.base, 4) | 0 : prev.r32(address);
       },
       w32: (address: number, value: number): void => {
         const a = address >>> 0;
         const w = find(a, 4);
-        if (w !== undefined) safeWrite(w.handler, a - w.base, 4, value >>> 0, report);
+        if (w !== undefined) scope.write(w.handler, a - w.base, 4, value >>> 0);
         else prev.w32(address, value);
       },
     };

@@ -1,5 +1,5 @@
 import type { IoHandler } from '../../machine/address-space.js';
-import { safeRead, safeWrite } from './guard.js';
+import type { V86AccessScope } from './guard.js';
 import type { V86Cpu, V86PortEntry } from './types.js';
 
 const PORT_SPACE = 0x1_0000;
@@ -13,7 +13,7 @@ export class V86Ports {
   /** What each port of ours replaced, by port. */
   private readonly saved = new Map<number, { entry: V86PortEntry; ours: V86PortEntry }>();
 
-  constructor(private readonly cpu: V86Cpu, private readonly report: (e: unknown) => void) {}
+  constructor(private readonly cpu: V86Cpu, private readonly scope: V86AccessScope) {}
 
   refusal(base: number, size: number): string | undefined {
     if (!Number.isSafeInteger(base) || !Number.isSafeInteger(size) || size <= 0) return 'not a window';
@@ -24,17 +24,17 @@ export class V86Ports {
   map(base: number, size: number, handler: IoHandler): boolean {
     if (this.refusal(base, size) !== undefined) return false;
     const ports = this.cpu.io.ports;
-    const report = this.report;
+    const scope = this.scope;
     for (let off = 0; off < size; off++) {
       const port = base + off;
       const prev = this.saved.get(port);
       const ours: V86PortEntry = {
-        read8: () => safeRead(handler, off, 1, report) & 0xff,
-        read16: () => safeRead(handler, off, 2, report) & 0xffff,
-        read32: () => safeRead(handler, off, 4, report) | 0,
-        write8: (v: number) => safeWrite(handler, off, 1, v & 0xff, report),
-        write16: (v: number) => safeWrite(handler, off, 2, v & 0xffff, report),
-        write32: (v: number) => safeWrite(handler, off, 4, v >>> 0, report),
+        read8: () => scope.read(handler, off, 1) & 0xff,
+        read16: () => scope.read(handler, off, 2) & 0xffff,
+        read32: () => scope.read(handler, off, 4) | 0,
+        write8: (v: number) => scope.write(handler, off, 1, v & 0xff),
+        write16: (v: number) => scope.write(handler, off, 2, v & 0xffff),
+        write32: (v: number) => scope.write(handler, off, 4, v >>> 0),
         device: handler,
       };
       // A port already ours (two windows overlapping) keeps v86's original to give back.

@@ -60,8 +60,18 @@ export interface V86Cpu {
   memory_map_read32: V86MmioRead[];
   memory_map_write32: V86MmioWrite[];
   mmap_write16(address: number, value: number): void;
+  /**
+   * Set/clear an ISA IRQ line (8259, and the I/O APIC with ACPI), then `handle_irqs`: with IF set
+   * a pending interrupt is acknowledged and delivered at once, even in the middle of an instruction.
+   */
   device_raise_irq(irq: number): void;
   device_lower_irq(irq: number): void;
+  /**
+   * EFLAGS as v86 keeps it (a view of one int32 in `wasm_memory`, made afresh on each access);
+   * only its byteOffset is used. Absent on a v86 without it: line changes inside guest accesses
+   * are then made plainly (see irq.ts).
+   */
+  flags?: { readonly byteOffset: number };
   /** v86's whole wasm memory; it grows (and its buffer is replaced) while the guest runs. */
   wasm_memory: WebAssembly.Memory;
   /** Guest RAM inside `wasm_memory` (only its byteOffset is used). */

@@ -18,6 +18,7 @@
 #   vt.blk.fs=<KiB>         ext2 made over the first KiB of /dev/vda (default 4096, 0: none)
 #   vt.blk.wr=<KiB>         offset of the written pattern (default 8192)
 #   vt.blk.seq=<n>          the pattern is the output of `seq 1 n` (default 20000)
+#   vt.blk.rounds=<n>       whole-disk direct reads in a row, then the last 4 MiB hashed (default 0)
 #   vt.console.port=<name>  named port to echo on (default: the first named port)
 #   vt.console.hvc0echo=1   also echo one line on hvc0 (after "VT-READY console hvc0")
 #   vt.net.ip=<cidr> vt.net.peer=<ip> vt.net.count=<n>   (192.0.2.15/24, 192.0.2.2, 3)
@@ -234,6 +235,20 @@ t_blk() {
       result blk.fs fail "step=mount kib=$fskib"
       failed=1
     fi
+  fi
+
+  # 5. Sustained load: the whole disk read again and again with O_DIRECT (a stream of
+  #    completions and interrupts), then the last 4 MiB (never written) hashed for the host.
+  rounds=$(arg blk.rounds 0)
+  if [ "$rounds" -gt 0 ]; then
+    i=0 bad=0
+    while [ $i -lt "$rounds" ]; do
+      i=$((i + 1))
+      dd if=$dev of=/dev/null bs=1048576 iflag=direct 2>/dev/null || bad=$((bad + 1))
+    done
+    tail=$(dd if=$dev bs=1048576 skip=$((bytes / 1048576 - 4)) count=4 iflag=direct 2>/dev/null | md5)
+    if [ $bad = 0 ]; then s=ok; else s=fail; failed=1; fi
+    result blk.sustained $s "rounds=$rounds bytes=$((rounds * bytes)) failed=$bad tailmd5=$tail"
   fi
   sync
   if [ $failed = 0 ]; then result blk ok; else result blk fail; fi
