@@ -118,6 +118,19 @@ describe('initramfs from the fetched packages', () => {
     expect(modinfo(ko).get('vermagic')?.[0]).toMatch(new RegExp(`^${inputs.kernelRelease.replace(/\./g, '\\.')} `));
   });
 
+  it("resolves dependencies spelled with '-' (sd_mod needs t10-pi, which needs crc-t10dif)", () => {
+    const inputs = loadV86Inputs();
+    const sd = readFileSync(join(inputs.modules, 'kernel/drivers/scsi/sd_mod.ko'));
+    expect(modinfo(sd).get('depends')?.[0]).toMatch(/t10-pi/);
+    const { groups, files } = moduleLoadOrder(inputs.modules, { disk: ['crct10dif_generic', 'sd_mod'] });
+    const order = groups.disk!;
+    expect(order.at(-1)).toBe('sd_mod');
+    for (const m of ['scsi_common', 'scsi_mod', 't10_pi', 'crc_t10dif', 'crct10dif_common']) expect(order).toContain(m);
+    expect(order.indexOf('crc_t10dif')).toBeLessThan(order.indexOf('t10_pi'));
+    expect(order.indexOf('crct10dif_generic')).toBeLessThan(order.indexOf('crc_t10dif'));
+    expect(files.get('t10_pi')).toMatch(/\/t10-pi\.ko$/);
+  });
+
   it('holds /init, /dev/console, busybox and its links, the modules and their groups', () => {
     const inputs = loadV86Inputs();
     const { image, groups, applets } = buildInitramfs({ inputs });

@@ -116,7 +116,12 @@ export function moduleLoadOrder(
     if (!file) throw new Error(`initramfs: module ${name} not found under ${modulesDir}`);
     files.set(name, file);
     const info = modinfo(readFileSync(file));
-    return (info.get('depends')?.[0] ?? '').split(',').filter((d) => d !== '');
+    // depends= spells names as the module files do ("crc-t10dif", "t10-pi"); the kernel, and
+    // the index, use '_'.
+    return (info.get('depends')?.[0] ?? '')
+      .split(',')
+      .filter((d) => d !== '')
+      .map((d) => d.replace(/-/g, '_'));
   };
   const placed = new Set<string>();
   const out: Record<string, string[]> = {};
