@@ -10,10 +10,12 @@
 // (2) Boot time with our devices (rng, blk, console, keyboard, net) against without: emulator
 //     construction to the guest's "booted" marker, printed by a small init after it loaded every
 //     virtio module in both cases (so drivers probe our devices in one and nothing in the other).
-//     Boots alternate (without, with, ...) so background load hits both; medians. Target ≤ 1.05×.
+//     Boots in ABBA order (without, with, with, without, ...) so background load and drift hit
+//     both; medians of wall time and of the process's CPU time. Target ≤ 1.05×.
 //
 // Needs the inputs of scripts/v86-inputs.mjs (.cache/v86); skipped with a note otherwise.
-// BENCH_ONLY=v86 runs this section only; BENCH_QUICK=1 boots once each; BENCH_V86_ECHO=1 shows
+// BENCH_ONLY=v86 runs this section only; BENCH_QUICK=1 boots once each; BENCH_V86_BOOTS=n sets
+// the boots of (2) (default 5 each); BENCH_V86_ECHO=1 shows
 // the guests' serial output.
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
@@ -94,8 +96,12 @@ interface V86Like extends V86Emulator {
   destroy(): Promise<void>;
 }
 
-/** Serial lines with the host time (ms since construction) each arrived at. */
-type Marks = { line: string; at: number }[];
+/**
+ * Serial lines with the host time (ms since construction) each arrived at, and the CPU time
+ * (user + system, ms) the process had spent by then: less sensitive than wall time to other
+ * programs on the machine, since a guest waiting in HLT costs none.
+ */
+type Marks = { line: string; at: number; cpu: number }[];
 
 interface Inputs {
   kernelRelease: string;
@@ -141,6 +147,11 @@ async function boot(inputs: Inputs, initrd: Uint8Array, opts: { devices: boolean
   const require = createRequire(import.meta.url);
   const buf = (u: Uint8Array): { buffer: ArrayBuffer } => ({ buffer: u.slice().buffer });
   const t0 = performance.now();
+  const c0 = process.cpuUsage();
+  const cpuMs = (): number => {
+    const c = process.cpuUsage(c0);
+    return (c.user + c.system) / 1000;
+  };
   const emulator = new V86({
     wasm_path: require.resolve('v86/build/v86.wasm'),
     memory_size: 128 * MiB,
@@ -167,7 +178,7 @@ async function boot(inputs: Inputs, initrd: Uint8Array, opts: { devices: boolean
         if (ECHO) process.stderr.write(`${line}\n`);
         const at = line.indexOf('VB-') >= 0 ? line.slice(line.indexOf('VB-')) : line.includes('VT-DONE') ? 'VT-DONE' : undefined;
         if (at === undefined) return;
-        marks.push({ line: at, at: performance.now() - t0 });
+        marks.push({ line: at, at: performance.now() - t0, cpu: cpuMs() });
         if (at === 'VT-DONE') {
           clearTimeout(timer);
           resolve();
@@ -200,10 +211,10 @@ async function boot(inputs: Inputs, initrd: Uint8Array, opts: { devices: boolean
   return marks;
 }
 
-function at(marks: Marks, prefix: string): number {
+function mark(marks: Marks, prefix: string): Marks[number] {
   const m = marks.find((x) => x.line.startsWith(prefix));
   if (!m) throw new Error(`v86 bench: the guest never printed '${prefix}' (saw: ${marks.map((x) => x.line).join(' | ')})`);
-  return m.at;
+  return m;
 }
 
 export async function runV86Bench(opts: { quick?: boolean } = {}): Promise<void> {
@@ -238,19 +249,30 @@ export async function runV86Bench(opts: { quick?: boolean } = {}): Promise<void>
   for (const r of rows) console.log(r);
 
   // (2) Boot time with and without our devices.
-  const rounds = opts.quick ? 1 : 3;
-  const without: number[] = [];
-  const withDevs: number[] = [];
+  const env = Number(process.env['BENCH_V86_BOOTS']);
+  const rounds = Number.isInteger(env) && env > 0 ? env : opts.quick ? 1 : 5;
+  const without: Marks[number][] = [];
+  const withDevs: Marks[number][] = [];
+  // ABBA order (without, with, with, without, ...): a machine that slows down or speeds up
+  // over the run (load from elsewhere, thermal) weighs on both sides alike.
   for (let i = 0; i < rounds; i++) {
-    without.push(at(await boot(inputs, initrd, { devices: false, mode: 'boot' }), 'VB-BOOTED'));
-    withDevs.push(at(await boot(inputs, initrd, { devices: true, mode: 'boot' }), 'VB-BOOTED'));
+    for (const devices of i % 2 === 0 ? [false, true] : [true, false]) {
+      (devices ? withDevs : without).push(mark(await boot(inputs, initrd, { devices, mode: 'boot' }), 'VB-BOOTED'));
+    }
   }
-  const a = median(without);
-  const b = median(withDevs);
-  console.log(`(2) construction → guest booted (all virtio modules loaded), median of ${rounds} alternating boots each:`);
-  console.log(`  without our devices ${(a / 1000).toFixed(2)} s  [${without.map((x) => (x / 1000).toFixed(2)).join(', ')}]`);
-  console.log(`  with rng, blk, console, keyboard, net ${(b / 1000).toFixed(2)} s  [${withDevs.map((x) => (x / 1000).toFixed(2)).join(', ')}]`);
-  console.log(`  ratio ${(b / a).toFixed(3)}× (target ≤ 1.05×)`);
+  const s = (ms: number): string => (ms / 1000).toFixed(2);
+  const list = (xs: number[]): string => xs.map(s).join(', ');
+  console.log(`(2) construction → guest booted (all virtio modules loaded), ${rounds} boots each in ABBA order (medians):`);
+  for (const [what, pick] of [
+    ['wall time', (m: Marks[number]) => m.at],
+    ['host CPU time', (m: Marks[number]) => m.cpu],
+  ] as const) {
+    const a = without.map(pick);
+    const b = withDevs.map(pick);
+    const paired = b.map((x, i) => x / a[i]!);
+    console.log(`  ${what}: without our devices ${s(median(a))} s [${list(a)}]; with rng, blk, console, keyboard, net ${s(median(b))} s [${list(b)}]`);
+    console.log(`    ratio ${(median(b) / median(a)).toFixed(3)}× (pairs: ${paired.map((r) => r.toFixed(3)).join(', ')}; target ≤ 1.05×)`);
+  }
 }
 
 function v86Version(): string {
