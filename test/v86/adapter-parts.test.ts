@@ -9,6 +9,7 @@ import { V86Ports } from '../../src/embed/v86/ports.js';
 import type { V86Cpu, V86Emulator, V86Pci, V86PortEntry } from '../../src/embed/v86/types.js';
 import { attachToV86, v86Host } from '../../src/embed/v86/host.js';
 import { v86VirtioPci } from '../../src/embed/v86/virtio.js';
+import { V86_STATE_INDEX } from '../../src/embed/v86/state.js';
 import { VirtIORng } from '../../src/devices/rng.js';
 
 function fakeCpu() {
@@ -253,7 +254,16 @@ describe('v86Host and attachToV86 on a fake emulator', () => {
       pci_write16: q,
       pci_write32: q,
     };
-    const full = { ...cpu, devices: { pci }, memory_size: [1 << 20], wasm_memory: new WebAssembly.Memory({ initial: 17 }) };
+    const setStates: unknown[][] = [];
+    const full = {
+      ...cpu,
+      devices: { pci },
+      memory_size: [1 << 20],
+      wasm_memory: new WebAssembly.Memory({ initial: 17 }),
+      // v86's own part of a snapshot, as far as these tests care.
+      get_state: (): unknown[] => [1 << 20, 'v86 part'],
+      set_state: (state: unknown[]): void => void setStates.push(state),
+    };
     let destroyed = 0;
     const emulator: V86Emulator = {
       v86: { cpu: full },
@@ -262,12 +272,14 @@ describe('v86Host and attachToV86 on a fake emulator', () => {
         destroyed++;
       },
     };
-    return { emulator, cpu: full, pci, destroyed: () => destroyed };
+    return { emulator, cpu: full, pci, destroyed: () => destroyed, setStates };
   }
 
   it('one host per emulator; its destroy runs before the emulator’s, which then makes a new one', async () => {
-    const { emulator, pci, destroyed } = fakeEmulator();
+    const { emulator, pci, destroyed, cpu } = fakeEmulator();
+    const v86GetState = cpu.get_state;
     const host = v86Host(emulator);
+    expect(cpu.get_state).not.toBe(v86GetState);
     expect(v86Host(emulator)).toBe(host);
     const a = attachToV86(emulator, v86VirtioPci(new VirtIORng({ memory: host.memory })));
     expect(a.slot).toBe(13); // the first free slot from 13
@@ -276,9 +288,61 @@ describe('v86Host and attachToV86 on a fake emulator', () => {
     await emulator.destroy!();
     expect(destroyed()).toBe(1);
     expect(host.functions()).toEqual([]);
+    expect(cpu.get_state).toBe(v86GetState);
     expect(pci.pci_query).toBeDefined();
     expect(() => host.attach(v86VirtioPci(new VirtIORng({ memory: host.memory })))).toThrow(/destroyed/);
     expect(v86Host(emulator)).not.toBe(host);
+  });
+
+  it('v86 snapshots carry our functions; a bad or foreign entry is refused before v86 restores anything', () => {
+    const { emulator, cpu, setStates } = fakeEmulator();
+    const warnings: string[] = [];
+    const host = v86Host(emulator, { onWarning: (w) => warnings.push(w) });
+    const rng = new VirtIORng({ memory: host.memory });
+    host.attach(v86VirtioPci(rng), { slot: 13 });
+    host.attach(v86VirtioPci(new VirtIORng({ memory: host.memory })), { slot: 14 });
+    // The guest set the device up partly: status and a config byte of the PCI function.
+    rng.setStatus(3);
+    const state = cpu.get_state();
+    expect(state.slice(0, 2)).toEqual([1 << 20, 'v86 part']);
+    const entry = state[V86_STATE_INDEX] as unknown[];
+    expect(entry.slice(0, 2)).toEqual(['virtio-ts', 1]);
+    expect((entry[2] as unknown[]).slice(0, 2)).toEqual([13 << 3, 'virtio-rng-pci']);
+    expect((entry[2] as unknown[])[2]).toBeInstanceOf(Uint8Array);
+
+    // Round trip: the device is back as it was, after v86's own part.
+    rng.reset();
+    expect(rng.status).toBe(0);
+    cpu.set_state(state);
+    expect(setStates).toHaveLength(1);
+    expect(rng.status).toBe(3);
+
+    const refused = (edit: (s: unknown[]) => void, why: RegExp): void => {
+      const copy = structuredClone(state);
+      edit(copy);
+      rng.reset();
+      expect(() => cpu.set_state(copy)).toThrow(why);
+      expect(setStates).toHaveLength(1); // v86's part was not restored either
+      expect(rng.status).toBe(0);
+    };
+    const fnEntry = (s: unknown[], i: number) => (s[V86_STATE_INDEX] as unknown[][])[2 + i]!;
+    refused((s) => void ((fnEntry(s, 0)[2] as Uint8Array) = (fnEntry(s, 0)[2] as Uint8Array).subarray(0, 40)), /virtio-rng-pci: migration stream offset \d+ \(/);
+    refused((s) => void ((s[V86_STATE_INDEX] as unknown[])[0] = 'other'), /not virtio-ts/);
+    refused((s) => void ((s[V86_STATE_INDEX] as unknown[])[1] = 2), /version 2/);
+    refused((s) => void (fnEntry(s, 1)[1] = 'virtio-blk-pci'), /holds virtio-blk-pci in the snapshot, virtio-rng-pci here/);
+    refused((s) => void (s[V86_STATE_INDEX] as unknown[]).splice(3, 1), /no state for virtio-rng-pci at slot 14/);
+    refused((s) => void (s[V86_STATE_INDEX] as unknown[]).push([15 << 3, 'virtio-rng-pci', new Uint8Array(8)]), /slot 15 function 0 is in the snapshot but not attached/);
+    refused((s) => void (s[V86_STATE_INDEX] as unknown[]).push([13 << 3, 'virtio-rng-pci', new Uint8Array(8)]), /saved twice/);
+    refused((s) => void (fnEntry(s, 0)[2] = 'bytes'), /malformed/);
+
+    // A snapshot of a machine without our functions: v86 restores it, ours are reset (said).
+    rng.setStatus(3);
+    const bare = structuredClone(state);
+    delete bare[V86_STATE_INDEX];
+    cpu.set_state(bare);
+    expect(setStates).toHaveLength(2);
+    expect(rng.status).toBe(0);
+    expect(warnings).toEqual(['v86 state without virtio-ts functions: ours were reset']);
   });
 
   it('refuses a running machine, a taken slot, bad slots, and an emulator that has not loaded', () => {

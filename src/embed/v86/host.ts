@@ -5,6 +5,7 @@ import { V86ConfigCycles } from './config.js';
 import { V86IntxRouter } from './irq.js';
 import { V86Mmio } from './mmio.js';
 import { V86Ports } from './ports.js';
+import { packedRamPeek, planV86Restore, saveV86Functions, V86_STATE_INDEX } from './state.js';
 import { v86GuestMemory } from './ram.js';
 import { restore, V86AccessScope } from './guard.js';
 import type { V86Cpu, V86Emulator } from './types.js';
@@ -43,7 +44,8 @@ export interface V86Attachment {
  * Functions must be attached after v86 loaded (its `emulator-loaded` event) and before
  * `run()`: SeaBIOS enumerates the bus once, at boot, and v86 has no hot-plug. A machine reset
  * (the guest reboots, or `emulator.restart()`) resets our functions too, as QEMU's system reset
- * does, and SeaBIOS then enumerates them again. v86's `save_state` knows nothing of them.
+ * does, and SeaBIOS then enumerates them again. v86's `save_state` carries them (state.ts): a
+ * snapshot restores into an emulator with the same functions attached at the same slots.
  */
 export class V86PciHost implements PciBusHost {
   readonly cpu: V86Cpu;
@@ -60,6 +62,10 @@ export class V86PciHost implements PciBusHost {
   /** v86's machine reset, wrapped to reset our functions after it (undefined: v86 has none). */
   private readonly origReboot: (() => void) | undefined;
   private readonly rebootWasOwn: boolean;
+  /** v86's state getter/setter, wrapped to carry our functions in its snapshots. */
+  private readonly origGetState: (() => unknown[]) | undefined;
+  private readonly origSetState: ((state: unknown[]) => void) | undefined;
+  private readonly stateWasOwn: { get: boolean; set: boolean };
 
   constructor(cpu: V86Cpu, opts: V86HostOptions = {}) {
     const pci = cpu.devices.pci;
@@ -81,6 +87,25 @@ export class V86PciHost implements PciBusHost {
       cpu.reboot_internal = () => {
         reboot.call(cpu);
         this.resetFunctions();
+      };
+    }
+    const getState = cpu.get_state;
+    const setState = cpu.set_state;
+    this.origGetState = getState;
+    this.origSetState = setState;
+    this.stateWasOwn = { get: Object.hasOwn(cpu, 'get_state'), set: Object.hasOwn(cpu, 'set_state') };
+    if (getState !== undefined && setState !== undefined) {
+      cpu.get_state = () => {
+        const state = getState.call(cpu);
+        state[V86_STATE_INDEX] = saveV86Functions(this.functions());
+        return state;
+      };
+      cpu.set_state = (state: unknown[]) => {
+        // Everything of ours is checked (against the snapshot's RAM) before v86 changes anything.
+        const plan = planV86Restore(state[V86_STATE_INDEX], this.functions(), { peekRam: packedRamPeek(state) });
+        setState.call(cpu, state);
+        if (!plan.carried && this.attached.size > 0) this.warn('v86 state without virtio-ts functions: ours were reset');
+        plan.apply();
       };
     }
   }
@@ -152,6 +177,8 @@ export class V86PciHost implements PciBusHost {
     this.config.clear();
     this.memory.onWrite = undefined;
     if (this.origReboot !== undefined) restore(this.cpu, 'reboot_internal', this.origReboot, this.rebootWasOwn);
+    if (this.origGetState !== undefined) restore(this.cpu, 'get_state', this.origGetState, this.stateWasOwn.get);
+    if (this.origSetState !== undefined) restore(this.cpu, 'set_state', this.origSetState, this.stateWasOwn.set);
     this.destroyed = true;
   }
 

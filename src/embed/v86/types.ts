@@ -83,6 +83,10 @@ export interface V86Cpu {
    * `emulator.restart()`): CPU, some of v86's devices, BIOS reloaded.
    */
   reboot_internal?(): void;
+  /** The machine state v86's `save_state` packs (an array; RAM packed at 77/78). */
+  get_state?(): unknown[];
+  /** Put a state back (v86's `restore_state`, after unpacking it). */
+  set_state?(state: unknown[]): void;
 }
 
 /** The `V86` object of v86's public API, as far as the adapter uses it. */

@@ -36,6 +36,11 @@ export interface BootOptions {
   onLine?: (line: string, emulator: V86) => void;
   /** Added to the kernel command line: `vt.tests=rng,blk`, `virtio_pci.force_legacy=1`, ... */
   cmdline?: string | readonly string[];
+  /**
+   * End the boot early, without VT-DONE, after the first line for which this returns true (or
+   * once the promise it returns settles): e.g. to take a snapshot of the machine mid-run.
+   */
+  until?: (line: string, emulator: V86) => boolean | Promise<boolean>;
   /** Shorthand for `vt.tests=` (default: init.sh tests the devices it finds). */
   tests?: readonly string[];
   /** The initramfs; default: buildInitramfs() (busybox, virtio modules, init.sh). */
@@ -145,6 +150,9 @@ export async function bootGuest(options: BootOptions = {}): Promise<BootResult> 
         addLine(report, line);
         options.onLine?.(line, emulator);
         if (report.done) resolve();
+        else if (options.until !== undefined) {
+          Promise.resolve(options.until(line, emulator)).then((stop) => stop && resolve(), fail);
+        }
         else if (FATAL.test(line)) {
           // Let the kernel finish its message before the output is cut.
           setTimeout(() => reject(new BootError(`bootGuest: the guest died (${line.trim()})`, serial + pending, report)), 500);
