@@ -15,7 +15,7 @@ import { virtioLoad, virtioSave } from '../../migration/virtio.js';
  *
  * one per attached function, where `blob` is the function's state exactly as QEMU 7.2's
  * `virtio_save` writes it for a virtio-pci device (PCI configuration, virtio core, queues,
- * device part, subsections, requests in flight), so the same bytes `virtio-ts inspect` shows.
+ * device part, subsections, requests in flight): `loadVirtioDevice` reads it, as QEMU would.
  * On restore, every blob is parsed and checked against the snapshot's RAM *before* v86 touches
  * anything; a bad or foreign entry makes `restore_state` fail with the machine unchanged. After
  * v86 restored its part, the functions are loaded (BARs remapped, INTx lines set).
