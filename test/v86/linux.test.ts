@@ -159,7 +159,8 @@ async function bootWithDevices(legacy: boolean): Promise<{ run: BootResult; rig:
       };
       rig.rng = new VirtIORng({ memory, entropy, queueSize: 256 });
       rig.disk = new MemoryBlockBackend(original.slice());
-      rig.blk = new VirtIOBlock({ memory, backend: rig.disk, queueSize: 256 });
+      // Modern: a queue of 1024 (the most virtio-pci allows), legacy: 256.
+      rig.blk = new VirtIOBlock({ memory, backend: rig.disk, queueSize: legacy ? 256 : 1024 });
       rig.serial = new VirtIOSerial({ memory, maxPorts: 4 });
       rig.hvc = new MemoryChardev('hvc0');
       rig.port = new MemoryChardev('vt-port');
@@ -281,12 +282,12 @@ function checkCommon(run: BootResult, rig: Rig, iface: 'modern' | 'legacy'): voi
 }
 
 describe('Linux in v86 with our devices', () => {
-  it('modern interface: rng and blk with queues of 256, console (hvc0 + a named port), net, keyboard', async () => {
+  it('modern interface: rng and blk with queues of 256 and 1024, console (hvc0 + a named port), net, keyboard', async () => {
     const { run, rig } = await bootWithDevices(false);
     checkCommon(run, rig, 'modern');
-    // Queues of 256 were offered and taken, read through v86's split 16-bit MMIO reads.
+    // Queues of 256 and 1024 were offered and taken, read through v86's split 16-bit MMIO reads.
     expect(rig.rng.vq[0]!.num).toBe(256);
-    expect(rig.blk.vq[0]!.num).toBe(256);
+    expect(rig.blk.vq[0]!.num).toBe(1024);
     const byTest = new Map(run.report.info.filter((i) => i.topic === 'virtio').map((i) => [i.fields.test, i.fields]));
     expect(byTest.get('input')?.iface).toBe('modern');
     expect(byTest.get('blk')?.id).toBe('0x1af4:0x1042'); // modern-only virtio-blk
