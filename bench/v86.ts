@@ -15,7 +15,7 @@
 //
 // Needs the inputs of scripts/v86-inputs.mjs (.cache/v86); skipped with a note otherwise.
 // BENCH_ONLY=v86 runs this section only; BENCH_QUICK=1 boots once each; BENCH_V86_BOOTS=n sets
-// the boots of (2) (default 5 each); BENCH_V86_ECHO=1 shows
+// the boots of (2) (default 5 each, 0: skip (2)); BENCH_V86_ECHO=1 shows
 // the guests' serial output.
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
@@ -240,20 +240,27 @@ export async function runV86Bench(opts: { quick?: boolean } = {}): Promise<void>
     const md5 = marks.find((m) => m.line.startsWith(`VB-MD5 ${dev} `))?.line.split(' ')[2];
     if (md5 !== wantMd5) throw new Error(`v86 bench: ${dev} read back ${md5 ?? 'nothing'}, the image is ${wantMd5}`);
     const rates: number[] = [];
+    const perCpu: number[] = [];
     for (let round = 1; round <= DISK_ROUNDS; round++) {
       const s = marks.find((m) => m.line === `VB-START ${dev} ${round}`);
       const e = marks.find((m) => m.line === `VB-END ${dev} ${round}`);
-      if (s && e) rates.push(DISK / MiB / ((e.at - s.at) / 1000));
+      if (!s || !e) continue;
+      rates.push(DISK / MiB / ((e.at - s.at) / 1000));
+      perCpu.push(DISK / MiB / ((e.cpu - s.cpu) / 1000));
     }
     const name = dev === 'vda' ? 'virtio-blk (ours, modern, queue 256)' : "v86's IDE (ata_piix)";
-    rows.push(`  ${name.padEnd(40)} median ${rates.length ? median(rates).toFixed(1) : '-'} MB/s  [${rates.map((r) => r.toFixed(1)).join(', ')}]`);
+    const list = (xs: number[]): string => xs.map((r) => r.toFixed(0)).join(', ');
+    rows.push(`  ${name.padEnd(38)} ${rates.length ? median(rates).toFixed(1) : '-'} MB/s [${list(rates)}]; per host CPU second ${perCpu.length ? median(perCpu).toFixed(1) : '-'} MB [${list(perCpu)}]`);
   }
-  console.log(`(1) guest reads the whole ${DISK / MiB} MiB image (checked by md5 first), dd bs=1M iflag=direct, ${DISK_ROUNDS} rounds in ABBA order (host wall time between serial markers), median:`);
+  console.log(
+    `(1) guest reads the whole ${DISK / MiB} MiB image (checked by md5 first), dd bs=1M iflag=direct, ${DISK_ROUNDS} rounds in ABBA order, medians: MB per second of host wall time between the serial markers, and MB per second of the process's CPU time (less sensitive to other load):`,
+  );
   for (const r of rows) console.log(r);
 
   // (2) Boot time with and without our devices.
   const env = Number(process.env['BENCH_V86_BOOTS']);
-  const rounds = Number.isInteger(env) && env > 0 ? env : opts.quick ? 1 : 5;
+  const rounds = process.env['BENCH_V86_BOOTS'] !== undefined && Number.isInteger(env) && env >= 0 ? env : opts.quick ? 1 : 5;
+  if (rounds === 0) return;
   const without: Marks[number][] = [];
   const withDevs: Marks[number][] = [];
   // ABBA order (without, with, with, without, ...): a machine that slows down or speeds up
