@@ -2,7 +2,7 @@
 // loaded only here) with our virtio devices on its PCI bus through virtio-ts/v86: rng, blk (with
 // --disk), console (hvc0), net (a UDP wire with --net, as QEMU's `-netdev dgram`) and input
 // (keyboard, tablet). The guest's serial console and hvc0 are the terminal.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { NodeFileBlockBackend } from '../devices/blk/backends/node-file.js';
@@ -42,6 +42,10 @@ options:
   --legacy            legacy virtio-pci only (default: transitional, Linux takes modern)
   --exit-on TEXT      quit (status 0) once the guest printed TEXT
   --timeout SECONDS   quit (status 1) after this long
+  --save-state FILE   on quitting, write a v86 snapshot of the machine, our devices included
+  --restore-state FILE
+                      start from such a snapshot instead of booting (same devices and options;
+                      the disk image must be as it was when the snapshot was taken)
   --quiet             no start-up messages`;
 
 export interface V86CliOptions {
@@ -58,6 +62,8 @@ export interface V86CliOptions {
   legacy: boolean;
   exitOn: string | undefined;
   timeoutS: number | undefined;
+  saveState: string | undefined;
+  restoreState: string | undefined;
   quiet: boolean;
 }
 
@@ -76,6 +82,8 @@ export function parseV86Args(argv: readonly string[]): V86CliOptions | string {
       case '--initrd': o.initrd = value(); if (o.initrd === undefined) return '--initrd needs a file'; break;
       case '--disk': o.disk = value(); if (o.disk === undefined) return '--disk needs a file'; break;
       case '--bios': o.bios = value(); if (o.bios === undefined) return '--bios needs a file'; break;
+      case '--save-state': o.saveState = value(); if (o.saveState === undefined) return '--save-state needs a file'; break;
+      case '--restore-state': o.restoreState = value(); if (o.restoreState === undefined) return '--restore-state needs a file'; break;
       case '--read-only': o.readOnly = true; break;
       case '--net': {
         const m = /^udp:(\d+):([^:]+):(\d+)$/.exec(value() ?? '');
@@ -189,6 +197,16 @@ interface V86Like extends V86Emulator {
   run(): Promise<void>;
   destroy(): Promise<void>;
   serial0_send(data: string): void;
+  stop(): Promise<void>;
+  save_state(): Promise<ArrayBuffer>;
+  restore_state(state: ArrayBuffer): Promise<void>;
+}
+
+/** The terminal: process's streams by default; tests pass their own. */
+export interface V86CliIo {
+  stdin: NodeJS.ReadableStream & { isTTY?: boolean; setRawMode?(raw: boolean): unknown };
+  stdout: { write(data: Uint8Array | string): unknown };
+  stderr: { write(data: string): unknown };
 }
 
 type V86Constructor = new (options: Record<string, unknown>) => V86Like;
@@ -199,23 +217,24 @@ const toBuffer = (path: string): { buffer: ArrayBuffer } => {
 };
 
 /** Runs the command; resolves with the exit status once the machine is gone. */
-export async function runV86(argv: readonly string[]): Promise<number> {
+export async function runV86(argv: readonly string[], io: V86CliIo = { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr }): Promise<number> {
   const opts = parseV86Args(argv);
+  const error = (m: string): void => void io.stderr.write(`virtio-ts v86: ${m}\n`);
   if (typeof opts === 'string') {
-    console.error(`virtio-ts v86: ${opts}\n${V86_USAGE}`);
+    error(`${opts}\n${V86_USAGE}`);
     return 2;
   }
   const say = (m: string): void => {
-    if (!opts.quiet) process.stderr.write(`virtio-ts v86: ${m}\n`);
+    if (!opts.quiet) error(m);
   };
   const bios = opts.bios ?? findSeaBios();
   if (bios === undefined) {
-    console.error('virtio-ts v86: no SeaBIOS found (apt install seabios, or --bios FILE); v86 needs a BIOS to boot a bzImage');
+    error('no SeaBIOS found (apt install seabios, or --bios FILE); v86 needs a BIOS to boot a bzImage');
     return 2;
   }
-  for (const f of [opts.kernel, opts.initrd, bios]) {
+  for (const f of [opts.kernel, opts.initrd, bios, opts.restoreState]) {
     if (f !== undefined && !existsSync(f)) {
-      console.error(`virtio-ts v86: ${f}: no such file`);
+      error(`${f}: no such file`);
       return 2;
     }
   }
@@ -228,7 +247,7 @@ export async function runV86(argv: readonly string[]): Promise<number> {
     const require = createRequire(import.meta.url);
     wasm = require.resolve('v86/build/v86.wasm');
   } catch (e) {
-    console.error(`virtio-ts v86: the v86 package is not installed (npm install v86): ${e instanceof Error ? e.message : String(e)}`);
+    error(`the v86 package is not installed (npm install v86): ${e instanceof Error ? e.message : String(e)}`);
     return 2;
   }
   let disk: NodeFileBlockBackend | undefined;
@@ -236,7 +255,7 @@ export async function runV86(argv: readonly string[]): Promise<number> {
     try {
       disk = await NodeFileBlockBackend.open(opts.disk, { readOnly: opts.readOnly });
     } catch (e) {
-      console.error(`virtio-ts v86: ${e instanceof Error ? e.message : String(e)}`);
+      error(e instanceof Error ? e.message : String(e));
       return 2;
     }
   }
@@ -246,12 +265,12 @@ export async function runV86(argv: readonly string[]): Promise<number> {
     try {
       udp = await UdpNetBackend.open({ name: 'net0', kind: 'dgram', local: { host: '0.0.0.0', port: opts.net.localPort }, remote: { host: opts.net.remoteHost, port: opts.net.remotePort } });
     } catch (e) {
-      console.error(`virtio-ts v86: --net: ${e instanceof Error ? e.message : String(e)}`);
+      error(`--net: ${e instanceof Error ? e.message : String(e)}`);
       return 2;
     }
   }
 
-  const out = process.stdout;
+  const out = io.stdout;
   const emulator = new V86({
     wasm_path: wasm,
     memory_size: opts.memoryMiB << 20,
@@ -267,15 +286,33 @@ export async function runV86(argv: readonly string[]): Promise<number> {
     let seen = '';
     let finished = false;
     let devices: V86Devices | undefined;
+    let running = false;
     const finish = (code: number): void => {
       if (finished) return;
       finished = true;
-      if (process.stdin.isTTY) process.stdin.setRawMode(false);
-      process.stdin.pause();
+      if (io.stdin.isTTY) io.stdin.setRawMode?.(false);
+      io.stdin.pause();
       udp?.close();
-      void emulator.destroy().then(
-        () => resolve(code),
-        () => resolve(code),
+      const save = async (): Promise<number> => {
+        if (opts.saveState === undefined || !running) return code;
+        try {
+          // finish() may run inside one of v86's own callbacks (the serial byte that completed
+          // --exit-on), in the middle of a guest instruction: stop the CPU at a boundary first.
+          await emulator.stop();
+          const state = await emulator.save_state();
+          writeFileSync(opts.saveState, new Uint8Array(state));
+          say(`snapshot written to ${opts.saveState} (${state.byteLength} bytes)`);
+          return code;
+        } catch (e) {
+          error(`--save-state ${opts.saveState}: ${e instanceof Error ? e.message : String(e)}`);
+          return 1;
+        }
+      };
+      void save().then((status) =>
+        emulator.destroy().then(
+          () => resolve(status),
+          () => resolve(status),
+        ),
       );
     };
     const printed = (text: string): void => {
@@ -293,19 +330,30 @@ export async function runV86(argv: readonly string[]): Promise<number> {
       printed(String.fromCharCode(b));
     });
     emulator.add_listener('emulator-loaded', () => {
-      try {
+      const start = async (): Promise<void> => {
         const host = v86Host(emulator, { onWarning: (w) => say(`warning: ${w}`) });
         devices = attachDevices(host, { disk, ...(udp ? { netdev: udp } : {}), legacy: opts.legacy, hvc0Output });
+        if (opts.restoreState !== undefined) {
+          const b = readFileSync(opts.restoreState);
+          try {
+            await emulator.restore_state(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer);
+          } catch (e) {
+            throw new Error(`--restore-state ${opts.restoreState}: ${e instanceof Error ? e.message : String(e)}`);
+          }
+          say(`restored ${opts.restoreState}`);
+        }
         say(`rng, ${devices.blk ? 'blk, ' : ''}console (hvc0), keyboard, tablet and net${udp ? '' : ' (unplugged)'} on the PCI bus; Ctrl-] quits`);
+        running = true;
         void emulator.run();
-      } catch (e) {
-        console.error(`virtio-ts v86: ${e instanceof Error ? e.message : String(e)}`);
+      };
+      start().catch((e: unknown) => {
+        error(e instanceof Error ? e.message : String(e));
         finish(1);
-      }
+      });
     });
     if (opts.timeoutS !== undefined) setTimeout(() => finish(1), opts.timeoutS * 1000).unref();
-    const stdin = process.stdin;
-    if (stdin.isTTY) stdin.setRawMode(true);
+    const stdin = io.stdin;
+    if (stdin.isTTY) stdin.setRawMode?.(true);
     stdin.on('data', (chunk: Buffer) => {
       if (chunk.includes(0x1d)) {
         finish(0);

@@ -1,5 +1,5 @@
-// `virtio-ts v86`: argument parsing and the errors it gives before any machine exists. (A boot
-// through the command is in the README and the report; the CI boots are test/v86/linux.test.ts.)
+// `virtio-ts v86`: argument parsing and the errors it gives before any machine exists. (Boots
+// through the command: test/v86/cli-state.test.ts; the device boots: test/v86/linux.test.ts.)
 import { describe, expect, it } from 'vitest';
 import { findSeaBios, parseV86Args, V86_USAGE } from '../../src/cli/v86.js';
 
@@ -20,10 +20,11 @@ describe('virtio-ts v86 arguments', () => {
     const o = parseV86Args([
       '--kernel', 'k', '--initrd', 'i', '--disk', 'd', '--read-only', '--net', 'udp:5555:127.0.0.1:5556', '--bios', 'b', '--memory', '128',
       '--append', 'console=ttyS0 quiet', '--console', 'hvc0', '--legacy', '--exit-on', 'login:', '--timeout', '30', '--quiet',
+      '--save-state', 'out.state', '--restore-state', 'in.state',
     ]);
     expect(o).toMatchObject({
       kernel: 'k', initrd: 'i', disk: 'd', readOnly: true, net: { localPort: 5555, remoteHost: '127.0.0.1', remotePort: 5556 }, bios: 'b', memoryMiB: 128, append: 'console=ttyS0 quiet',
-      console: 'hvc0', legacy: true, exitOn: 'login:', timeoutS: 30, quiet: true,
+      console: 'hvc0', legacy: true, exitOn: 'login:', timeoutS: 30, quiet: true, saveState: 'out.state', restoreState: 'in.state',
     });
   });
 
@@ -37,10 +38,12 @@ describe('virtio-ts v86 arguments', () => {
     expect(parseV86Args(['--kernel', 'k', '--frobnicate'])).toBe("unknown option '--frobnicate'");
     expect(parseV86Args(['--kernel', 'k', '--net', 'user'])).toMatch(/udp:LPORT/);
     expect(parseV86Args(['--kernel', 'k', '--net', 'udp:0:h:1'])).toMatch(/udp:LPORT/);
+    expect(parseV86Args(['--kernel', 'k', '--save-state'])).toBe('--save-state needs a file');
+    expect(parseV86Args(['--kernel', 'k', '--restore-state'])).toBe('--restore-state needs a file');
   });
 
   it('usage names every option it parses', () => {
-    for (const opt of ['--kernel', '--initrd', '--disk', '--read-only', '--net', '--bios', '--memory', '--append', '--console', '--legacy', '--exit-on', '--timeout', '--quiet']) {
+    for (const opt of ['--kernel', '--initrd', '--disk', '--read-only', '--net', '--bios', '--memory', '--append', '--console', '--legacy', '--exit-on', '--timeout', '--save-state', '--restore-state', '--quiet']) {
       expect(V86_USAGE).toContain(opt);
     }
   });
