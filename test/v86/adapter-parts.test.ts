@@ -9,7 +9,7 @@ import { V86Ports } from '../../src/embed/v86/ports.js';
 import type { V86Cpu, V86Emulator, V86Pci, V86PortEntry } from '../../src/embed/v86/types.js';
 import { attachToV86, v86Host } from '../../src/embed/v86/host.js';
 import { v86VirtioPci } from '../../src/embed/v86/virtio.js';
-import { V86_STATE_INDEX } from '../../src/embed/v86/state.js';
+import { packedRamPeek, V86_STATE_INDEX } from '../../src/embed/v86/state.js';
 import { VirtIORng } from '../../src/devices/rng.js';
 
 function fakeCpu() {
@@ -163,6 +163,36 @@ describe('V86IntxRouter', () => {
     r.set(15 << 3, 1, true);
     r.releaseAll(15 << 3);
     expect(log.slice(2)).toEqual(['raise 11', 'lower 11']);
+  });
+});
+
+describe('packedRamPeek (guest RAM as a v86 snapshot packs it)', () => {
+  it('reads packed pages, zero pages as zeros, across page edges; bounded by the machine RAM', () => {
+    const state: unknown[] = [];
+    // Pages 1 and 3 of 4 are in the snapshot (bitmap 0b1010), page 1 filled with 0x11, page 3 with 0x33.
+    const packed = new Uint8Array(2 * 4096);
+    packed.fill(0x11, 0, 4096);
+    packed.fill(0x33, 4096);
+    state[77] = packed;
+    state[78] = Uint8Array.of(0b1010);
+    const peek = packedRamPeek(state, 4 * 4096);
+    expect([...peek(4096 - 2, 4)!]).toEqual([0, 0, 0x11, 0x11]);
+    expect([...peek(3 * 4096 - 1, 2)!]).toEqual([0, 0x33]);
+    expect(peek(4 * 4096 - 1, 2)).toBeUndefined(); // past RAM
+    expect(peek(-1, 1)).toBeUndefined();
+    // A bitmap that claims a huge machine is cut to this machine's RAM (no huge table).
+    const huge: unknown[] = [];
+    huge[77] = packed;
+    huge[78] = new Uint8Array(1 << 20).fill(0); // 8 Mi pages claimed
+    const p2 = packedRamPeek(huge, 2 * 4096);
+    expect([...p2(0, 4)!]).toEqual([0, 0, 0, 0]);
+    expect(p2(2 * 4096, 1)).toBeUndefined();
+    // More pages marked than packed: nothing is read from it.
+    const short: unknown[] = [];
+    short[77] = new Uint8Array(4096);
+    short[78] = Uint8Array.of(0b11);
+    expect(packedRamPeek(short, 4 * 4096)(0, 1)).toBeUndefined();
+    expect(packedRamPeek([], 4096)(0, 1)).toBeUndefined();
   });
 });
 

@@ -82,6 +82,7 @@ describe('v86 save_state / restore_state with our functions', () => {
     let state: ArrayBuffer | undefined;
     let diskAtSave: Uint8Array | undefined;
     let inFlightAtSave = 0;
+    let sustainedDone = false;
 
     // Source: run until the sustained reads are under way, then snapshot with requests in flight.
     const first = await bootGuest({
@@ -92,9 +93,14 @@ describe('v86 save_state / restore_state with our functions', () => {
         src = attach(emulator as unknown as V86Emulator, original.slice(), warnings);
       },
       until: (line, emulator) => {
+        if (line.startsWith('VT-RESULT blk.sustained ')) sustainedDone = true;
         if (!line.startsWith('VT-RESULT blk.fs ')) return false;
         return new Promise<boolean>((resolve, reject) => {
           const poll = (): void => {
+            if (sustainedDone) {
+              reject(new Error('the guest finished its disk rounds before a request was seen in flight'));
+              return;
+            }
             if (src!.blk.requestsInFlight === 0) {
               setTimeout(poll, 1);
               return;

@@ -102,7 +102,7 @@ export class V86PciHost implements PciBusHost {
       };
       cpu.set_state = (state: unknown[]) => {
         // Everything of ours is checked (against the snapshot's RAM) before v86 changes anything.
-        const plan = planV86Restore(state[V86_STATE_INDEX], this.functions(), { peekRam: packedRamPeek(state) });
+        const plan = planV86Restore(state[V86_STATE_INDEX], this.functions(), { peekRam: packedRamPeek(state, cpu.memory_size[0] ?? 0) });
         setState.call(cpu, state);
         if (!plan.carried && this.attached.size > 0) this.warn('v86 state without virtio-ts functions: ours were reset');
         plan.apply();

@@ -57,11 +57,13 @@ export function saveV86Functions(fns: readonly { fn: PciFunction; devfn: number 
  * Guest RAM as v86's state holds it (zero pages left out, the others packed in page order), for
  * the checks of a load that must see RAM as it will be. Reads past the state's RAM are refused.
  */
-export function packedRamPeek(state: ArrayLike<unknown>): LoadContext['peekRam'] {
+export function packedRamPeek(state: ArrayLike<unknown>, ramBytes: number): LoadContext['peekRam'] {
   const packed = state[STATE_PACKED_MEMORY];
   const bitmap = state[STATE_MEMORY_BITMAP];
   if (!(packed instanceof Uint8Array) || !(bitmap instanceof Uint8Array)) return () => undefined;
-  const pages = bitmap.length * 8;
+  // The machine's RAM bounds the page table (a snapshot's bitmap may claim anything): v86
+  // itself unpacks only up to its own memory size.
+  const pages = Math.min(bitmap.length * 8, Math.ceil(Math.max(0, ramBytes) / PAGE));
   // Packed index of each page (-1: a zero page), made once per restore.
   const at = new Int32Array(pages).fill(-1);
   let n = 0;
