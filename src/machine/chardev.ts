@@ -16,6 +16,10 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 import type { ChardevSpec } from './cmdline.js';
 import { NullChardev, type CharBackend } from '../devices/console/chardev.js';
 import { FileChardev, SocketChardev, StreamChardev } from '../devices/console/backends/node.js';
+import { strerror } from '../devices/strerror.js';
+
+/** strerror() text for a Node error (one table for every Node backend: devices/strerror.ts). */
+export { strerror };
 
 export interface CharChannel {
   readonly id: string;
@@ -37,9 +41,6 @@ export class ChardevError extends Error {
   override name = 'ChardevError';
 }
 
-import { strerror } from '../devices/strerror.js';
-
-export { strerror };
 
 function describe(spec: ChardevSpec): string {
   if (spec.backend === 'file') return spec.path;

@@ -364,6 +364,8 @@ describe('v86Host and attachToV86 on a fake emulator', () => {
     refused((s) => void (s[V86_STATE_INDEX] as unknown[]).push([15 << 3, 'virtio-rng-pci', new Uint8Array(8)]), /slot 15 function 0 is in the snapshot but not attached/);
     refused((s) => void (s[V86_STATE_INDEX] as unknown[]).push([13 << 3, 'virtio-rng-pci', new Uint8Array(8)]), /saved twice/);
     refused((s) => void (fnEntry(s, 0)[2] = 'bytes'), /malformed/);
+    refused((s) => void (fnEntry(s, 0)[0] = 104.5), /malformed/);
+    refused((s) => void (fnEntry(s, 0)[0] = 256), /malformed/);
 
     // A snapshot of a machine without our functions: v86 restores it, ours are reset (said).
     rng.setStatus(3);

@@ -78,7 +78,7 @@ export class V86ConfigCycles {
         return;
       }
       const off = address & 0xff;
-      this.guard(() => writePieces(fn, off, size, value));
+      this.scope.run(() => writePieces(fn, off, size, value));
       this.latch(fn, pci.pci_addr32[0]! & 0xfc);
     };
     pci.pci_write8 = write(1, saved.w8);
@@ -94,7 +94,7 @@ export class V86ConfigCycles {
         const fn = this.target(a);
         if (fn === undefined) return origRead.call(orig.device, p);
         let v = 0xffff_ffff;
-        this.guard(() => {
+        this.scope.run(() => {
           v = readPieces(fn, (a & 0xfc) + lane, size);
         });
         return size === 4 ? v | 0 : v & (size === 2 ? 0xffff : 0xff);
@@ -109,14 +109,10 @@ export class V86ConfigCycles {
     const pci = this.pci;
     pci.pci_status32[0] = 0x8000_0000 | 0;
     let v = 0xffff_ffff;
-    this.guard(() => {
+    this.scope.run(() => {
       v = fn.configPeek !== undefined ? fn.configPeek(off, 4) : fn.configRead(off, 4);
     });
     pci.pci_response32[0] = v | 0;
-  }
-
-  private guard(run: () => void): void {
-    this.scope.run(run);
   }
 
   /** Put v86's own handlers back (only those still ours). */

@@ -108,7 +108,7 @@ export function planV86Restore(
   if (entry[1] !== VERSION) throw new Error(`v86 state: virtio-ts entry version ${String(entry[1])} (this build reads ${VERSION})`);
   const saved = new Map<number, Entry>();
   for (const e of entry.slice(2)) {
-    if (!Array.isArray(e) || e.length !== 3 || typeof e[0] !== 'number' || typeof e[1] !== 'string' || !(e[2] instanceof Uint8Array)) {
+    if (!Array.isArray(e) || e.length !== 3 || !Number.isInteger(e[0]) || e[0] < 0 || e[0] > 0xff || typeof e[1] !== 'string' || !(e[2] instanceof Uint8Array)) {
       throw new Error('v86 state: a virtio-ts function entry is malformed');
     }
     if (saved.has(e[0])) throw new Error(`v86 state: devfn ${e[0]} saved twice`);

@@ -145,7 +145,6 @@ export class NodeFileBlockBackend implements BlockBackend {
   }
 }
 
-
 /**
  * Open every file a parsed command line names (`-drive file=`, `-blockdev driver=file`), each
  * once, read-write unless every node using it is read-only: the map `BuildOptions.blockFiles`

@@ -28,7 +28,6 @@ export class NetdevError extends Error {
   override name = 'NetdevError';
 }
 
-
 /** `HOST` as QEMU resolves it: empty for any address, digits first as IPv4, else by name. */
 async function resolveV4(host: string): Promise<string> {
   if (host === '') return '0.0.0.0';
