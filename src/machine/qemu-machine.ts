@@ -86,7 +86,7 @@ const PCI_PROPS: Record<string, PropKind> = {
 };
 /** Accepted only at QEMU's default value (they change nothing a driver can see at the default). */
 const DEFAULT_ONLY: Record<string, PropValue> = {
-  packed: false, iommu_platform: false, 'use-started': true, 'use-disabled-flag': true, 'x-disable-legacy-check': false,
+  iommu_platform: false, 'use-started': true, 'use-disabled-flag': true, 'x-disable-legacy-check': false,
   aer: false, ats: false, 'x-ats-page-aligned': true, 'migrate-extra': true, 'modern-pio-notify': false,
   'virtio-pci-bus-master-bug-migration': false, 'x-disable-pcie': false, 'x-ignore-backend-features': false,
   'x-pcie-deverr-init': true, 'x-pcie-extcap-init': true, 'x-pcie-flr-init': true, 'x-pcie-lnkctl-init': true,
@@ -381,7 +381,7 @@ function buildDevice(machine: ReferenceMachine, cl: QemuCommandLine, spec: Devic
     }
   }
   const buildCtx: DeviceBuildContext = {
-    machine, cl, spec, values, bool, disabledFeatures: disabled, opts, pci: isPci, childBusName,
+    machine, cl, spec, values, bool, disabledFeatures: disabled, packed: bool('packed', false), opts, pci: isPci, childBusName,
     blockUsers: state.blockUsers, fileLocks: state.fileLocks, qomPath: machine.nextPeripheralPath(spec.id), net: machine.net,
     warn: (m: string) => warnings.push(`${spec.loc}: warning: ${m}`),
   };

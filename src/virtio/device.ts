@@ -6,6 +6,7 @@ import type { Tracer } from '../trace/trace.js';
 import { VIRTIO_NO_VECTOR, VIRTIO_QUEUE_MAX } from '../vring/constants.js';
 import { VirtQueue, type VirtQueueHandler, type VirtQueueOwner } from '../vring/virtqueue.js';
 import {
+  bit,
   DeviceEndian,
   hasBit,
   VIRTIO_COMMON_FEATURES,
@@ -13,6 +14,7 @@ import {
   VIRTIO_CONFIG_S_FEATURES_OK,
   VIRTIO_CONFIG_S_NEEDS_RESET,
   VIRTIO_F_NOTIFY_ON_EMPTY,
+  VIRTIO_F_RING_PACKED,
   VIRTIO_F_VERSION_1,
   VIRTIO_ISR_QUEUE,
   VIRTIO_LEGACY_FEATURES,
@@ -41,6 +43,11 @@ export interface VirtIODeviceOptions {
   guestBigEndian?: boolean;
   /** Feature bits to withdraw from the defaults (like QEMU's `event_idx=off`, `indirect_desc=off`). */
   disabledFeatures?: bigint;
+  /**
+   * Offer packed virtqueues (VIRTIO_F_RING_PACKED, VIRTIO 1.2 §2.8), off by default as QEMU's
+   * `packed` property is. Only a modern driver can take them.
+   */
+  packed?: boolean;
   /** Trace sink; leave undefined for no tracing. */
   tracer?: Tracer;
   /** Called with each error a guest causes (QEMU's `virtio_error` messages). */
@@ -125,7 +132,8 @@ export abstract class VirtIODevice implements VirtQueueOwner {
     this.deviceEndian = this.guestBigEndian ? DeviceEndian.BIG : DeviceEndian.LITTLE;
     this.config = new Uint8Array(configSize);
     this.disabledFeatures = opts.disabledFeatures ?? 0n;
-    this.hostFeatures = (VIRTIO_COMMON_FEATURES | deviceFeatures) & ~this.disabledFeatures;
+    const packed = opts.packed === true ? bit(VIRTIO_F_RING_PACKED) : 0n;
+    this.hostFeatures = (VIRTIO_COMMON_FEATURES | packed | deviceFeatures) & ~this.disabledFeatures;
   }
 
   get configLen(): number {
@@ -335,6 +343,7 @@ export abstract class VirtIODevice implements VirtQueueOwner {
       this.hasFeature(VIRTIO_RING_F_INDIRECT_DESC),
       this.hasFeature(VIRTIO_F_NOTIFY_ON_EMPTY),
       !this.isBigEndian(),
+      this.hasFeature(VIRTIO_F_RING_PACKED),
     );
   }
 

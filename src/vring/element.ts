@@ -17,8 +17,13 @@ const SMALL_COPY = 32;
  * one element per head and only grows the arrays when a chain is longer than any seen before.
  */
 export class VirtQueueElement {
-  /** Head descriptor index: the id the used ring reports back. */
+  /** Head descriptor index (split) or buffer id (packed): the id the used ring reports back. */
   index = 0;
+  /**
+   * Where the queue keeps this element: the head for split rings; for packed rings, whose buffer
+   * ids are the driver's choice, a slot the queue hands out (at most one per element in flight).
+   */
+  slot = 0;
   /** Number of device-readable entries (they come first). */
   outNum = 0;
   /** Number of device-writable entries (after the readable ones). */
@@ -27,7 +32,11 @@ export class VirtQueueElement {
   outBytes = 0;
   /** Total bytes writable by the device. */
   inBytes = 0;
-  /** Descriptors this chain consumed (including the indirect one), as QEMU's `ndescs`. */
+  /**
+   * Descriptors this chain consumed: split rings count the indirect one and the table's; packed
+   * rings count ring slots (1 for an indirect chain), which is QEMU's `ndescs` and what the used
+   * side skips.
+   */
   ndescs = 0;
   /** Queue generation when popped; a reset makes older elements stale. */
   generation = 0;

@@ -33,6 +33,8 @@ export function isPowerOfTwo(x: number): boolean {
 export const DESC_ALIGN = 16;
 export const AVAIL_ALIGN = 2;
 export const USED_ALIGN = 4;
+/** Required alignment of the packed ring's event suppression areas (VIRTIO 1.2 §2.8.10.1). */
+export const PACKED_EVENT_ALIGN = 4;
 
 export interface RingAddresses {
   desc: number;

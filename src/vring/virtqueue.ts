@@ -1,6 +1,8 @@
 import { gpaFromHiLo, INVALID_GPA, type GuestMemory, type GuestWriteHook, type RamRegion } from '../memory/guest-memory.js';
 import type { Tracer } from '../trace/trace.js';
 import {
+  packedDescAvail,
+  packedNeedEvent,
   VIRTIO_NO_VECTOR,
   VIRTIO_PCI_VRING_ALIGN,
   VIRTQUEUE_MAX_SIZE,
@@ -9,11 +11,17 @@ import {
   VRING_DESC_F_NEXT,
   VRING_DESC_F_WRITE,
   VRING_DESC_SIZE,
+  VRING_PACKED_DESC_F_AVAIL,
+  VRING_PACKED_DESC_F_USED,
+  VRING_PACKED_EVENT_FLAG_DESC,
+  VRING_PACKED_EVENT_FLAG_DISABLE,
+  VRING_PACKED_EVENT_FLAG_ENABLE,
+  VRING_PACKED_EVENT_SIZE,
   VRING_USED_F_NO_NOTIFY,
   vringNeedEvent,
 } from './constants.js';
 import { VirtQueueElement } from './element.js';
-import { alignUp, availRingSize, AVAIL_ALIGN, DESC_ALIGN, isPowerOfTwo, usedRingSize, USED_ALIGN } from './layout.js';
+import { alignUp, availRingSize, AVAIL_ALIGN, DESC_ALIGN, isPowerOfTwo, PACKED_EVENT_ALIGN, usedRingSize, USED_ALIGN } from './layout.js';
 
 /** What a queue needs from the device that owns it. */
 export interface VirtQueueOwner {
@@ -32,6 +40,34 @@ export type VirtQueueHandler = (vq: VirtQueue) => void;
 /** Largest total length of one chain (VIRTIO 1.2 §2.7.5.2: the sum must fit in 32 bits). */
 const MAX_CHAIN_BYTES = 0xffff_ffff;
 const EMPTY_VIEW: DataView<ArrayBufferLike> = new DataView(new ArrayBuffer(0));
+/** Packed rings: pops remembered for `rewind` (a power of two ≥ the largest queue). */
+const POP_HISTORY = VIRTQUEUE_MAX_SIZE;
+
+/**
+ * What a packed queue needs beyond the split state, made once when a queue first goes packed:
+ * completions between fill and flush (QEMU's `used_elems`), the free element slots, and the
+ * slots of recent pops (for `rewind`). All fixed-size, so the hot path allocates nothing.
+ */
+class PackedScratch {
+  readonly pendId = new Uint16Array(VIRTQUEUE_MAX_SIZE);
+  readonly pendLen = new Uint32Array(VIRTQUEUE_MAX_SIZE);
+  readonly pendNdescs = new Uint16Array(VIRTQUEUE_MAX_SIZE);
+  readonly freeSlots = new Uint16Array(VIRTQUEUE_MAX_SIZE);
+  freeCount = 0;
+  readonly popSlots = new Uint16Array(POP_HISTORY);
+  popCount = 0;
+
+  constructor() {
+    this.resetSlots();
+  }
+
+  /** Every slot free (the queue's pool was replaced); slot 0 is handed out first. */
+  resetSlots(): void {
+    for (let k = 0; k < VIRTQUEUE_MAX_SIZE; k++) this.freeSlots[k] = VIRTQUEUE_MAX_SIZE - 1 - k;
+    this.freeCount = VIRTQUEUE_MAX_SIZE;
+    this.popCount = 0;
+  }
+}
 
 /**
  * A split virtqueue, seen from the device (QEMU's VirtQueue; VIRTIO 1.2 §2.7).
@@ -71,6 +107,16 @@ export class VirtQueue {
   /** Bumped by every reset; completions of elements from an older generation are dropped. */
   generation = 0;
 
+  /**
+   * VIRTIO_F_RING_PACKED negotiated (VIRTIO 1.2 §2.8): `desc` is then the descriptor ring, `avail`
+   * the driver event suppression area and `used` the device's (QEMU keeps the same names), and
+   * `lastAvailIdx`/`usedIdx` are ring positions below `num`, each with a wrap counter.
+   */
+  packed = false;
+  lastAvailWrapCounter = true;
+  shadowAvailWrapCounter = true;
+  usedWrapCounter = true;
+
   // Negotiated-feature flags the hot path needs, set by the device (`applyFeatures`).
   eventIdx = false;
   indirectDesc = false;
@@ -102,6 +148,8 @@ export class VirtQueue {
   private readonly poppedHeads = new Uint16Array(VIRTQUEUE_MAX_SIZE);
   /** Scratch element for measuring chains without popping them (`availInBytes`). */
   private measure: VirtQueueElement | undefined;
+  /** Packed-ring bookkeeping, made when the queue first goes packed. */
+  private pk: PackedScratch | undefined;
 
   constructor(
     readonly owner: VirtQueueOwner,
@@ -207,13 +255,19 @@ export class VirtQueue {
     this.mapRings();
   }
 
-  /** Refresh the feature-dependent flags; remaps when EVENT_IDX changes the ring sizes. */
-  applyFeatures(eventIdx: boolean, indirectDesc: boolean, notifyOnEmpty: boolean, le: boolean): void {
-    const remap = eventIdx !== this.eventIdx || le !== this.le;
+  /** Refresh the feature-dependent flags; remaps when EVENT_IDX or the ring format changes the ring sizes. */
+  applyFeatures(eventIdx: boolean, indirectDesc: boolean, notifyOnEmpty: boolean, le: boolean, packed = false): void {
+    const remap = eventIdx !== this.eventIdx || le !== this.le || packed !== this.packed;
     this.eventIdx = eventIdx;
     this.indirectDesc = indirectDesc;
     this.notifyOnEmpty = notifyOnEmpty;
     this.le = le;
+    if (packed !== this.packed) {
+      this.packed = packed;
+      // Elements are kept by head in a split ring and by slot in a packed one: start afresh.
+      this.dropPool();
+      if (packed) this.pk ??= new PackedScratch();
+    }
     if (remap && this.desc !== 0 && this.num !== 0) this.mapRings();
   }
 
@@ -228,6 +282,7 @@ export class VirtQueue {
     if (num === 0 || this.desc === 0) return;
     const tr = this.owner.tracer;
     if (tr) tr({ type: 'virtqueue_set_rings', device: this.owner.name, queue: this.index, num, desc: this.desc, avail: this.avail, used: this.used });
+    if (this.packed) return this.mapPackedRings();
     if (!isPowerOfTwo(num)) {
       this.owner.virtioError(`VQ ${this.index}: size ${num} is not a power of two`);
       return;
@@ -257,6 +312,37 @@ export class VirtQueue {
     this.mapped = true;
   }
 
+  /**
+   * The packed layout (VIRTIO 1.2 §2.8.10): a ring of `num` 16-byte descriptors (any size, not only
+   * powers of two) and two 4-byte event suppression areas, the device's writable.
+   */
+  private mapPackedRings(): void {
+    const mem = this.owner.memory;
+    if (this.desc % DESC_ALIGN !== 0 || this.avail % PACKED_EVENT_ALIGN !== 0 || this.used % PACKED_EVENT_ALIGN !== 0) {
+      this.owner.virtioError(`VQ ${this.index}: misaligned ring (desc 0x${this.desc.toString(16)}, driver area 0x${this.avail.toString(16)}, device area 0x${this.used.toString(16)})`);
+      return;
+    }
+    const d = mem.findRegion(this.desc, VRING_DESC_SIZE * this.num);
+    // The device writes used descriptors into the descriptor ring itself.
+    if (!d || d.readonly) return this.owner.virtioError(`Cannot map desc (VQ ${this.index})`);
+    const u = mem.findRegion(this.used, VRING_PACKED_EVENT_SIZE);
+    if (!u || u.readonly) return this.owner.virtioError(`Cannot map used (VQ ${this.index})`);
+    const a = mem.findRegion(this.avail, VRING_PACKED_EVENT_SIZE);
+    if (!a) return this.owner.virtioError(`Cannot map avail (VQ ${this.index})`);
+    this.descRegion = d;
+    this.descView = d.view;
+    this.descOff = this.desc - d.base;
+    this.availRegion = a;
+    this.availView = a.view;
+    this.availOff = this.avail - a.base;
+    this.usedRegion = u;
+    this.usedView = u.view;
+    this.usedOff = this.used - u.base;
+    this.viewEpoch = mem.epoch;
+    this.numMask = -1;
+    this.mapped = true;
+  }
+
   private unmap(): void {
     this.mapped = false;
     this.descView = this.availView = this.usedView = EMPTY_VIEW;
@@ -267,6 +353,7 @@ export class VirtQueue {
   reset(): void {
     this.desc = this.avail = this.used = 0;
     this.lastAvailIdx = this.shadowAvailIdx = this.usedIdx = 0;
+    this.lastAvailWrapCounter = this.shadowAvailWrapCounter = this.usedWrapCounter = true;
     this.vector = VIRTIO_NO_VECTOR;
     this.signalledUsed = 0;
     this.signalledUsedValid = false;
@@ -283,8 +370,14 @@ export class VirtQueue {
       if (hook !== undefined) noteInBuffers(hook, e, e.inBytes);
       e.inFlight = false;
     }
-    this.pool = [];
+    this.dropPool();
     this.unmap();
+  }
+
+  /** Replace the element pool: elements still held elsewhere keep theirs (and are stale). */
+  private dropPool(): void {
+    this.pool = [];
+    this.pk?.resetSlots();
   }
 
   // ---------------------------------------------------------------------------------------
@@ -299,13 +392,14 @@ export class VirtQueue {
     this.unmap();
     this.generation++;
     for (const e of this.pool) if (e) e.inFlight = false;
-    this.pool = [];
+    this.dropPool();
     this.num = num;
     if (align !== undefined) this.align = align;
     this.desc = desc;
     this.avail = avail;
     this.used = used;
     this.lastAvailIdx = this.shadowAvailIdx = lastAvailIdx;
+    this.lastAvailWrapCounter = this.shadowAvailWrapCounter = this.usedWrapCounter = true;
     this.usedIdx = 0;
     this.inuse = 0;
     this.signalledUsed = 0;
@@ -321,9 +415,18 @@ export class VirtQueue {
    */
   restoreElement(index: number, out: readonly [number, number][], inn: readonly [number, number][], ndescs: number): VirtQueueElement | undefined {
     if (!Number.isInteger(index) || index < 0 || index >= this.num) return undefined;
-    let elem = this.pool[index];
-    if (elem?.inFlight) return undefined;
-    elem ??= this.newElement(index);
+    let elem: VirtQueueElement;
+    if (this.packed) {
+      // Buffer ids are the driver's; the element takes a free slot (ids may even repeat).
+      const pk = this.pk!;
+      if (pk.freeCount === 0) return undefined;
+      const slot = pk.freeSlots[--pk.freeCount]!;
+      elem = this.pool[slot] ?? this.newElement(slot);
+    } else {
+      const held = this.pool[index];
+      if (held?.inFlight) return undefined;
+      elem = held ?? this.newElement(index);
+    }
     elem.generation = this.generation;
     const n = out.length + inn.length;
     elem.ensureCapacity(n);
@@ -362,23 +465,36 @@ export class VirtQueue {
     this.inuse = inuse;
   }
 
+  /**
+   * Last step of a packed load (`virtio/packed_virtqueues`; the loader checked the positions
+   * against the queue size): the ring positions with their wrap counters, mapped as modern rings.
+   */
+  restorePackedRings(lastAvailIdx: number, lastAvailWrap: boolean, usedIdx: number, usedWrap: boolean, inuse: number): void {
+    this.lastAvailIdx = this.shadowAvailIdx = lastAvailIdx;
+    this.lastAvailWrapCounter = this.shadowAvailWrapCounter = lastAvailWrap;
+    this.usedIdx = usedIdx;
+    this.usedWrapCounter = usedWrap;
+    this.inuse = inuse;
+    if (this.desc !== 0) this.mapRings();
+  }
+
   // ---------------------------------------------------------------------------------------
   // Ring field access (all through the resolved views)
 
   /** avail.idx as the guest last wrote it (0 when unmapped). */
   readAvailIdx(): number {
-    if (!this.mapped) return 0;
+    if (!this.mapped || this.packed) return 0;
     this.syncViews();
     return this.availView.getUint16(this.availOff + 2, this.le);
   }
   readAvailFlags(): number {
-    if (!this.mapped) return 0;
+    if (!this.mapped || this.packed) return 0;
     this.syncViews();
     return this.availView.getUint16(this.availOff, this.le);
   }
   /** used_event, at the end of the avail ring. */
   readUsedEvent(): number {
-    if (!this.mapped) return 0;
+    if (!this.mapped || this.packed) return 0;
     this.syncViews();
     return this.availView.getUint16(this.availOff + 4 + 2 * this.num, this.le);
   }
@@ -395,6 +511,7 @@ export class VirtQueue {
   /** QEMU's `virtio_queue_empty`. */
   isEmpty(): boolean {
     if (!this.mapped || this.owner.processingStopped) return true;
+    if (this.packed) return !this.packedNextAvail();
     if (this.shadowAvailIdx !== this.lastAvailIdx) return false;
     this.syncViews();
     const idx = this.readAvailIdx();
@@ -413,12 +530,14 @@ export class VirtQueue {
    * unmapped): for a device that must tell an empty ring from a full one while it is broken.
    */
   availableHeadsRaw(): number {
+    if (this.packed) return this.mapped && this.packedNextAvail() ? 1 : 0;
     return this.mapped ? (this.readAvailIdx() - this.lastAvailIdx) & 0xffff : 0;
   }
 
   /** Number of heads available now, or -1 after reporting a bogus avail index. */
   availableHeads(): number {
     if (!this.mapped) return 0;
+    if (this.packed) return this.packedNextAvail() ? 1 : 0;
     this.syncViews();
     const idx = this.availView.getUint16(this.availOff + 2, this.le);
     const n = (idx - this.lastAvailIdx) & 0xffff;
@@ -441,6 +560,7 @@ export class VirtQueue {
    */
   pop(consumeOnError = true): VirtQueueElement | null {
     if (!this.mapped || this.owner.processingStopped) return null;
+    if (this.packed) return this.popPacked();
     if (this.mem.sync() !== this.viewEpoch) this.retakeViews();
     const num = this.num;
     const last = this.lastAvailIdx;
@@ -492,6 +612,7 @@ export class VirtQueue {
   availInBytes(maxIn: number): number {
     if (!this.mapped || this.owner.processingStopped) return 0;
     this.syncViews();
+    if (this.packed) return this.packedAvailInBytes(maxIn);
     const heads = this.availableHeads();
     if (heads <= 0) return 0;
     const elem = (this.measure ??= new VirtQueueElement(this.owner.memory));
@@ -520,10 +641,11 @@ export class VirtQueue {
   private headError(head: number, inUse: boolean): null {
     return this.popError(inUse ? `VQ ${this.index}: head ${head} made available again while in use` : `Guest says index ${head} is available`);
   }
-  private newElement(head: number): VirtQueueElement {
+  private newElement(slot: number): VirtQueueElement {
     const elem = new VirtQueueElement(this.owner.memory);
     elem.generation = this.generation;
-    this.pool[head] = elem;
+    elem.slot = slot;
+    this.pool[slot] = elem;
     return elem;
   }
   private tracePop(tr: Tracer, elem: VirtQueueElement): void {
@@ -648,7 +770,9 @@ export class VirtQueue {
    * capacity so a device bug cannot report more than the driver gave.
    */
   fill(elem: VirtQueueElement, len: number, idx = 0): void {
-    if (this.release(elem)) this.writeUsed(elem, len, idx, true);
+    if (!this.release(elem)) return;
+    if (this.packed) this.fillPacked(elem, len, idx, true);
+    else this.writeUsed(elem, len, idx, true);
   }
 
   private writeUsed(elem: VirtQueueElement, len: number, idx: number, clamp: boolean): void {
@@ -671,6 +795,7 @@ export class VirtQueue {
 
   /** Publish `count` filled elements (QEMU's `virtqueue_flush`). */
   flush(count: number): void {
+    if (this.packed) return this.flushPacked(count);
     if (!this.mapped || this.owner.processingStopped) {
       this.inuse = Math.max(0, this.inuse - count);
       return;
@@ -699,6 +824,11 @@ export class VirtQueue {
    */
   push(elem: VirtQueueElement, len: number, clamp = true): void {
     if (!this.release(elem)) return;
+    if (this.packed) {
+      this.fillPacked(elem, len, 0, clamp);
+      this.flushPacked(1);
+      return;
+    }
     if (this.owner.tracer !== undefined) {
       this.writeUsed(elem, len, 0, clamp);
       this.flush(1);
@@ -743,6 +873,7 @@ export class VirtQueue {
    * at most `num` per call, so the work is bounded.
    */
   dropAll(): number {
+    if (this.packed) return this.dropAllPacked();
     let dropped = 0;
     while (!this.isEmpty() && this.inuse < this.num) {
       const last = this.lastAvailIdx;
@@ -774,7 +905,7 @@ export class VirtQueue {
   /** Give up an element without returning it to the driver (QEMU's `virtqueue_detach_element`). */
   detach(elem: VirtQueueElement): void {
     if (!this.release(elem)) return;
-    this.inuse = Math.max(0, this.inuse - 1);
+    this.inuse = Math.max(0, this.inuse - (this.packed ? elem.ndescs : 1));
     // Whatever the device wrote into it stays in guest RAM (conservatively: all of it).
     const hook = this.mem.onWrite;
     if (hook !== undefined) noteInBuffers(hook, elem, elem.inBytes);
@@ -783,6 +914,13 @@ export class VirtQueue {
   /** Put an element back so the next pop returns it again (QEMU's `virtqueue_unpop`). */
   unpop(elem: VirtQueueElement): void {
     if (!this.release(elem)) return;
+    if (this.packed) {
+      // Back by the chain's slots (QEMU goes back one slot, wrong for a chain of several).
+      this.retreatAvail(elem.ndescs);
+      this.inuse = Math.max(0, this.inuse - elem.ndescs);
+      this.pk!.popCount--;
+      return;
+    }
     this.lastAvailIdx = (this.lastAvailIdx - 1) & 0xffff;
     this.inuse = Math.max(0, this.inuse - 1);
   }
@@ -790,6 +928,7 @@ export class VirtQueue {
   /** Un-pop the last `n` elements (QEMU's `virtqueue_rewind`); false if fewer are in use. */
   rewind(n: number): boolean {
     if (n > this.inuse) return false;
+    if (this.packed) return this.rewindPacked(n);
     for (let k = 1; k <= n; k++) {
       const e = this.pool[this.poppedHeads[(this.lastAvailIdx - k) & (VIRTQUEUE_MAX_SIZE - 1)]!];
       if (e) e.inFlight = false;
@@ -801,11 +940,12 @@ export class VirtQueue {
 
   /** Mark an element no longer in flight; false (and a trace) if it is stale or not in flight. */
   private release(elem: VirtQueueElement): boolean {
-    if (elem.generation !== this.generation || !elem.inFlight || this.pool[elem.index] !== elem) {
+    if (elem.generation !== this.generation || !elem.inFlight || this.pool[elem.slot] !== elem) {
       this.dropStale(elem);
       return false;
     }
     elem.inFlight = false;
+    if (this.packed) this.pk!.freeSlots[this.pk!.freeCount++] = elem.slot;
     return true;
   }
 
@@ -822,6 +962,7 @@ export class VirtQueue {
     this.notification = enable;
     if (!this.mapped) return;
     this.syncViews();
+    if (this.packed) return this.setPackedNotification(enable);
     if (this.eventIdx) {
       // As QEMU's vring_set_avail_event: only when enabling. Disabling leaves avail_event behind
       // the driver, which is what suppresses its kicks; writing avail.idx would re-arm them.
@@ -840,6 +981,7 @@ export class VirtQueue {
    */
   shouldNotify(): boolean {
     if (!this.mapped) return false;
+    if (this.packed) return this.packedShouldNotify();
     if (this.notifyOnEmpty && this.inuse === 0 && this.isEmpty()) return true;
     if (!this.eventIdx) return (this.readAvailFlags() & VRING_AVAIL_F_NO_INTERRUPT) === 0;
     const valid = this.signalledUsedValid;
@@ -852,6 +994,351 @@ export class VirtQueue {
   /** The in-flight elements, for migration and for devices that re-queue after load. */
   inFlightElements(): VirtQueueElement[] {
     return this.pool.filter((e): e is VirtQueueElement => e !== undefined && e.inFlight);
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Packed rings (VIRTIO 1.2 §2.8; QEMU's virtqueue_packed_*)
+
+  /** Whether the descriptor at `lastAvailIdx` is available for this lap. */
+  private packedNextAvail(): boolean {
+    this.syncViews();
+    const flags = this.descView.getUint16(this.descOff + this.lastAvailIdx * VRING_DESC_SIZE + 14, this.le);
+    return packedDescAvail(flags, this.lastAvailWrapCounter);
+  }
+
+  /** Move `lastAvailIdx` on by `n` ring slots, flipping its wrap counter at the end of the ring. */
+  private advanceAvail(n: number): void {
+    let i = this.lastAvailIdx + n;
+    while (i >= this.num) {
+      i -= this.num;
+      this.lastAvailWrapCounter = !this.lastAvailWrapCounter;
+    }
+    this.lastAvailIdx = i;
+    this.shadowAvailIdx = i;
+    this.shadowAvailWrapCounter = this.lastAvailWrapCounter;
+  }
+
+  /** Move `lastAvailIdx` back by `n` slots (QEMU's `virtqueue_packed_rewind`). */
+  private retreatAvail(n: number): void {
+    let i = this.lastAvailIdx - n;
+    while (i < 0) {
+      i += this.num;
+      this.lastAvailWrapCounter = !this.lastAvailWrapCounter;
+    }
+    this.lastAvailIdx = i;
+    this.shadowAvailIdx = i;
+    this.shadowAvailWrapCounter = this.lastAvailWrapCounter;
+  }
+
+  /**
+   * QEMU's `virtqueue_packed_pop`. Nothing moves when the chain is malformed (the device is then
+   * broken), as in QEMU: the position migrates unchanged.
+   */
+  private popPacked(): VirtQueueElement | null {
+    if (!this.packedNextAvail()) return null;
+    if (this.inuse >= this.num) return this.popError('Virtqueue size exceeded');
+    const pk = this.pk!;
+    // At most `num` ≤ 1024 slots of descriptors are in flight, so a slot is free; checked anyway.
+    if (pk.freeCount === 0) return this.popError('Virtqueue size exceeded');
+    const slot = pk.freeSlots[pk.freeCount - 1]!;
+    const elem = this.pool[slot] ?? this.newElement(slot);
+    const err = this.readPackedChain(this.lastAvailIdx, elem);
+    if (err !== null) return this.popError(err);
+    pk.freeCount--;
+    elem.inFlight = true;
+    this.inuse += elem.ndescs;
+    this.advanceAvail(elem.ndescs);
+    pk.popSlots[pk.popCount & (POP_HISTORY - 1)] = slot;
+    pk.popCount++;
+    const tr = this.owner.tracer;
+    if (tr !== undefined) this.tracePop(tr, elem);
+    return elem;
+  }
+
+  /**
+   * Walk the packed chain whose first descriptor is at ring slot `start` into `elem` (index: the
+   * buffer id; ndescs: ring slots taken). Returns null or the error message. A chain follows NEXT
+   * through consecutive slots, wrapping at the end of the ring, at most `num` of them; an indirect
+   * chain is one slot whose table's entries are taken in order (only WRITE counts in them, as the
+   * spec says and QEMU does). The buffers themselves are checked as a split chain's are.
+   */
+  private readPackedChain(start: number, elem: VirtQueueElement): string | null {
+    const F_NEXT = VRING_DESC_F_NEXT;
+    const F_WRITE = VRING_DESC_F_WRITE;
+    const mem = this.owner.memory;
+    const le = this.le;
+    const num = this.num;
+    let view = this.descView;
+    let base = this.descOff;
+    let max = num;
+    let i = start;
+    let o = base + i * VRING_DESC_SIZE;
+    let addr = readGpa(view, o, le);
+    let len = view.getUint32(o + 8, le);
+    let id = view.getUint16(o + 12, le);
+    let flags = view.getUint16(o + 14, le);
+    let indirect = false;
+    if (flags & VRING_DESC_F_INDIRECT) {
+      if (!this.indirectDesc) return 'Indirect descriptor used without VIRTIO_F_INDIRECT_DESC';
+      if (len === 0 || (len & (VRING_DESC_SIZE - 1)) !== 0) return `Invalid size for indirect buffer table (${len})`;
+      const r = addr === INVALID_GPA ? undefined : mem.regionAt(addr, len);
+      if (!r) return 'Cannot map indirect buffer';
+      view = r.view;
+      base = addr - r.base;
+      max = len >>> 4;
+      i = 0;
+      indirect = true;
+      o = base;
+      addr = readGpa(view, o, le);
+      len = view.getUint32(o + 8, le);
+      flags = view.getUint16(o + 14, le);
+    }
+    let outNum = 0;
+    let inNum = 0;
+    let outBytes = 0;
+    let inBytes = 0;
+    let entries = 0;
+    let sawWrite = false;
+    for (;;) {
+      if (++entries > max) return 'Looped descriptor';
+      if (entries > VIRTQUEUE_MAX_SIZE) return 'virtio: too many descriptors in one element';
+      if (len !== 0) {
+        if (flags & F_WRITE) {
+          const r = mem.regionAt(addr, len);
+          if (r === undefined || r.readonly) return 'virtio: bogus descriptor or out of resources';
+          sawWrite = true;
+          inBytes += len;
+          inNum++;
+        } else {
+          if (sawWrite) return 'Incorrect order for descriptors';
+          if (mem.regionAt(addr, len) === undefined) return 'virtio: bogus descriptor or out of resources';
+          outBytes += len;
+          outNum++;
+        }
+        if (outBytes + inBytes > MAX_CHAIN_BYTES) return 'Descriptor chain longer than 2^32-1 bytes';
+        const k = outNum + inNum - 1;
+        elem.ensureCapacity(k + 1);
+        elem.sgAddr[k] = addr;
+        elem.sgLen[k] = len;
+      } else if (flags & F_WRITE) {
+        sawWrite = true;
+      } else if (sawWrite) {
+        return 'Incorrect order for descriptors';
+      }
+      if (indirect) {
+        if (++i === max) break;
+      } else {
+        if (!(flags & F_NEXT)) break;
+        if (++i === num) i = 0;
+      }
+      o = base + i * VRING_DESC_SIZE;
+      addr = readGpa(view, o, le);
+      len = view.getUint32(o + 8, le);
+      flags = view.getUint16(o + 14, le);
+      // The spec puts the buffer id in the chain's last descriptor (Linux writes it in each).
+      if (!indirect) id = view.getUint16(o + 12, le);
+    }
+    elem.index = id;
+    elem.outNum = outNum;
+    elem.inNum = inNum;
+    elem.outBytes = outBytes;
+    elem.inBytes = inBytes;
+    elem.ndescs = indirect ? 1 : entries;
+    return null;
+  }
+
+  /**
+   * `availInBytes` on a packed ring (QEMU's `virtqueue_packed_get_avail_bytes`): chains in ring
+   * order from `lastAvailIdx`, at most one lap. When the walk reaches the end of what is
+   * available, the shadow position moves there, as QEMU's does (it is where EVENT_IDX asks for
+   * the next kick).
+   */
+  private packedAvailInBytes(maxIn: number): number {
+    const elem = (this.measure ??= new VirtQueueElement(this.owner.memory));
+    const num = this.num;
+    let idx = this.lastAvailIdx;
+    let wrap = this.lastAvailWrapCounter;
+    let total = 0;
+    for (let walked = 0; walked < num; walked += elem.ndescs) {
+      const flags = this.descView.getUint16(this.descOff + idx * VRING_DESC_SIZE + 14, this.le);
+      if (!packedDescAvail(flags, wrap)) break;
+      const err = this.readPackedChain(idx, elem);
+      if (err !== null) return this.popError(err) ?? 0;
+      total += elem.inBytes;
+      if (total >= maxIn) return total;
+      idx += elem.ndescs;
+      if (idx >= num) {
+        idx -= num;
+        wrap = !wrap;
+      }
+    }
+    this.shadowAvailIdx = idx;
+    this.shadowAvailWrapCounter = wrap;
+    return total;
+  }
+
+  /**
+   * QEMU's `virtqueue_packed_fill`: remember the completion; `flushPacked` writes it. The
+   * device-writable bytes are reported to the write hook now, as the split fill does.
+   */
+  private fillPacked(elem: VirtQueueElement, len: number, idx: number, clamp: boolean): void {
+    if (!(idx >= 0 && idx < VIRTQUEUE_MAX_SIZE)) return;
+    const pk = this.pk!;
+    const n = clamp && len > elem.inBytes ? elem.inBytes : len > 0 ? len >>> 0 : 0;
+    pk.pendId[idx] = elem.index;
+    pk.pendLen[idx] = n;
+    pk.pendNdescs[idx] = elem.ndescs;
+    if (!this.mapped || this.owner.processingStopped) return;
+    const hook = this.mem.onWrite;
+    if (hook !== undefined) noteInBuffers(hook, elem, n);
+    const tr = this.owner.tracer;
+    if (tr) tr({ type: 'virtqueue_fill', device: this.owner.name, queue: this.index, head: elem.index, len: n, slot: idx });
+  }
+
+  /**
+   * QEMU's `virtqueue_packed_flush`: each completion becomes a used descriptor at the device's
+   * position, which then skips as many slots as the chain took. The first one's flags are
+   * written last, so the driver sees the whole batch at once.
+   */
+  private flushPacked(count: number): void {
+    const pk = this.pk!;
+    const n = Math.min(Math.max(count, 0), VIRTQUEUE_MAX_SIZE);
+    let ndescs = 0;
+    for (let k = 0; k < n; k++) ndescs += pk.pendNdescs[k]!;
+    if (!this.mapped || this.owner.processingStopped) {
+      this.inuse = Math.max(0, this.inuse - ndescs);
+      return;
+    }
+    this.syncViews();
+    let at = n > 0 ? pk.pendNdescs[0]! : 0;
+    for (let k = 1; k < n; k++) {
+      this.writeUsedPacked(pk.pendId[k]!, pk.pendLen[k]!, at);
+      at += pk.pendNdescs[k]!;
+    }
+    if (n > 0) this.writeUsedPacked(pk.pendId[0]!, pk.pendLen[0]!, 0);
+    this.inuse = Math.max(0, this.inuse - ndescs);
+    let u = this.usedIdx + ndescs;
+    while (u >= this.num) {
+      u -= this.num;
+      this.usedWrapCounter = !this.usedWrapCounter;
+      this.signalledUsedValid = false;
+    }
+    this.usedIdx = u;
+    const tr = this.owner.tracer;
+    if (tr) tr({ type: 'virtqueue_flush', device: this.owner.name, queue: this.index, count: n, usedIdx: u });
+  }
+
+  /** One used descriptor `offset` slots after the device's position (QEMU's `virtqueue_packed_fill_desc`). */
+  private writeUsedPacked(id: number, len: number, offset: number): void {
+    let pos = this.usedIdx + offset;
+    let wrap = this.usedWrapCounter;
+    while (pos >= this.num) {
+      pos -= this.num;
+      wrap = !wrap;
+    }
+    const o = this.descOff + pos * VRING_DESC_SIZE;
+    const view = this.descView;
+    view.setUint16(o + 12, id, this.le);
+    view.setUint32(o + 8, len, this.le);
+    // Used: AVAIL and USED both equal to the device's wrap counter; QEMU sets no other flag.
+    view.setUint16(o + 14, wrap ? VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED : 0, this.le);
+    const hook = this.mem.onWrite;
+    if (hook !== undefined) hook(this.desc + pos * VRING_DESC_SIZE + 8, 8);
+  }
+
+  /** Un-pop the last `n` chains, each by the slots it took. */
+  private rewindPacked(n: number): boolean {
+    const pk = this.pk!;
+    if (n > pk.popCount || n > POP_HISTORY) return false;
+    let slots = 0;
+    for (let k = 1; k <= n; k++) {
+      const e = this.pool[pk.popSlots[(pk.popCount - k) & (POP_HISTORY - 1)]!];
+      // Only elements still in flight can be taken back.
+      if (!e?.inFlight) return false;
+    }
+    for (let k = 1; k <= n; k++) {
+      const e = this.pool[pk.popSlots[(pk.popCount - k) & (POP_HISTORY - 1)]!]!;
+      e.inFlight = false;
+      pk.freeSlots[pk.freeCount++] = e.slot;
+      slots += e.ndescs;
+    }
+    pk.popCount -= n;
+    this.retreatAvail(slots);
+    this.inuse = Math.max(0, this.inuse - slots);
+    return true;
+  }
+
+  /**
+   * QEMU's `virtqueue_packed_drop_all`: notifications off, then every available chain returned
+   * with length 0 without mapping it (only the flags are walked, at most one lap per chain).
+   */
+  private dropAllPacked(): number {
+    this.setNotification(false);
+    let dropped = 0;
+    while (this.mapped && !this.owner.processingStopped && this.inuse < this.num && this.packedNextAvail()) {
+      const view = this.descView;
+      let i = this.lastAvailIdx;
+      let o = this.descOff + i * VRING_DESC_SIZE;
+      let id = view.getUint16(o + 12, this.le);
+      let ndescs = 1;
+      while (view.getUint16(o + 14, this.le) & VRING_DESC_F_NEXT && ndescs < this.num) {
+        if (++i === this.num) i = 0;
+        o = this.descOff + i * VRING_DESC_SIZE;
+        id = view.getUint16(o + 12, this.le);
+        ndescs++;
+      }
+      this.writeUsedPacked(id, 0, 0);
+      let u = this.usedIdx + ndescs;
+      while (u >= this.num) {
+        u -= this.num;
+        this.usedWrapCounter = !this.usedWrapCounter;
+        this.signalledUsedValid = false;
+      }
+      this.usedIdx = u;
+      this.advanceAvail(ndescs);
+      const tr = this.owner.tracer;
+      if (tr) tr({ type: 'virtqueue_fill', device: this.owner.name, queue: this.index, head: id, len: 0, slot: 0 });
+      dropped++;
+    }
+    return dropped;
+  }
+
+  /**
+   * QEMU's `virtio_queue_packed_set_notification`: the device event area says DISABLE, ENABLE,
+   * or with EVENT_IDX "notify when you reach here" (the shadow position and its wrap counter).
+   */
+  private setPackedNotification(enable: boolean): void {
+    const view = this.usedView;
+    const o = this.usedOff;
+    let flags: number;
+    if (!enable) {
+      flags = VRING_PACKED_EVENT_FLAG_DISABLE;
+    } else if (this.eventIdx) {
+      view.setUint16(o, this.shadowAvailIdx | (this.shadowAvailWrapCounter ? 0x8000 : 0), this.le);
+      flags = VRING_PACKED_EVENT_FLAG_DESC;
+    } else {
+      flags = VRING_PACKED_EVENT_FLAG_ENABLE;
+    }
+    view.setUint16(o + 2, flags, this.le);
+    const hook = this.mem.onWrite;
+    if (hook !== undefined) hook(this.used, VRING_PACKED_EVENT_SIZE);
+  }
+
+  /**
+   * QEMU's `virtio_packed_should_notify`: the driver event area decides (DISABLE, ENABLE, else
+   * its off_wrap with EVENT_IDX arithmetic). notify_on_empty plays no part in packed rings.
+   */
+  private packedShouldNotify(): boolean {
+    this.syncViews();
+    const flags = this.availView.getUint16(this.availOff + 2, this.le);
+    const offWrap = this.availView.getUint16(this.availOff, this.le);
+    const old = this.signalledUsed;
+    const now = (this.signalledUsed = this.usedIdx);
+    const valid = this.signalledUsedValid;
+    this.signalledUsedValid = true;
+    if (flags === VRING_PACKED_EVENT_FLAG_DISABLE) return false;
+    if (flags === VRING_PACKED_EVENT_FLAG_ENABLE) return true;
+    return !valid || packedNeedEvent(this.num, this.usedWrapCounter, offWrap, now, old);
   }
 
   private guestError(message: string): void {
@@ -885,6 +1372,13 @@ function noteInBuffers(hook: GuestWriteHook, elem: VirtQueueElement, n: number):
     runLen = l;
   }
   if (runLen > 0) hook(runAddr, runLen);
+}
+
+/** A descriptor's le64/be64 address (INVALID_GPA beyond 2^53). */
+function readGpa(view: DataView<ArrayBufferLike>, o: number, le: boolean): number {
+  const lo = view.getUint32(le ? o : o + 4, le);
+  const hi = view.getUint32(le ? o + 4 : o, le);
+  return hi === 0 ? lo : gpaFromHiLo(lo, hi);
 }
 
 /** Convenience for transports: a guest address from two 32-bit register halves. */

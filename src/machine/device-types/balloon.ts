@@ -61,6 +61,7 @@ export const balloonType: VirtioDeviceType = {
       freePageReporting: ctx.bool('free-page-reporting', false),
       qemu40ConfigSize: ctx.bool('qemu-4-0-config-size', false),
       disabledFeatures: ctx.disabledFeatures,
+      packed: ctx.packed,
       onBalloonChange: (actual) => m.emitEvent('BALLOON_CHANGE', { actual }),
       ...(ctx.opts.tracer ? { tracer: ctx.opts.tracer } : {}),
     });

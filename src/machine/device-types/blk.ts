@@ -211,6 +211,7 @@ export const blkType: VirtioDeviceType = {
         unmap: resolved.unmap,
         noFlush: resolved.noFlush,
         disabledFeatures: ctx.disabledFeatures,
+        packed: ctx.packed,
         ...(ctx.opts.tracer ? { tracer: ctx.opts.tracer } : {}),
       });
     } catch (e) {

@@ -24,6 +24,7 @@ function hidOptions(ctx: DeviceBuildContext, kind: Kind): VirtIOInputHIDOptions 
     memory: ctx.machine.sys.ram,
     router: ctx.machine.input,
     disabledFeatures: ctx.disabledFeatures,
+    packed: ctx.packed,
     // `display`/`head` bind the device to a console; there are none, and QEMU ignores a failed
     // binding, so they are accepted and change nothing.
     ...(serial !== undefined ? { serial: String(serial) } : {}),

@@ -79,6 +79,7 @@ export const netType: VirtioDeviceType = {
         nicName,
         clock: m.clock,
         disabledFeatures: ctx.disabledFeatures,
+        packed: ctx.packed,
         onWarning: (msg) => ctx.warn(msg),
         ...(ctx.opts.tracer ? { tracer: ctx.opts.tracer } : {}),
       });

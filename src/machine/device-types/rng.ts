@@ -25,6 +25,7 @@ export const rngType: VirtioDeviceType = {
       maxBytes: Number(maxBytes),
       periodMs: period,
       disabledFeatures: ctx.disabledFeatures,
+      packed: ctx.packed,
       ...(ctx.opts.entropy ? { entropy: ctx.opts.entropy } : {}),
       ...(ctx.opts.tracer ? { tracer: ctx.opts.tracer } : {}),
     });

@@ -26,6 +26,7 @@ export const serialType: VirtioDeviceType = {
         maxPorts: v.has('max_ports') ? (v.get('max_ports') as number) : 31,
         emergencyWrite: ctx.bool('emergency-write', true),
         disabledFeatures: ctx.disabledFeatures,
+        packed: ctx.packed,
         ...(ctx.childBusName !== undefined ? { busName: ctx.childBusName } : {}),
         ...(ctx.opts.tracer ? { tracer: ctx.opts.tracer } : {}),
       });

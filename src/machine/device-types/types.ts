@@ -59,6 +59,8 @@ export interface DeviceBuildContext {
   bool(name: string, dflt: boolean): boolean;
   /** Common feature bits withdrawn by `event_idx=off`, `indirect_desc=off`, ... */
   disabledFeatures: bigint;
+  /** `packed=on`: the device offers packed virtqueues. */
+  packed: boolean;
   opts: BuildOptions;
   /** Add a warning QEMU would print (located by the caller). */
   warn(message: string): void;
