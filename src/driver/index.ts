@@ -13,6 +13,8 @@ export * from './vring.js';
 export * from './rng.js';
 export * from './console.js';
 export * from './split-ring.js';
+export * from './packed-ring.js';
+export * from './packed-vring.js';
 export * from './mmio-driver.js';
 export * from './blk.js';
 export * from './net.js';
