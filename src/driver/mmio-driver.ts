@@ -32,11 +32,13 @@ import {
   VIRTIO_CONFIG_S_DRIVER,
   VIRTIO_CONFIG_S_DRIVER_OK,
   VIRTIO_CONFIG_S_FEATURES_OK,
+  VIRTIO_F_RING_PACKED,
   VIRTIO_F_VERSION_1,
   VIRTIO_RING_F_EVENT_IDX,
   hasBit,
 } from '../virtio/constants.js';
 import { legacyLayout, type RingAddresses } from '../vring/layout.js';
+import { PackedRingDriver, VIRTQ_PACKED_MAX_SIZE, packedLayout } from './packed-ring.js';
 import { SplitRingDriver } from './split-ring.js';
 
 /** Synchronous register access to one virtio-mmio window (offsets inside the window). */
@@ -50,9 +52,12 @@ export class DriverError extends Error {}
 export interface MmioQueueSetup {
   /** Queue size to program; defaults to QueueNumMax. */
   num?: number;
-  /** Modern: the three addresses. Legacy: only `desc` is used, as the ring area base. */
+  /**
+   * Modern: the three addresses (packed: ring, driver event area, device event area). Legacy:
+   * only `desc` is used, as the ring area base.
+   */
   addrs?: RingAddresses;
-  /** Legacy: ring area base (page aligned) when `addrs` is not given. */
+  /** Legacy: ring area base (page aligned) when `addrs` is not given. Packed: where `packedLayout` goes. */
   base?: number;
   /** Legacy: QueueAlign to program (default 4096). */
   align?: number;
@@ -71,6 +76,8 @@ export class MmioDriver {
   /** Features negotiated. */
   features = 0n;
   readonly queues = new Map<number, SplitRingDriver>();
+  /** Queues set up as packed virtqueues (a queue index is in `queues` or here, never both). */
+  readonly packedQueues = new Map<number, PackedRingDriver>();
 
   constructor(readonly regs: MmioAccess, readonly memory: GuestMemory, readonly pageSize = 4096) {}
 
@@ -103,6 +110,7 @@ export class MmioDriver {
   reset(): void {
     this.setStatus(0);
     this.queues.clear();
+    this.packedQueues.clear();
   }
 
   readDeviceFeatures(): bigint {
@@ -188,12 +196,45 @@ export class MmioDriver {
       this.write(VIRTIO_MMIO_QUEUE_USED_HIGH, Math.floor(a.used / 2 ** 32));
       this.write(VIRTIO_MMIO_QUEUE_READY, 1);
     }
+    this.packedQueues.delete(index);
     this.queues.set(index, ring);
+    return ring;
+  }
+
+  /**
+   * Program queue `index` as a packed virtqueue (version 2 with VIRTIO_F_RING_PACKED negotiated)
+   * at `setup.addrs` or in the contiguous `packedLayout` at `setup.base`; any size from 1 to
+   * QueueNumMax.
+   */
+  setupPackedQueue(index: number, setup: MmioQueueSetup): PackedRingDriver {
+    if (this.legacy) throw new DriverError('packed virtqueues need virtio-mmio version 2: VIRTIO_F_RING_PACKED is feature bit 34');
+    if (!hasBit(this.features, VIRTIO_F_RING_PACKED)) throw new DriverError('VIRTIO_F_RING_PACKED was not negotiated (ask for it in init)');
+    const max = this.queueNumMax(index);
+    if (max === 0) throw new DriverError(`queue ${index} does not exist`);
+    const num = setup.num ?? max;
+    if (!Number.isInteger(num) || num < 1 || num > max || num > VIRTQ_PACKED_MAX_SIZE) throw new DriverError(`bad packed queue size ${num} (max ${max})`);
+    let a = setup.addrs;
+    if (!a) {
+      if (setup.base === undefined) throw new DriverError('packed queue needs addresses or a base');
+      a = packedLayout(setup.base, num);
+    }
+    const ring = new PackedRingDriver({ memory: this.memory, num, addrs: a, eventIdx: hasBit(this.features, VIRTIO_RING_F_EVENT_IDX) });
+    this.write(VIRTIO_MMIO_QUEUE_NUM, num);
+    this.write(VIRTIO_MMIO_QUEUE_DESC_LOW, a.desc % 2 ** 32);
+    this.write(VIRTIO_MMIO_QUEUE_DESC_HIGH, Math.floor(a.desc / 2 ** 32));
+    this.write(VIRTIO_MMIO_QUEUE_AVAIL_LOW, a.avail % 2 ** 32);
+    this.write(VIRTIO_MMIO_QUEUE_AVAIL_HIGH, Math.floor(a.avail / 2 ** 32));
+    this.write(VIRTIO_MMIO_QUEUE_USED_LOW, a.used % 2 ** 32);
+    this.write(VIRTIO_MMIO_QUEUE_USED_HIGH, Math.floor(a.used / 2 ** 32));
+    this.write(VIRTIO_MMIO_QUEUE_READY, 1);
+    this.queues.delete(index);
+    this.packedQueues.set(index, ring);
     return ring;
   }
 
   notify(index: number): void {
     this.write(VIRTIO_MMIO_QUEUE_NOTIFY, index);
+    this.packedQueues.get(index)?.kicked();
   }
 
   interruptStatus(): number {

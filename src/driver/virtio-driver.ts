@@ -8,6 +8,7 @@ import {
   VIRTIO_CONFIG_S_DRIVER,
   VIRTIO_CONFIG_S_DRIVER_OK,
   VIRTIO_CONFIG_S_FEATURES_OK,
+  VIRTIO_F_RING_PACKED,
   VIRTIO_F_VERSION_1,
   VIRTIO_RING_F_EVENT_IDX,
   hasBit,
@@ -16,6 +17,8 @@ import { legacyLayout, legacyRingSize, type RingAddresses } from '../vring/layou
 import type { GuestAllocator } from './alloc.js';
 import { MachineError, poll, type Machine } from './machine.js';
 import { DriverError } from './mmio-driver.js';
+import { VIRTQ_PACKED_MAX_SIZE, packedLayout, packedRingSize } from './packed-ring.js';
+import { PackedVringDriver } from './packed-vring.js';
 import { VringDriver } from './vring.js';
 
 export { DriverError } from './mmio-driver.js';
@@ -23,9 +26,15 @@ export { DriverError } from './mmio-driver.js';
 export interface QueueSetup {
   /** Queue size to program; defaults to the device's (PCI) or QueueNumMax (MMIO). */
   num?: number;
-  /** Modern: the three addresses. */
+  /**
+   * Modern: the three addresses. A packed ring puts its descriptor ring at `desc`, the driver
+   * event area at `avail` and the device event area at `used`.
+   */
   addrs?: RingAddresses;
-  /** Legacy: ring area base (page aligned). Ignored when `addrs` is given on a modern device. */
+  /**
+   * Legacy: ring area base (page aligned). Ignored when `addrs` is given on a modern device.
+   * Packed: where the contiguous `packedLayout` goes (16-byte aligned).
+   */
   base?: number;
   /** Legacy MMIO: QueueAlign to program (default 4096). PCI legacy is always 4096. */
   align?: number;
@@ -42,6 +51,8 @@ export abstract class VirtioTransportDriver {
   /** Features negotiated. */
   features = 0n;
   readonly queues = new Map<number, VringDriver>();
+  /** Queues set up as packed virtqueues (a queue index is in `queues` or here, never both). */
+  readonly packedQueues = new Map<number, PackedVringDriver>();
   /** Where rings are placed when a set-up gives no address. */
   alloc: GuestAllocator | undefined;
 
@@ -53,6 +64,12 @@ export abstract class VirtioTransportDriver {
   abstract queueMax(index: number): Promise<number>;
   /** Program queue `index` and return the guest side of its ring. */
   abstract setupQueue(index: number, setup?: QueueSetup): Promise<VringDriver>;
+  /**
+   * Program queue `index` as a packed virtqueue (VIRTIO_F_RING_PACKED negotiated, modern
+   * interface only) and return the guest side of its ring. `num` may be any size up to the
+   * device's maximum, not only a power of two.
+   */
+  abstract setupPackedQueue(index: number, setup?: QueueSetup): Promise<PackedVringDriver>;
   /** Available-buffer notification for queue `index`. */
   abstract notify(index: number): Promise<void>;
   /** Read and acknowledge the interrupt status (PCI: ISR, read-to-clear; MMIO: status + ACK). */
@@ -68,6 +85,7 @@ export abstract class VirtioTransportDriver {
     await this.setStatus(0);
     await poll(this.machine, async () => (await this.status()) === 0, { timeoutMs: 1000, what: 'device status to read 0 after reset' });
     this.queues.clear();
+    this.packedQueues.clear();
   }
 
   /**
@@ -124,14 +142,63 @@ export abstract class VirtioTransportDriver {
 
   protected async makeRing(index: number, num: number, addrs: RingAddresses): Promise<VringDriver> {
     const ring = await VringDriver.create({ machine: this.machine, num, addrs, eventIdx: this.eventIdx });
+    this.packedQueues.delete(index);
     this.queues.set(index, ring);
     return ring;
+  }
+
+  /**
+   * Refuse a packed set-up the device cannot honour, and pick the size: any `num` from 1 to the
+   * queue's maximum (the packed layout has no power-of-two rule, VIRTIO 1.2 §2.8).
+   */
+  protected packedQueueNum(index: number, max: number, setup: QueueSetup): number {
+    if (this.legacy) throw new DriverError('packed virtqueues need a modern interface (virtio-pci modern, virtio-mmio version 2): VIRTIO_F_RING_PACKED is feature bit 34');
+    if (!hasBit(this.features, VIRTIO_F_RING_PACKED)) throw new DriverError('VIRTIO_F_RING_PACKED was not negotiated (ask for it in init)');
+    if (max === 0) throw new DriverError(`queue ${index} does not exist`);
+    const num = setup.num ?? max;
+    if (!Number.isInteger(num) || num < 1 || num > max || num > VIRTQ_PACKED_MAX_SIZE) throw new DriverError(`bad packed queue size ${num} (max ${max})`);
+    return num;
+  }
+
+  /**
+   * Where a packed ring of `num` goes: `setup.addrs`, else the contiguous layout at `setup.base`
+   * or in fresh memory from the allocator: the descriptors 16-byte aligned, so the event areas
+   * after them are 4-byte aligned (VIRTIO 1.2 §2.8, "Structure Size and Alignment").
+   */
+  protected packedRingAddrs(num: number, setup: QueueSetup): RingAddresses {
+    if (setup.addrs) return setup.addrs;
+    let base = setup.base;
+    if (base === undefined) {
+      if (!this.alloc) throw new DriverError('queue set-up needs addresses, a base, or an allocator');
+      base = this.alloc.alloc(packedRingSize(num), 16);
+    }
+    return packedLayout(base, num);
+  }
+
+  protected async makePackedRing(index: number, num: number, addrs: RingAddresses): Promise<PackedVringDriver> {
+    const ring = await PackedVringDriver.create({ machine: this.machine, num, addrs, eventIdx: this.eventIdx });
+    this.queues.delete(index);
+    this.packedQueues.set(index, ring);
+    return ring;
+  }
+
+  /** After an available-buffer notification: the ring's next kick decision starts here. */
+  protected noteKicked(index: number): void {
+    this.queues.get(index)?.kicked();
+    this.packedQueues.get(index)?.kicked();
   }
 
   /** The ring of a queue set up earlier. */
   queue(index: number): VringDriver {
     const q = this.queues.get(index);
     if (!q) throw new MachineError(`queue ${index} is not set up`);
+    return q;
+  }
+
+  /** The ring of a queue set up earlier as packed. */
+  packedQueue(index: number): PackedVringDriver {
+    const q = this.packedQueues.get(index);
+    if (!q) throw new MachineError(`queue ${index} is not set up as a packed virtqueue`);
     return q;
   }
 }

@@ -37,8 +37,10 @@ import {
   VIRTIO_MMIO_VERSION,
   VIRT_MAGIC,
 } from '../bus/virtio-mmio.js';
+import type { RingAddresses } from '../vring/layout.js';
 import type { GuestAllocator } from './alloc.js';
 import type { Machine, QmpLike } from './machine.js';
+import type { PackedVringDriver } from './packed-vring.js';
 import { DriverError, VirtioTransportDriver, type QueueSetup } from './virtio-driver.js';
 import type { VringDriver } from './vring.js';
 
@@ -187,6 +189,25 @@ export class VirtioMmioDriver extends VirtioTransportDriver {
     }
     const a = this.ringAddrs(num, setup);
     const ring = await this.makeRing(index, num, a);
+    await this.enableModernQueue(num, a);
+    return ring;
+  }
+
+  async setupPackedQueue(index: number, setup: QueueSetup = {}): Promise<PackedVringDriver> {
+    if (this.version === 0) await this.probe();
+    const max = await this.queueMax(index);
+    const num = this.packedQueueNum(index, max, setup);
+    const a = this.packedRingAddrs(num, setup);
+    const ring = await this.makePackedRing(index, num, a);
+    await this.enableModernQueue(num, a);
+    return ring;
+  }
+
+  /**
+   * QueueNum, the three addresses (split: desc/avail/used; packed: ring/driver area/device
+   * area), then QueueReady, on the queue `queueMax` selected.
+   */
+  private async enableModernQueue(num: number, a: RingAddresses): Promise<void> {
     const hi = (x: number): number => Math.floor(x / 2 ** 32);
     await this.write(VIRTIO_MMIO_QUEUE_NUM, num);
     await Promise.all([
@@ -198,12 +219,11 @@ export class VirtioMmioDriver extends VirtioTransportDriver {
       this.write(VIRTIO_MMIO_QUEUE_USED_HIGH, hi(a.used)),
     ]);
     await this.write(VIRTIO_MMIO_QUEUE_READY, 1);
-    return ring;
   }
 
   async notify(index: number): Promise<void> {
     await this.write(VIRTIO_MMIO_QUEUE_NOTIFY, index);
-    this.queues.get(index)?.kicked();
+    this.noteKicked(index);
   }
 
   interruptStatus(): Promise<number> {

@@ -5,9 +5,11 @@
  * checked as libqos checks them.
  */
 import { VIRTIO_PCI_VRING_ALIGN, VIRTIO_NO_VECTOR } from '../vring/constants.js';
+import type { RingAddresses } from '../vring/layout.js';
 import type { GuestAllocator } from './alloc.js';
 import { MachineError, type Machine } from './machine.js';
 import { PciRegs, type GuestBar, type GuestMsix, type GuestPciDevice } from './pci.js';
+import type { PackedVringDriver } from './packed-vring.js';
 import { DriverError, VirtioTransportDriver, type QueueSetup } from './virtio-driver.js';
 import type { VringDriver } from './vring.js';
 
@@ -282,6 +284,24 @@ export class VirtioPciDriver extends VirtioTransportDriver {
     }
     const addrs = this.ringAddrs(num, setup);
     const ring = await this.makeRing(index, num, addrs);
+    await this.enableModernQueue(index, num, max, addrs);
+    return ring;
+  }
+
+  async setupPackedQueue(index: number, setup: QueueSetup = {}): Promise<PackedVringDriver> {
+    const max = await this.queueMax(index);
+    const num = this.packedQueueNum(index, max, setup);
+    const addrs = this.packedRingAddrs(num, setup);
+    const ring = await this.makePackedRing(index, num, addrs);
+    await this.enableModernQueue(index, num, max, addrs);
+    return ring;
+  }
+
+  /**
+   * Size, the three addresses (split: desc/avail/used; packed: ring/driver area/device area),
+   * then queue_enable, on the queue `queueMax` selected.
+   */
+  private async enableModernQueue(index: number, num: number, max: number, addrs: RingAddresses): Promise<void> {
     const c = this.c;
     if (num !== max) await c.writew(VirtioPciCommon.Q_SIZE, num);
     const hi = (x: number): number => Math.floor(x / 2 ** 32);
@@ -295,7 +315,6 @@ export class VirtioPciDriver extends VirtioTransportDriver {
     ]);
     this.notifyOff.set(index, await c.readw(VirtioPciCommon.Q_NOFF));
     await c.writew(VirtioPciCommon.Q_ENABLE, 1);
-    return ring;
   }
 
   /** queue_notify_off as read during set-up. */
@@ -315,7 +334,7 @@ export class VirtioPciDriver extends VirtioTransportDriver {
       }
       await this.notifyWin!.writew(off * this.notifyOffMultiplier, index);
     }
-    this.queues.get(index)?.kicked();
+    this.noteKicked(index);
   }
 
   /** Read the ISR status byte; reading clears it and lowers INTx. */

@@ -5,8 +5,32 @@
 // async PackedVringDriver leaves the same bytes for the same calls.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import {
+  VIRTIO_MMIO_DEVICE_FEATURES,
+  VIRTIO_MMIO_DEVICE_FEATURES_SEL,
+  VIRTIO_MMIO_DEVICE_ID,
+  VIRTIO_MMIO_MAGIC_VALUE,
+  VIRTIO_MMIO_QUEUE_AVAIL_HIGH,
+  VIRTIO_MMIO_QUEUE_AVAIL_LOW,
+  VIRTIO_MMIO_QUEUE_DESC_HIGH,
+  VIRTIO_MMIO_QUEUE_DESC_LOW,
+  VIRTIO_MMIO_QUEUE_NOTIFY,
+  VIRTIO_MMIO_QUEUE_NUM,
+  VIRTIO_MMIO_QUEUE_NUM_MAX,
+  VIRTIO_MMIO_QUEUE_READY,
+  VIRTIO_MMIO_QUEUE_SEL,
+  VIRTIO_MMIO_QUEUE_USED_HIGH,
+  VIRTIO_MMIO_QUEUE_USED_LOW,
+  VIRTIO_MMIO_STATUS,
+  VIRTIO_MMIO_VERSION,
+  VIRT_MAGIC,
+} from '../../src/bus/virtio-mmio.js';
+import { GuestAllocator } from '../../src/driver/alloc.js';
 import { InProcessMachine } from '../../src/driver/inproc.js';
 import { MachineError } from '../../src/driver/machine.js';
+import { DriverError, MmioDriver, type MmioAccess } from '../../src/driver/mmio-driver.js';
+import { MICROVM_MMIO_BASE, VirtioMmioDriver } from '../../src/driver/virtio-mmio-driver.js';
+import { VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, bit } from '../../src/virtio/constants.js';
 import {
   PackedRingDriver,
   RING_EVENT_FLAGS_DESC,
@@ -537,5 +561,102 @@ describe('PackedVringDriver (async) against PackedRingDriver (sync)', () => {
       { id: a, len: 4 },
     ]);
     expect([r.nextUsed, r.usedWrap, r.freeDescriptors]).toEqual([3, true, 4]);
+  });
+});
+
+// --- queue set-up on the transports ---------------------------------------------------------------
+
+/** A virtio-mmio version 2 register file that offers VERSION_1 | RING_PACKED | EVENT_IDX and records writes. */
+class FakeMmio implements MmioAccess {
+  readonly writes: [number, number][] = [];
+  private sel = 0;
+  private status = 0;
+  read(offset: number): number {
+    switch (offset) {
+      case VIRTIO_MMIO_MAGIC_VALUE:
+        return VIRT_MAGIC;
+      case VIRTIO_MMIO_VERSION:
+        return 2;
+      case VIRTIO_MMIO_DEVICE_ID:
+        return 4;
+      case VIRTIO_MMIO_DEVICE_FEATURES:
+        return this.sel === 1 ? Number((bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_F_RING_PACKED)) >> 32n) : 1 << VIRTIO_RING_F_EVENT_IDX;
+      case VIRTIO_MMIO_QUEUE_NUM_MAX:
+        return 8;
+      case VIRTIO_MMIO_STATUS:
+        return this.status;
+      default:
+        return 0;
+    }
+  }
+  write(offset: number, _size: number, value: number): void {
+    this.writes.push([offset, value]);
+    if (offset === VIRTIO_MMIO_DEVICE_FEATURES_SEL) this.sel = value;
+    if (offset === VIRTIO_MMIO_STATUS) this.status = value;
+  }
+}
+
+describe('setupPackedQueue on the transports', () => {
+  it('sync MmioDriver: ring, driver area and device area go into the desc/avail/used registers; any size up to the max', () => {
+    const regs = new FakeMmio();
+    // RAM above 4 GiB too, to see the high halves of the addresses.
+    const mem = new GuestMemory([
+      { base: 0, size: RAM },
+      { base: 0x1_2345_0000, size: 0x10000 },
+    ]);
+    const d = new MmioDriver(regs, mem);
+    expect(d.init(bit(VIRTIO_F_RING_PACKED) | bit(VIRTIO_RING_F_EVENT_IDX))).toBe(bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_F_RING_PACKED) | bit(VIRTIO_RING_F_EVENT_IDX));
+    expect(() => d.setupPackedQueue(0, { num: 9, base: BASE })).toThrow(/bad packed queue size 9 \(max 8\)/);
+    expect(() => d.setupPackedQueue(0, {})).toThrow(/addresses or a base/);
+    regs.writes.length = 0;
+    const r = d.setupPackedQueue(0, { num: 5, addrs: { desc: 0x1_2345_6780, avail: 0x9000, used: 0xa004 } });
+    expect(regs.writes).toEqual([
+      [VIRTIO_MMIO_QUEUE_SEL, 0],
+      [VIRTIO_MMIO_QUEUE_NUM, 5],
+      [VIRTIO_MMIO_QUEUE_DESC_LOW, 0x2345_6780],
+      [VIRTIO_MMIO_QUEUE_DESC_HIGH, 1],
+      [VIRTIO_MMIO_QUEUE_AVAIL_LOW, 0x9000],
+      [VIRTIO_MMIO_QUEUE_AVAIL_HIGH, 0],
+      [VIRTIO_MMIO_QUEUE_USED_LOW, 0xa004],
+      [VIRTIO_MMIO_QUEUE_USED_HIGH, 0],
+      [VIRTIO_MMIO_QUEUE_READY, 1],
+    ]);
+    expect([r.num, r.eventIdx]).toEqual([5, true]);
+    expect(d.packedQueues.get(0)).toBe(r);
+    // The contiguous layout from a base; notify starts the next kick window.
+    const r2 = d.setupPackedQueue(0, { num: 3, base: BASE });
+    expect(r2.addrs).toEqual({ desc: BASE, avail: BASE + 48, used: BASE + 52 });
+    // The device asks to hear about slot 0 of lap 1 (off_wrap 0x8000).
+    mem.write16(r2.addrs.used, 0x8000);
+    mem.write16(r2.addrs.used + 2, RING_EVENT_FLAGS_DESC);
+    r2.add([{ addr: BUFS, len: 1 }]);
+    expect(r2.needsNotify()).toBe(true);
+    d.notify(0);
+    expect(regs.writes.at(-1)).toEqual([VIRTIO_MMIO_QUEUE_NOTIFY, 0]);
+    expect(r2.needsNotify()).toBe(false);
+  });
+
+  it('sync MmioDriver refuses version 1 and a device where RING_PACKED was not negotiated', () => {
+    const legacy = new MiniMicrovm({ ramSize: RAM, rngDevices: 1 });
+    const t = legacy.transports[23]!;
+    const d1 = new MmioDriver({ read: (o, sz) => t.read(o, sz), write: (o, sz, v) => t.write(o, sz, v) }, legacy.ram);
+    d1.init(bit(VIRTIO_F_RING_PACKED));
+    expect(() => d1.setupPackedQueue(0, { base: BASE })).toThrow(/version 2/);
+    const modern = new MiniMicrovm({ ramSize: RAM, rngDevices: 1, forceLegacy: false });
+    const t2 = modern.transports[23]!;
+    const d2 = new MmioDriver({ read: (o, sz) => t2.read(o, sz), write: (o, sz, v) => t2.write(o, sz, v) }, modern.ram);
+    d2.init(0n);
+    expect(() => d2.setupPackedQueue(0, { base: BASE })).toThrow(DriverError);
+    expect(() => d2.setupPackedQueue(0, { base: BASE })).toThrow(/RING_PACKED was not negotiated/);
+  });
+
+  it('async VirtioMmioDriver refuses version 1 and a device where RING_PACKED was not negotiated', async () => {
+    for (const forceLegacy of [true, false]) {
+      const m = new InProcessMachine(new MiniMicrovm({ ramSize: RAM, rngDevices: 1, forceLegacy }));
+      const d = new VirtioMmioDriver(m, MICROVM_MMIO_BASE + 0x200 * 23, { alloc: new GuestAllocator(0x10000, RAM) });
+      await d.init(0n);
+      await expect(d.setupPackedQueue(0, { num: 4 })).rejects.toThrow(forceLegacy ? /modern interface/ : /RING_PACKED was not negotiated/);
+      expect(d.packedQueues.size).toBe(0);
+    }
   });
 });
