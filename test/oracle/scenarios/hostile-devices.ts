@@ -14,7 +14,8 @@ import type { ExpectedDifference } from '../../../src/oracle/compare.js';
 import type { OracleGroup, OracleScenario } from '../../../src/oracle/scenario.js';
 import type { HostileFacts } from '../../../src/oracle/verdict.js';
 import type { VringDriver } from '../../../src/driver/vring.js';
-import { bit } from '../../../src/virtio/constants.js';
+import { bit, VIRTIO_CONFIG_S_NEEDS_RESET } from '../../../src/virtio/constants.js';
+import { poll } from '../../../src/driver/machine.js';
 import { VRING_DESC_F_NEXT, VRING_DESC_F_WRITE } from '../../../src/vring/constants.js';
 import { VIRTIO_BALLOON_F_FREE_PAGE_HINT, VIRTIO_BALLOON_F_STATS_VQ } from '../../../src/devices/balloon/virtio-balloon.js';
 import { bringUpDevice, runHostileLifecycle, hex, mmioNum, openDevice, postChain, qmpNote, takeUsed } from './devrig.js';
@@ -250,8 +251,12 @@ const shortCmdId: Attack = async (rig, rings) => {
   await rig.m.writeBytes(ARENA, new Uint8Array([1, 0, 0]));
   await hq.add([{ addr: ARENA, len: 3, write: false }]);
   await rig.drv.notify(3);
-  // QEMU handles hints in an iothread: give it time.
-  await new Promise((r) => setTimeout(r, 50));
+  // QEMU handles hints in an iothread, after the notify returns: wait (unrecorded) until the
+  // device has reported the error, or the interrupt lands at a time that depends on the load
+  // of the machine (a fixed 50 ms once fell short on CI).
+  await rig.m.quiet(() =>
+    poll(rig.m, async () => ((await rig.drv.status()) & VIRTIO_CONFIG_S_NEEDS_RESET) !== 0, { timeoutMs: 5000, what: 'NEEDS_RESET after a short command id' }),
+  );
   await rig.m.idle();
   await takeUsed(rig, hq, 0, 'used hints');
   await rig.m.quiet(() => rig.m.memset(ARENA, 3, CANARY));
