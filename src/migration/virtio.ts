@@ -40,6 +40,17 @@ interface QueueStage {
   error: string | undefined;
 }
 
+/** One queue's entry of `virtio/packed_virtqueues`. */
+interface PackedQueueStage {
+  /** Stream offset of the entry (for errors). */
+  at: number;
+  lastAvailIdx: number;
+  lastAvailWrap: boolean;
+  usedIdx: number;
+  usedWrap: boolean;
+  inuse: number;
+}
+
 /** What the `virtio/*` subsections carry, filled while they are parsed. */
 interface SubsectionStage {
   deviceEndian: DeviceEndian | undefined;
@@ -50,7 +61,7 @@ interface SubsectionStage {
   started: boolean;
   disabled: boolean;
   extraState: Apply | undefined;
-  packedLastAvail: number[] | undefined;
+  packed: PackedQueueStage[] | undefined;
 }
 
 /** Leading queues that exist (`vring.num != 0`): QEMU's count, at most 1024. */
@@ -175,21 +186,35 @@ function virtioVmsd(vdev: VirtIODevice, stage?: SubsectionStage, deviceQueues = 
       bool('virtio/started', () => vdev.started, (v) => (st().started = v)),
       sub('virtio/packed_virtqueues', {
         needed: () => vdev.hostHasFeature(VIRTIO_F_RING_PACKED),
-        // Never written: no device here offers packed rings.
-        save: () => {
-          throw new Error('packed virtqueues are not supported');
+        save: (f) => {
+          // All 1024 of QEMU's queues; those a device never added hold their reset values.
+          for (let i = 0; i < VIRTIO_QUEUE_MAX; i++) {
+            const q = vdev.getQueue(i);
+            f.putBe16(q?.lastAvailIdx ?? 0);
+            f.putBool(q?.lastAvailWrapCounter ?? true);
+            f.putBe16(q?.usedIdx ?? 0);
+            f.putBool(q?.usedWrapCounter ?? true);
+            f.putBe32(q?.inuse ?? 0);
+          }
         },
         load: (f) => {
-          // QEMU loads these fields into every queue, split ones too; of them only
-          // last_avail_idx survives the split reconstruction that follows.
+          // QEMU loads these fields into every queue, split ones too; for a split ring only
+          // last_avail_idx survives the reconstruction that follows.
           const name = 'virtio/packed_virtqueues';
           needBytes(f, VIRTIO_QUEUE_MAX * 10, name, 10);
-          const last: number[] = [];
+          const queues: PackedQueueStage[] = [];
           for (let i = 0; i < VIRTIO_QUEUE_MAX; i++) {
-            last.push(f.getBe16(name));
-            f.skip(8, name);
+            const field = (s: string) => `${name}[${i}].${s}`;
+            queues.push({
+              at: f.offset,
+              lastAvailIdx: f.getBe16(field('last_avail_idx')),
+              lastAvailWrap: f.getBool(field('last_avail_wrap_counter')),
+              usedIdx: f.getBe16(field('used_idx')),
+              usedWrap: f.getBool(field('used_wrap_counter')),
+              inuse: f.getBe32(field('inuse')),
+            });
           }
-          st().packedLastAvail = last;
+          st().packed = queues;
         },
       }),
       bool('virtio/disabled', () => vdev.disabled, (v) => (st().disabled = v)),
@@ -309,7 +334,7 @@ export function virtioLoad(vdev: VirtIODevice, f: QEMUFileReader, ctx?: LoadCont
     started: false,
     disabled: false,
     extraState: undefined,
-    packedLastAvail: undefined,
+    packed: undefined,
   };
   const vmsd = virtioVmsd(vdev, stage, deviceQueues);
   const subsAt = f.offset;
@@ -325,7 +350,8 @@ export function virtioLoad(vdev: VirtIODevice, f: QEMUFileReader, ctx?: LoadCont
   if (refused !== undefined) throw f.error('virtio num_queues', refused, numAt);
   const version1 = hasBit(features, VIRTIO_F_VERSION_1);
   const bigEndian = !version1 && deviceEndian === DeviceEndian.BIG;
-  if (stage.packedLastAvail) for (let i = 0; i < num; i++) queues[i]!.lastAvailIdx = stage.packedLastAvail[i]!;
+  if (stage.packed) for (let i = 0; i < num; i++) queues[i]!.lastAvailIdx = stage.packed[i]!.lastAvailIdx;
+  const packed = hasBit(features, VIRTIO_F_RING_PACKED);
 
   // Ring reconstruction (QEMU reads avail->idx and used->idx from guest RAM, loaded before us).
   const read16 = (gpa: number): number => {
@@ -340,6 +366,16 @@ export function virtioLoad(vdev: VirtIODevice, f: QEMUFileReader, ctx?: LoadCont
       q.used = stage.rings?.[i]?.used ?? 0;
     }
     if (q.desc === 0) continue;
+    if (packed) {
+      // QEMU takes the packed positions as they come; here they must lie in the ring, since
+      // the device indexes the descriptor ring with them.
+      const p = stage.packed?.[i];
+      const field = `virtio/packed_virtqueues[${i}]`;
+      if (q.lastAvailIdx >= q.num) throw f.error(`${field}.last_avail_idx`, `VQ ${i} last_avail_idx ${q.lastAvailIdx} is not below its size ${q.num}`, p ? p.at : subsAt);
+      if (p && p.usedIdx >= q.num) throw f.error(`${field}.used_idx`, `VQ ${i} used_idx ${p.usedIdx} is not below its size ${q.num}`, p.at + 3);
+      if (p && p.inuse > q.num) throw f.error(`${field}.inuse`, `VQ ${i} inuse ${p.inuse} is more than its size ${q.num}`, p.at + 6);
+      continue;
+    }
     let mapped = true;
     if (!version1) {
       const align = q.align ?? vdev.vq[i]!.align;
@@ -402,7 +438,12 @@ export function virtioLoad(vdev: VirtIODevice, f: QEMUFileReader, ctx?: LoadCont
       vq.desc = q.desc;
       vq.avail = q.avail;
       vq.used = q.used;
-      vq.restoreRings(!version1, q.usedIdx, q.shadowAvailIdx, q.inuse);
+      if (packed) {
+        const p = stage.packed?.[i];
+        vq.restorePackedRings(q.lastAvailIdx, p?.lastAvailWrap ?? true, p?.usedIdx ?? 0, p?.usedWrap ?? true, p?.inuse ?? 0);
+      } else {
+        vq.restoreRings(!version1, q.usedIdx, q.shadowAvailIdx, q.inuse);
+      }
       if (q.error !== undefined) vdev.virtioError(q.error);
     }
     vdev.postLoad();

@@ -5,8 +5,9 @@
  *
  * The record is QEMU's `VirtQueueElementOld` copied raw, in an x86-64 host's layout and byte
  * order (little-endian, 8-byte `hwaddr`, 16-byte `struct iovec`): 49 168 bytes whatever the
- * chain's length. With packed rings offered, a be32 `ndescs` precedes it on save; QEMU's loader
- * reads it *after* the record (a QEMU bug kept as it is: no device here offers packed rings).
+ * chain's length. With packed rings offered, a be32 `ndescs` (the ring slots the chain took)
+ * precedes it. QEMU 7.2's loader reads that word *after* the record, so it misreads every element
+ * its own saver wrote; this loader reads the stream as both savers write it (docs/qemu-differences.md).
  */
 import type { VirtQueue } from '../vring/virtqueue.js';
 import type { VirtQueueElement } from '../vring/element.js';
@@ -25,9 +26,12 @@ const OFF_OUT_SG = OFF_IN_SG + 16 * VIRTQUEUE_MAX_SIZE;
 /** sizeof(VirtQueueElementOld) on x86-64. */
 export const VIRTQUEUE_ELEMENT_OLD_SIZE = OFF_OUT_SG + 16 * VIRTQUEUE_MAX_SIZE;
 
-/** Write `elem` as QEMU does (`packed`: the device offers VIRTIO_F_RING_PACKED). */
-export function saveVirtQueueElement(f: QEMUFileWriter, elem: VirtQueueElement, packed = false): void {
-  if (packed) f.putBe32(elem.ndescs);
+/**
+ * Write `elem` as QEMU does. `packed`: the device offers VIRTIO_F_RING_PACKED, so `ndescs` comes
+ * first: the chain's ring slots on a packed ring, QEMU's constant 1 on a split one (`packedRing`).
+ */
+export function saveVirtQueueElement(f: QEMUFileWriter, elem: VirtQueueElement, packed = false, packedRing = false): void {
+  if (packed) f.putBe32(packedRing ? elem.ndescs : 1);
   const rec = new Uint8Array(VIRTQUEUE_ELEMENT_OLD_SIZE);
   const v = new DataView(rec.buffer);
   v.setUint32(OFF_INDEX, elem.index, true);
@@ -70,11 +74,15 @@ export function loadVirtQueueElement(
   packed = false,
 ): LoadedElement {
   let ndescs = 0;
+  if (packed) {
+    const nAt = f.offset;
+    ndescs = f.getBe32(`${field}.ndescs`);
+    // A packed chain takes 1..num ring slots; the loaded queue frees that many when it completes.
+    if (ndescs < 1 || ndescs > queueSize) throw f.error(`${field}.ndescs`, `ndescs ${ndescs} is not 1..${queueSize} (the queue size)`, nAt);
+  }
   const at = f.offset;
   const rec = f.getView(VIRTQUEUE_ELEMENT_OLD_SIZE, `${field} (VirtQueueElementOld)`);
   const v = new DataView(rec.buffer, rec.byteOffset, rec.byteLength);
-  // QEMU reads ndescs after the record, though it is written before it (see the header).
-  if (packed) ndescs = f.getBe32(`${field} ndescs`);
   const index = v.getUint32(OFF_INDEX, true);
   const outNum = v.getUint32(OFF_OUT_NUM, true);
   const inNum = v.getUint32(OFF_IN_NUM, true);

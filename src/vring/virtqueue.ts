@@ -264,9 +264,8 @@ export class VirtQueue {
     this.le = le;
     if (packed !== this.packed) {
       this.packed = packed;
-      // Elements are kept by head in a split ring and by slot in a packed one: start afresh.
-      this.dropPool();
       if (packed) this.pk ??= new PackedScratch();
+      this.rehomePool();
     }
     if (remap && this.desc !== 0 && this.num !== 0) this.mapRings();
   }
@@ -372,6 +371,28 @@ export class VirtQueue {
     }
     this.dropPool();
     this.unmap();
+  }
+
+  /**
+   * The ring format changed (a load restores elements before the features that say packed):
+   * elements in flight move to where the new format keeps them, by head for split rings, in a
+   * free slot for packed ones. The others are dropped with the old pool.
+   */
+  private rehomePool(): void {
+    const held = this.inFlightElements();
+    this.dropPool();
+    for (const e of held) {
+      if (this.packed) {
+        e.slot = this.pk!.freeSlots[--this.pk!.freeCount]!;
+      } else {
+        if (e.index >= this.num || this.pool[e.index] !== undefined) {
+          e.inFlight = false;
+          continue;
+        }
+        e.slot = e.index;
+      }
+      this.pool[e.slot] = e;
+    }
   }
 
   /** Replace the element pool: elements still held elsewhere keep theirs (and are stale). */

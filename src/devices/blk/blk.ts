@@ -1077,7 +1077,7 @@ export class VirtIOBlock extends VirtIODevice {
     for (const r of carried) {
       f.putByte(1);
       if (this.numQueues > 1) f.putBe32(r.vq.index);
-      saveVirtQueueElement(f, r.elem, packed);
+      saveVirtQueueElement(f, r.elem, packed, this.hasFeature(VIRTIO_F_RING_PACKED));
     }
     f.putByte(0);
   }

@@ -773,7 +773,7 @@ export class VirtIOSerial extends VirtIODevice {
       if (elem) {
         f.putBe32(port.iovIdx);
         f.putBe64(BigInt(port.iovOffset));
-        saveVirtQueueElement(f, elem, packed);
+        saveVirtQueueElement(f, elem, packed, this.hasFeature(VIRTIO_F_RING_PACKED));
       }
     }
   }
