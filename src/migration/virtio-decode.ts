@@ -102,7 +102,7 @@ const ELEMENT_OLD_SIZE = 16 + 2 * 8 * 1024 + 2 * 16 * 1024;
  * virtio-serial's device part (QEMU's `virtio_serial_save_device`): config, ports map (its length
  * follows max_nr_ports, which the config carries), then each port with its popped element.
  */
-function consoleState(r: FieldReader): void {
+function consoleState(r: FieldReader, packed: boolean): void {
   r.group('virtio-console', () => {
     r.be16('config.cols');
     r.be16('config.rows');
@@ -121,7 +121,7 @@ function consoleState(r: FieldReader): void {
         if (r.be32('elem_popped') === 0) return;
         r.be32('iov_idx');
         r.be64('iov_offset');
-        elementOld(r);
+        elementOld(r, packed);
       });
     }
   });
@@ -131,7 +131,9 @@ function consoleState(r: FieldReader): void {
  * A VirtQueueElementOld: its head and counts (little-endian, host layout), then the rest as bytes,
  * so the fields still cover every byte once. The group's value sums them up.
  */
-function elementOld(r: FieldReader): void {
+function elementOld(r: FieldReader, packed: boolean): void {
+  // With packed rings offered the element's ndescs comes first (as both QEMU and we save it).
+  if (packed) r.be32('ndescs');
   const [head, outNum, inNum] = r.group('element (VirtQueueElementOld)', () => {
     const v = [r.le32('index'), r.le32('out_num'), r.le32('in_num')] as const;
     r.bytes('addresses and lengths', ELEMENT_OLD_SIZE - 12);
@@ -145,16 +147,33 @@ function elementOld(r: FieldReader): void {
  * be32 queue index when the device has several queues (`numQueues`: those the blob gives a ring
  * size), and the request's VirtQueueElementOld; then u8 0.
  */
-function blkRequestList(r: FieldReader, numQueues: number): void {
+function blkRequestList(r: FieldReader, numQueues: number, packed: boolean): void {
   r.group('virtio-blk request list', () => {
     for (let k = 0; ; k++) {
       if (r.u8('more') === 0) break;
       r.group(`rq[${k}]`, () => {
         if (numQueues > 1) r.be32('vq index');
-        elementOld(r);
+        elementOld(r, packed);
       });
     }
   });
+}
+
+/** The subsection header `virtio/packed_virtqueues` (QEMU_VM_SUBSECTION, name length, name). */
+const PACKED_SUBSECTION = new Uint8Array([0x05, 24, ...Array.from('virtio/packed_virtqueues', (c) => c.charCodeAt(0))]);
+
+/**
+ * Whether the device offers packed rings, which decides the element format of its device part.
+ * The blob says so only later, by carrying `virtio/packed_virtqueues` (needed exactly when the
+ * device offers them), so the subsection header is looked for in the bytes after the device part.
+ */
+function packedOffered(f: QEMUFileReader): boolean {
+  const rest = f.peekBytes(0, f.remaining);
+  outer: for (let i = 0; i + PACKED_SUBSECTION.length <= rest.length; i++) {
+    for (let k = 0; k < PACKED_SUBSECTION.length; k++) if (rest[i + k] !== PACKED_SUBSECTION[k]) continue outer;
+    return true;
+  }
+  return false;
 }
 
 const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
@@ -365,10 +384,10 @@ function decode(r: FieldReader, f: QEMUFileReader, opts: DecodeOptions, base: nu
   const devAt = f.offset;
   let subsAt = devAt;
   if (opts.deviceState === 'virtio-console') {
-    consoleState(r);
+    consoleState(r, packedOffered(f));
     subsAt = f.offset;
   } else if (opts.deviceState === 'virtio-blk') {
-    blkRequestList(r, num);
+    blkRequestList(r, num, packedOffered(f));
     subsAt = f.offset;
   } else if (opts.deviceVmsd === 'virtio-balloon') {
     decodeBalloonDevice(r, f);

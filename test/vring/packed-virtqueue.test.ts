@@ -167,7 +167,7 @@ describe('packed virtqueue: pop and push', () => {
     expect(drv.takeUsed()).toEqual([{ id: 7, len: 3, flags: AVAIL | USED, slot: 0 }]);
     expect(vq.usedIdx).toBe(2);
     expect(vq.inuse).toBe(0);
-    expect([...mem.view(BUF + 0x100, 3)]).toEqual([1, 2, 3]);
+    expect([...mem.view(BUF + 0x100, 3)!]).toEqual([1, 2, 3]);
   });
 
   it('the buffer id comes from the chain\'s last descriptor, the used slots skip the whole chain', () => {
