@@ -69,7 +69,7 @@ function post(r: Rig, type: number, sector: number, len: number, opts: { indirec
   if (!write) r.mem.fill(data, len, 0xc3);
   // The data may come as several buffers (`split` of them), to make chains of different lengths.
   const parts = opts.split ?? 1;
-  const bufs = [{ addr: hdr, len: 16 }];
+  const bufs: { addr: number; len: number; write?: boolean }[] = [{ addr: hdr, len: 16 }];
   for (let k = 0; k < parts; k++) bufs.push({ addr: data + (k * len) / parts, len: len / parts, ...(write ? { write: true } : {}) });
   bufs.push({ addr: status, len: 1, write: true });
   const id = r.ring.add(bufs, opts.indirect ? { indirectTable: r.alloc(16 * bufs.length, 16) } : {});
