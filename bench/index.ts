@@ -17,7 +17,7 @@
 // Then virtio-net through the in-process hub (bench/net.ts): TX, RX and guest to guest.
 // Then the v86 section (bench/v86.ts): guest-visible disk MB/s of our virtio-blk beside v86's IDE,
 // and boot time with our devices against without, Linux in v86 (needs scripts/v86-inputs.mjs).
-// BENCH_ONLY=ring, blk, qtest, savevm, startup, net or v86 runs one section only.
+// BENCH_ONLY=ring, packed, blk, qtest, savevm, startup, net or v86 runs one section only.
 
 import os from 'node:os';
 import { GuestMemory } from '../src/memory/guest-memory.js';
@@ -27,6 +27,7 @@ import { runNetBench } from './net.js';
 import { runQtestBench } from './qtest.js';
 import { runSavevmBench } from './savevm.js';
 import { runBlkBench } from './blk.js';
+import { runPackedBench } from './packed.js';
 import { runStartupBench } from './startup.js';
 import { runV86Bench } from './v86.js';
 import { BATCH, BLK_DIRECT_CHAINS, buildRig, PAGE, QUEUE_SIZE, RAM_SIZE, type CaseKind, type Rig } from './rig.js';
@@ -40,8 +41,8 @@ const WARMUP_MS = QUICK ? 40 : 100;
 const ALLOC_BATCHES = 40;
 
 const ONLY = process.env['BENCH_ONLY'];
-if (ONLY !== undefined && ONLY !== '' && !['ring', 'qtest', 'savevm', 'blk', 'startup', 'net', 'v86'].includes(ONLY)) {
-  console.error(`BENCH_ONLY=${ONLY}: expected ring, blk, qtest, savevm, startup, net or v86`);
+if (ONLY !== undefined && ONLY !== '' && !['ring', 'packed', 'qtest', 'savevm', 'blk', 'startup', 'net', 'v86'].includes(ONLY)) {
+  console.error(`BENCH_ONLY=${ONLY}: expected ring, packed, blk, qtest, savevm, startup, net or v86`);
   process.exit(2);
 }
 if (ONLY === 'v86') {
@@ -54,6 +55,10 @@ if (ONLY === 'blk') {
 }
 if (ONLY === 'qtest') {
   await runQtestBench({ quick: QUICK });
+  process.exit(0);
+}
+if (ONLY === 'packed') {
+  await runPackedBench({ quick: QUICK });
   process.exit(0);
 }
 if (ONLY === 'net') {
@@ -256,6 +261,7 @@ if (probe) {
 }
 
 if (ONLY !== 'ring') {
+  await runPackedBench({ quick: QUICK });
   await runBlkBench({ quick: QUICK });
   await runQtestBench({ quick: QUICK });
   await runSavevmBench({ quick: QUICK });

@@ -45,15 +45,20 @@ const POP_HISTORY = VIRTQUEUE_MAX_SIZE;
 
 /**
  * What a packed queue needs beyond the split state, made once when a queue first goes packed:
- * completions between fill and flush (QEMU's `used_elems`), the free element slots, and the
+ * completions between fill and flush (QEMU's `used_elems`), the spare element slots, and the
  * slots of recent pops (for `rewind`). All fixed-size, so the hot path allocates nothing.
+ *
+ * Elements live in slots 0..2047. A chain whose buffer id is below 1024 takes the slot of that
+ * number when it is free, so an element tends to meet the same buffers again (its cached RAM
+ * views then hit, as a split ring's per-head elements do); otherwise it takes a spare slot from
+ * 1024 up. At most `num` ≤ 1024 chains are in flight, so a slot is always found.
  */
 class PackedScratch {
   readonly pendId = new Uint16Array(VIRTQUEUE_MAX_SIZE);
   readonly pendLen = new Uint32Array(VIRTQUEUE_MAX_SIZE);
   readonly pendNdescs = new Uint16Array(VIRTQUEUE_MAX_SIZE);
-  readonly freeSlots = new Uint16Array(VIRTQUEUE_MAX_SIZE);
-  freeCount = 0;
+  private readonly spare = new Uint16Array(VIRTQUEUE_MAX_SIZE);
+  private spareCount = 0;
   readonly popSlots = new Uint16Array(POP_HISTORY);
   popCount = 0;
 
@@ -61,11 +66,27 @@ class PackedScratch {
     this.resetSlots();
   }
 
-  /** Every slot free (the queue's pool was replaced); slot 0 is handed out first. */
+  /** Every slot free (the queue's pool was replaced). */
   resetSlots(): void {
-    for (let k = 0; k < VIRTQUEUE_MAX_SIZE; k++) this.freeSlots[k] = VIRTQUEUE_MAX_SIZE - 1 - k;
-    this.freeCount = VIRTQUEUE_MAX_SIZE;
+    for (let k = 0; k < VIRTQUEUE_MAX_SIZE; k++) this.spare[k] = 2 * VIRTQUEUE_MAX_SIZE - 1 - k;
+    this.spareCount = VIRTQUEUE_MAX_SIZE;
     this.popCount = 0;
+  }
+
+  /** The slot for a chain with buffer id `id` (-1: none left), not yet taken: see `take`. */
+  pick(id: number, pool: readonly (VirtQueueElement | undefined)[]): number {
+    if (id < VIRTQUEUE_MAX_SIZE && pool[id]?.inFlight !== true) return id;
+    return this.spareCount > 0 ? this.spare[this.spareCount - 1]! : -1;
+  }
+
+  /** Take the slot `pick` gave. */
+  take(slot: number): void {
+    if (slot >= VIRTQUEUE_MAX_SIZE) this.spareCount--;
+  }
+
+  /** A slot is free again. */
+  give(slot: number): void {
+    if (slot >= VIRTQUEUE_MAX_SIZE) this.spare[this.spareCount++] = slot;
   }
 }
 
@@ -383,7 +404,8 @@ export class VirtQueue {
     this.dropPool();
     for (const e of held) {
       if (this.packed) {
-        e.slot = this.pk!.freeSlots[--this.pk!.freeCount]!;
+        e.slot = this.pk!.pick(e.index, this.pool);
+        this.pk!.take(e.slot);
       } else {
         if (e.index >= this.num || this.pool[e.index] !== undefined) {
           e.inFlight = false;
@@ -440,8 +462,9 @@ export class VirtQueue {
     if (this.packed) {
       // Buffer ids are the driver's; the element takes a free slot (ids may even repeat).
       const pk = this.pk!;
-      if (pk.freeCount === 0) return undefined;
-      const slot = pk.freeSlots[--pk.freeCount]!;
+      const slot = pk.pick(index, this.pool);
+      if (slot < 0) return undefined;
+      pk.take(slot);
       elem = this.pool[slot] ?? this.newElement(slot);
     } else {
       const held = this.pool[index];
@@ -846,8 +869,7 @@ export class VirtQueue {
   push(elem: VirtQueueElement, len: number, clamp = true): void {
     if (!this.release(elem)) return;
     if (this.packed) {
-      this.fillPacked(elem, len, 0, clamp);
-      this.flushPacked(1);
+      this.pushPacked(elem, len, clamp);
       return;
     }
     if (this.owner.tracer !== undefined) {
@@ -966,7 +988,7 @@ export class VirtQueue {
       return false;
     }
     elem.inFlight = false;
-    if (this.packed) this.pk!.freeSlots[this.pk!.freeCount++] = elem.slot;
+    if (this.packed) this.pk!.give(elem.slot);
     return true;
   }
 
@@ -1059,13 +1081,16 @@ export class VirtQueue {
     if (!this.packedNextAvail()) return null;
     if (this.inuse >= this.num) return this.popError('Virtqueue size exceeded');
     const pk = this.pk!;
-    // At most `num` ≤ 1024 slots of descriptors are in flight, so a slot is free; checked anyway.
-    if (pk.freeCount === 0) return this.popError('Virtqueue size exceeded');
-    const slot = pk.freeSlots[pk.freeCount - 1]!;
+    // The first descriptor's id chooses the slot (the chain's id is its last one's, the same
+    // with every driver seen so far); it only decides which element object is used.
+    const hint = this.descView.getUint16(this.descOff + this.lastAvailIdx * VRING_DESC_SIZE + 12, this.le);
+    const slot = pk.pick(hint, this.pool);
+    // At most `num` ≤ 1024 chains are in flight, so a slot is free; checked anyway.
+    if (slot < 0) return this.popError('Virtqueue size exceeded');
     const elem = this.pool[slot] ?? this.newElement(slot);
     const err = this.readPackedChain(this.lastAvailIdx, elem);
     if (err !== null) return this.popError(err);
-    pk.freeCount--;
+    pk.take(slot);
     elem.inFlight = true;
     this.inuse += elem.ndescs;
     this.advanceAvail(elem.ndescs);
@@ -1087,14 +1112,15 @@ export class VirtQueue {
     const F_NEXT = VRING_DESC_F_NEXT;
     const F_WRITE = VRING_DESC_F_WRITE;
     const mem = this.owner.memory;
-    const le = this.le;
+    // Packed rings exist only with VERSION_1, so they are always little-endian.
+    const le = true;
     const num = this.num;
     let view = this.descView;
     let base = this.descOff;
     let max = num;
     let i = start;
     let o = base + i * VRING_DESC_SIZE;
-    let addr = readGpa(view, o, le);
+    let addr = readGpaLe(view, o);
     let len = view.getUint32(o + 8, le);
     let id = view.getUint16(o + 12, le);
     let flags = view.getUint16(o + 14, le);
@@ -1110,7 +1136,7 @@ export class VirtQueue {
       i = 0;
       indirect = true;
       o = base;
-      addr = readGpa(view, o, le);
+      addr = readGpaLe(view, o);
       len = view.getUint32(o + 8, le);
       flags = view.getUint16(o + 14, le);
     }
@@ -1120,6 +1146,8 @@ export class VirtQueue {
     let inBytes = 0;
     let entries = 0;
     let sawWrite = false;
+    let sgAddr = elem.sgAddr;
+    let sgLen = elem.sgLen;
     for (;;) {
       if (++entries > max) return 'Looped descriptor';
       if (entries > VIRTQUEUE_MAX_SIZE) return 'virtio: too many descriptors in one element';
@@ -1138,9 +1166,13 @@ export class VirtQueue {
         }
         if (outBytes + inBytes > MAX_CHAIN_BYTES) return 'Descriptor chain longer than 2^32-1 bytes';
         const k = outNum + inNum - 1;
-        elem.ensureCapacity(k + 1);
-        elem.sgAddr[k] = addr;
-        elem.sgLen[k] = len;
+        if (k >= sgLen.length) {
+          elem.ensureCapacity(k + 1);
+          sgAddr = elem.sgAddr;
+          sgLen = elem.sgLen;
+        }
+        sgAddr[k] = addr;
+        sgLen[k] = len;
       } else if (flags & F_WRITE) {
         sawWrite = true;
       } else if (sawWrite) {
@@ -1153,7 +1185,7 @@ export class VirtQueue {
         if (++i === num) i = 0;
       }
       o = base + i * VRING_DESC_SIZE;
-      addr = readGpa(view, o, le);
+      addr = readGpaLe(view, o);
       len = view.getUint32(o + 8, le);
       flags = view.getUint16(o + 14, le);
       // The spec puts the buffer id in the chain's last descriptor (Linux writes it in each).
@@ -1249,6 +1281,32 @@ export class VirtQueue {
     if (tr) tr({ type: 'virtqueue_flush', device: this.owner.name, queue: this.index, count: n, usedIdx: u });
   }
 
+  /**
+   * fill + flush of one element on a packed ring. Untraced it is done in one step (same writes,
+   * same order: id and length, then the flags); traced, as the two calls, event for event.
+   */
+  private pushPacked(elem: VirtQueueElement, len: number, clamp: boolean): void {
+    if (this.owner.tracer !== undefined || !this.mapped || this.owner.processingStopped) {
+      this.fillPacked(elem, len, 0, clamp);
+      this.flushPacked(1);
+      return;
+    }
+    if (this.mem.sync() !== this.viewEpoch) this.retakeViews();
+    const n = clamp && len > elem.inBytes ? elem.inBytes : len > 0 ? len >>> 0 : 0;
+    const hook = this.mem.onWrite;
+    if (hook !== undefined) noteInBuffers(hook, elem, n);
+    this.writeUsedPacked(elem.index, n, 0);
+    const ndescs = elem.ndescs;
+    this.inuse = Math.max(0, this.inuse - ndescs);
+    let u = this.usedIdx + ndescs;
+    if (u >= this.num) {
+      u -= this.num;
+      this.usedWrapCounter = !this.usedWrapCounter;
+      this.signalledUsedValid = false;
+    }
+    this.usedIdx = u;
+  }
+
   /** One used descriptor `offset` slots after the device's position (QEMU's `virtqueue_packed_fill_desc`). */
   private writeUsedPacked(id: number, len: number, offset: number): void {
     let pos = this.usedIdx + offset;
@@ -1259,10 +1317,10 @@ export class VirtQueue {
     }
     const o = this.descOff + pos * VRING_DESC_SIZE;
     const view = this.descView;
-    view.setUint16(o + 12, id, this.le);
-    view.setUint32(o + 8, len, this.le);
+    view.setUint16(o + 12, id, true);
+    view.setUint32(o + 8, len, true);
     // Used: AVAIL and USED both equal to the device's wrap counter; QEMU sets no other flag.
-    view.setUint16(o + 14, wrap ? VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED : 0, this.le);
+    view.setUint16(o + 14, wrap ? VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED : 0, true);
     const hook = this.mem.onWrite;
     if (hook !== undefined) hook(this.desc + pos * VRING_DESC_SIZE + 8, 8);
   }
@@ -1280,7 +1338,7 @@ export class VirtQueue {
     for (let k = 1; k <= n; k++) {
       const e = this.pool[pk.popSlots[(pk.popCount - k) & (POP_HISTORY - 1)]!]!;
       e.inFlight = false;
-      pk.freeSlots[pk.freeCount++] = e.slot;
+      pk.give(e.slot);
       slots += e.ndescs;
     }
     pk.popCount -= n;
@@ -1395,10 +1453,10 @@ function noteInBuffers(hook: GuestWriteHook, elem: VirtQueueElement, n: number):
   if (runLen > 0) hook(runAddr, runLen);
 }
 
-/** A descriptor's le64/be64 address (INVALID_GPA beyond 2^53). */
-function readGpa(view: DataView<ArrayBufferLike>, o: number, le: boolean): number {
-  const lo = view.getUint32(le ? o : o + 4, le);
-  const hi = view.getUint32(le ? o + 4 : o, le);
+/** A descriptor's le64 address (INVALID_GPA beyond 2^53). */
+function readGpaLe(view: DataView<ArrayBufferLike>, o: number): number {
+  const lo = view.getUint32(o, true);
+  const hi = view.getUint32(o + 4, true);
   return hi === 0 ? lo : gpaFromHiLo(lo, hi);
 }
 
