@@ -45,49 +45,16 @@ const POP_HISTORY = VIRTQUEUE_MAX_SIZE;
 
 /**
  * What a packed queue needs beyond the split state, made once when a queue first goes packed:
- * completions between fill and flush (QEMU's `used_elems`), the spare element slots, and the
- * slots of recent pops (for `rewind`). All fixed-size, so the hot path allocates nothing.
- *
- * Elements live in slots 0..2047. A chain whose buffer id is below 1024 takes the slot of that
- * number when it is free, so an element tends to meet the same buffers again (its cached RAM
- * views then hit, as a split ring's per-head elements do); otherwise it takes a spare slot from
- * 1024 up. At most `num` ≤ 1024 chains are in flight, so a slot is always found.
+ * completions between fill and flush (QEMU's `used_elems`) and the ids of recent pops (for
+ * `rewind`). Fixed-size, so the hot path allocates nothing. Elements are kept by buffer id, as
+ * split elements are by head: ids are below the queue size.
  */
 class PackedScratch {
   readonly pendId = new Uint16Array(VIRTQUEUE_MAX_SIZE);
   readonly pendLen = new Uint32Array(VIRTQUEUE_MAX_SIZE);
   readonly pendNdescs = new Uint16Array(VIRTQUEUE_MAX_SIZE);
-  private readonly spare = new Uint16Array(VIRTQUEUE_MAX_SIZE);
-  private spareCount = 0;
-  readonly popSlots = new Uint16Array(POP_HISTORY);
+  readonly popIds = new Uint16Array(POP_HISTORY);
   popCount = 0;
-
-  constructor() {
-    this.resetSlots();
-  }
-
-  /** Every slot free (the queue's pool was replaced). */
-  resetSlots(): void {
-    for (let k = 0; k < VIRTQUEUE_MAX_SIZE; k++) this.spare[k] = 2 * VIRTQUEUE_MAX_SIZE - 1 - k;
-    this.spareCount = VIRTQUEUE_MAX_SIZE;
-    this.popCount = 0;
-  }
-
-  /** The slot for a chain with buffer id `id` (-1: none left), not yet taken: see `take`. */
-  pick(id: number, pool: readonly (VirtQueueElement | undefined)[]): number {
-    if (id < VIRTQUEUE_MAX_SIZE && pool[id]?.inFlight !== true) return id;
-    return this.spareCount > 0 ? this.spare[this.spareCount - 1]! : -1;
-  }
-
-  /** Take the slot `pick` gave. */
-  take(slot: number): void {
-    if (slot >= VIRTQUEUE_MAX_SIZE) this.spareCount--;
-  }
-
-  /** A slot is free again. */
-  give(slot: number): void {
-    if (slot >= VIRTQUEUE_MAX_SIZE) this.spare[this.spareCount++] = slot;
-  }
 }
 
 /**
@@ -396,31 +363,18 @@ export class VirtQueue {
 
   /**
    * The ring format changed (a load restores elements before the features that say packed):
-   * elements in flight move to where the new format keeps them, by head for split rings, in a
-   * free slot for packed ones. The others are dropped with the old pool.
+   * the elements in flight stay, the rest of the pool and the packed bookkeeping start afresh.
    */
   private rehomePool(): void {
     const held = this.inFlightElements();
     this.dropPool();
-    for (const e of held) {
-      if (this.packed) {
-        e.slot = this.pk!.pick(e.index, this.pool);
-        this.pk!.take(e.slot);
-      } else {
-        if (e.index >= this.num || this.pool[e.index] !== undefined) {
-          e.inFlight = false;
-          continue;
-        }
-        e.slot = e.index;
-      }
-      this.pool[e.slot] = e;
-    }
+    for (const e of held) this.pool[e.slot] = e;
   }
 
   /** Replace the element pool: elements still held elsewhere keep theirs (and are stale). */
   private dropPool(): void {
     this.pool = [];
-    this.pk?.resetSlots();
+    if (this.pk) this.pk.popCount = 0;
   }
 
   // ---------------------------------------------------------------------------------------
@@ -458,19 +412,9 @@ export class VirtQueue {
    */
   restoreElement(index: number, out: readonly [number, number][], inn: readonly [number, number][], ndescs: number): VirtQueueElement | undefined {
     if (!Number.isInteger(index) || index < 0 || index >= this.num) return undefined;
-    let elem: VirtQueueElement;
-    if (this.packed) {
-      // Buffer ids are the driver's; the element takes a free slot (ids may even repeat).
-      const pk = this.pk!;
-      const slot = pk.pick(index, this.pool);
-      if (slot < 0) return undefined;
-      pk.take(slot);
-      elem = this.pool[slot] ?? this.newElement(slot);
-    } else {
-      const held = this.pool[index];
-      if (held?.inFlight) return undefined;
-      elem = held ?? this.newElement(index);
-    }
+    const held = this.pool[index];
+    if (held?.inFlight) return undefined;
+    const elem = held ?? this.newElement(index);
     elem.generation = this.generation;
     const n = out.length + inn.length;
     elem.ensureCapacity(n);
@@ -988,7 +932,6 @@ export class VirtQueue {
       return false;
     }
     elem.inFlight = false;
-    if (this.packed) this.pk!.give(elem.slot);
     return true;
   }
 
@@ -1081,20 +1024,29 @@ export class VirtQueue {
     if (!this.packedNextAvail()) return null;
     if (this.inuse >= this.num) return this.popError('Virtqueue size exceeded');
     const pk = this.pk!;
-    // The first descriptor's id chooses the slot (the chain's id is its last one's, the same
-    // with every driver seen so far); it only decides which element object is used.
-    const hint = this.descView.getUint16(this.descOff + this.lastAvailIdx * VRING_DESC_SIZE + 12, this.le);
-    const slot = pk.pick(hint, this.pool);
-    // At most `num` ≤ 1024 chains are in flight, so a slot is free; checked anyway.
-    if (slot < 0) return this.popError('Virtqueue size exceeded');
-    const elem = this.pool[slot] ?? this.newElement(slot);
-    const err = this.readPackedChain(this.lastAvailIdx, elem);
+    const num = this.num;
+    const start = this.lastAvailIdx;
+    // The chain's id is in its last descriptor; the first one's (the same with every driver
+    // known) says which element to walk it into. Only when they differ is it walked twice.
+    const hint = this.descView.getUint16(this.descOff + start * VRING_DESC_SIZE + 12, true);
+    const pool = this.pool;
+    let elem = hint < num && pool[hint]?.inFlight !== true ? (pool[hint] ?? this.newElement(hint)) : (this.measure ??= new VirtQueueElement(this.owner.memory));
+    let err = this.readPackedChain(start, elem);
     if (err !== null) return this.popError(err);
-    pk.take(slot);
+    const id = elem.index;
+    // Ids index the elements, as heads do in split rings: below the queue size, and not in
+    // flight twice (VIRTIO 1.2 §2.8.6 gives each buffer in flight its own id).
+    if (id >= num) return this.headError(id, false);
+    if (elem !== pool[id]) {
+      if (pool[id]?.inFlight) return this.headError(id, true);
+      elem = pool[id] ?? this.newElement(id);
+      err = this.readPackedChain(start, elem);
+      if (err !== null) return this.popError(err);
+    }
     elem.inFlight = true;
     this.inuse += elem.ndescs;
     this.advanceAvail(elem.ndescs);
-    pk.popSlots[pk.popCount & (POP_HISTORY - 1)] = slot;
+    pk.popIds[pk.popCount & (POP_HISTORY - 1)] = id;
     pk.popCount++;
     const tr = this.owner.tracer;
     if (tr !== undefined) this.tracePop(tr, elem);
@@ -1127,6 +1079,8 @@ export class VirtQueue {
     let indirect = false;
     if (flags & VRING_DESC_F_INDIRECT) {
       if (!this.indirectDesc) return 'Indirect descriptor used without VIRTIO_F_INDIRECT_DESC';
+      // VIRTIO 1.2 §2.8.19: an indirect descriptor stands alone (QEMU ignores NEXT on it).
+      if (flags & F_NEXT) return 'Indirect descriptor with NEXT set';
       if (len === 0 || (len & (VRING_DESC_SIZE - 1)) !== 0) return `Invalid size for indirect buffer table (${len})`;
       const r = addr === INVALID_GPA ? undefined : mem.regionAt(addr, len);
       if (!r) return 'Cannot map indirect buffer';
@@ -1188,8 +1142,12 @@ export class VirtQueue {
       addr = readGpaLe(view, o);
       len = view.getUint32(o + 8, le);
       flags = view.getUint16(o + 14, le);
-      // The spec puts the buffer id in the chain's last descriptor (Linux writes it in each).
-      if (!indirect) id = view.getUint16(o + 12, le);
+      if (!indirect) {
+        // An indirect descriptor inside a chain is the driver's error (§2.8.19; QEMU reads it
+        // as a buffer). The spec puts the buffer id in the chain's last descriptor.
+        if (flags & VRING_DESC_F_INDIRECT) return 'Indirect descriptor in a descriptor chain';
+        id = view.getUint16(o + 12, le);
+      }
     }
     elem.index = id;
     elem.outNum = outNum;
@@ -1331,14 +1289,13 @@ export class VirtQueue {
     if (n > pk.popCount || n > POP_HISTORY) return false;
     let slots = 0;
     for (let k = 1; k <= n; k++) {
-      const e = this.pool[pk.popSlots[(pk.popCount - k) & (POP_HISTORY - 1)]!];
+      const e = this.pool[pk.popIds[(pk.popCount - k) & (POP_HISTORY - 1)]!];
       // Only elements still in flight can be taken back.
       if (!e?.inFlight) return false;
     }
     for (let k = 1; k <= n; k++) {
-      const e = this.pool[pk.popSlots[(pk.popCount - k) & (POP_HISTORY - 1)]!]!;
+      const e = this.pool[pk.popIds[(pk.popCount - k) & (POP_HISTORY - 1)]!]!;
       e.inFlight = false;
-      pk.give(e.slot);
       slots += e.ndescs;
     }
     pk.popCount -= n;
@@ -1416,7 +1373,9 @@ export class VirtQueue {
     const valid = this.signalledUsedValid;
     this.signalledUsedValid = true;
     if (flags === VRING_PACKED_EVENT_FLAG_DISABLE) return false;
-    if (flags === VRING_PACKED_EVENT_FLAG_ENABLE) return true;
+    // DESC needs EVENT_IDX; without it, and for the reserved value 3, notify as with ENABLE
+    // (QEMU goes by off_wrap in both cases): suppression is a hint, an interrupt too many is safe.
+    if (flags !== VRING_PACKED_EVENT_FLAG_DESC || !this.eventIdx) return true;
     return !valid || packedNeedEvent(this.num, this.usedWrapCounter, offWrap, now, old);
   }
 

@@ -452,6 +452,63 @@ describe('packed virtqueue: hostile drivers', () => {
     expect(r.owner.errors).toEqual(['Indirect descriptor used without VIRTIO_F_INDIRECT_DESC']);
   });
 
+  it('buffer ids: at or above the queue size, or one already in flight, break the device (T-A6e, T-A6f)', () => {
+    const a = rig(4);
+    a.drv.add([{ addr: BUF, len: 4 }], 4);
+    expect(a.vq.pop()).toBeNull();
+    expect(a.owner.errors).toEqual(['Guest says index 4 is available']);
+    const b = rig(4);
+    b.drv.add([{ addr: BUF, len: 4 }], 1);
+    b.drv.add([{ addr: BUF, len: 4 }, { addr: BUF, len: 4 }], 1);
+    expect(b.vq.pop()!.index).toBe(1);
+    expect(b.vq.pop()).toBeNull();
+    expect(b.owner.errors).toEqual(['VQ 0: head 1 made available again while in use']);
+    expect([b.vq.lastAvailIdx, b.vq.inuse]).toEqual([1, 1]);
+  });
+
+  it('INDIRECT with NEXT, or inside a chain, is refused (§2.8.19); a stale NEXT in a table is ignored (T-A6b)', () => {
+    const a = rig(4);
+    a.drv.writeDesc(0, TABLE, 16, 0, VRING_DESC_F_INDIRECT | NEXT | AVAIL);
+    expect(a.vq.pop()).toBeNull();
+    expect(a.owner.errors).toEqual(['Indirect descriptor with NEXT set']);
+    const b = rig(4);
+    b.drv.writeDesc(0, BUF, 4, 0, NEXT | AVAIL);
+    b.drv.writeDesc(1, TABLE, 16, 0, VRING_DESC_F_INDIRECT | AVAIL);
+    expect(b.vq.pop()).toBeNull();
+    expect(b.owner.errors).toEqual(['Indirect descriptor in a descriptor chain']);
+    const c = rig(4);
+    c.drv.addIndirect([{ addr: BUF, len: 8 }, { addr: BUF + 8, len: 8, write: true }], 2);
+    c.mem.write16(TABLE + 16 + 14, WRITE | NEXT); // the last entry says NEXT: the table's length rules
+    const e = c.vq.pop()!;
+    expect([e.index, e.outBytes, e.inBytes, e.ndescs]).toEqual([2, 8, 8, 1]);
+    expect(c.owner.errors).toEqual([]);
+  });
+
+  it('driver event flags 3 (reserved), or DESC without EVENT_IDX, notify as ENABLE (C#107, T-A6h)', () => {
+    for (const [eventIdx, flags] of [[true, 3], [false, 2], [false, 3]] as const) {
+      const { vq, drv } = rig(4, { eventIdx });
+      drv.add([{ addr: BUF, len: 4 }], 0);
+      vq.push(vq.pop()!, 0);
+      expect(vq.shouldNotify()).toBe(true); // the first always notifies
+      drv.setDriverEvent(flags, 0x8000 | 3); // off_wrap far ahead
+      drv.add([{ addr: BUF, len: 4 }], 1);
+      vq.push(vq.pop()!, 0);
+      expect(vq.shouldNotify(), `eventIdx ${eventIdx}, flags ${flags}`).toBe(true);
+    }
+  });
+
+  it('a ring of one descriptor (T-A6 size 1) turns over on every chain', () => {
+    const { vq, drv } = rig(1);
+    for (let i = 0; i < 5; i++) {
+      drv.add([{ addr: BUF, len: 4, write: true }], 0);
+      const e = vq.pop()!;
+      expect(e.index).toBe(0);
+      vq.push(e, 4);
+      expect(drv.takeUsed()).toEqual([{ id: 0, len: 4, flags: i % 2 === 0 ? AVAIL | USED : 0, slot: 0 }]);
+    }
+    expect([vq.lastAvailWrapCounter, vq.usedWrapCounter]).toEqual([false, false]);
+  });
+
   it('more descriptors in flight than the ring holds is refused', () => {
     const { owner, vq, drv, mem } = rig(2);
     drv.add([{ addr: BUF, len: 4 }], 0);
