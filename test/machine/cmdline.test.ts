@@ -221,7 +221,7 @@ describe('building machines from the command line', () => {
     expect(buildErr(['-M', 'pc', '-device', 'virtio-rng-pci,disable-legacy=on,disable-modern=on'])).toBe(
       '-device virtio-rng-pci,disable-legacy=on,disable-modern=on: device cannot work as neither modern nor legacy mode is enabled\nSet either disable-modern or disable-legacy to off',
     );
-    expect(buildErr(['-M', 'pc', '-device', 'virtio-rng-pci,packed=on'])).toBe("-device virtio-rng-pci,packed=on: property 'packed=true' of virtio-rng-pci is not supported by virtio-ts-qemu");
+    expect(buildErr(['-M', 'pc', '-device', 'virtio-rng-pci,iommu_platform=on'])).toBe("-device virtio-rng-pci,iommu_platform=on: property 'iommu_platform=true' of virtio-rng-pci is not supported by virtio-ts-qemu");
     expect(buildErr(['-M', 'pc', '-device', 'virtio-rng-pci-non-transitional,disable-legacy=on'])).toBe("-device virtio-rng-pci-non-transitional,disable-legacy=on: Property 'virtio-rng-pci-non-transitional.disable-legacy' not found");
     expect(buildErr(['-M', 'pc', '-device', '{"driver":"virtio-rng-pci","period":"5"}'])).toBe(`-device {"driver":"virtio-rng-pci","period":"5"}: Parameter 'period' expects uint64`);
     expect(buildErr(['-M', 'pc', '-device', '{"driver":"virtio-rng-pci","event_idx":"on"}'])).toBe(`-device {"driver":"virtio-rng-pci","event_idx":"on"}: Invalid parameter type for 'event_idx', expected: boolean`);
