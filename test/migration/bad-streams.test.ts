@@ -151,7 +151,7 @@ if (qemuOrPolicy('bad migration streams derived from QEMU 7.2 streams')) {
       expect(fingerprint(o.machine).equals(before)).toBe(true);
       // Bounded: the whole sweep, tens of thousands of loads, in well under the test timeout.
       expect(performance.now() - t0).toBeLessThan(60_000);
-    });
+    }, 120_000); // tens of thousands of loads: ~17 s alone on 2 CPUs, more when other test files run beside
 
     it('microvm stream, single-bit flips (every byte outside page payloads and the JSON text, every 61st inside them): a clean load or a refusal that changes nothing', () => {
       const p = parseSavevm(mvm);
@@ -180,7 +180,7 @@ if (qemuOrPolicy('bad migration streams derived from QEMU 7.2 streams')) {
       }
       expect(refused).toBeGreaterThan(1000);
       expect(loaded).toBeGreaterThan(100); // flips in page data and in sections we step over load
-    });
+    }, 120_000); // tens of thousands of loads: ~17 s alone on 2 CPUs, more when other test files run beside
 
     it('an unknown virtio subsection: QEMU 10\'s message, at the subsection\'s offset', () => {
       const at = find(pc, 'virtio/started');
