@@ -186,15 +186,7 @@ export class MmioDriver {
     } else {
       if (!setup.addrs) throw new DriverError('modern queue needs addresses');
       ring = new SplitRingDriver({ memory: this.memory, num, addrs: setup.addrs, le, eventIdx });
-      this.write(VIRTIO_MMIO_QUEUE_NUM, num);
-      const a = setup.addrs;
-      this.write(VIRTIO_MMIO_QUEUE_DESC_LOW, a.desc % 2 ** 32);
-      this.write(VIRTIO_MMIO_QUEUE_DESC_HIGH, Math.floor(a.desc / 2 ** 32));
-      this.write(VIRTIO_MMIO_QUEUE_AVAIL_LOW, a.avail % 2 ** 32);
-      this.write(VIRTIO_MMIO_QUEUE_AVAIL_HIGH, Math.floor(a.avail / 2 ** 32));
-      this.write(VIRTIO_MMIO_QUEUE_USED_LOW, a.used % 2 ** 32);
-      this.write(VIRTIO_MMIO_QUEUE_USED_HIGH, Math.floor(a.used / 2 ** 32));
-      this.write(VIRTIO_MMIO_QUEUE_READY, 1);
+      this.enableModernQueue(num, setup.addrs);
     }
     this.packedQueues.delete(index);
     this.queues.set(index, ring);
@@ -219,6 +211,14 @@ export class MmioDriver {
       a = packedLayout(setup.base, num);
     }
     const ring = new PackedRingDriver({ memory: this.memory, num, addrs: a, eventIdx: hasBit(this.features, VIRTIO_RING_F_EVENT_IDX) });
+    this.enableModernQueue(num, a);
+    this.queues.delete(index);
+    this.packedQueues.set(index, ring);
+    return ring;
+  }
+
+  /** Version 2: size, the three areas (split: desc/avail/used; packed: ring/driver/device), ready. */
+  private enableModernQueue(num: number, a: { desc: number; avail: number; used: number }): void {
     this.write(VIRTIO_MMIO_QUEUE_NUM, num);
     this.write(VIRTIO_MMIO_QUEUE_DESC_LOW, a.desc % 2 ** 32);
     this.write(VIRTIO_MMIO_QUEUE_DESC_HIGH, Math.floor(a.desc / 2 ** 32));
@@ -227,9 +227,6 @@ export class MmioDriver {
     this.write(VIRTIO_MMIO_QUEUE_USED_LOW, a.used % 2 ** 32);
     this.write(VIRTIO_MMIO_QUEUE_USED_HIGH, Math.floor(a.used / 2 ** 32));
     this.write(VIRTIO_MMIO_QUEUE_READY, 1);
-    this.queues.delete(index);
-    this.packedQueues.set(index, ring);
-    return ring;
   }
 
   notify(index: number): void {

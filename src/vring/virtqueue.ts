@@ -1058,7 +1058,9 @@ export class VirtQueue {
    * buffer id; ndescs: ring slots taken). Returns null or the error message. A chain follows NEXT
    * through consecutive slots, wrapping at the end of the ring, at most `num` of them; an indirect
    * chain is one slot whose table's entries are taken in order (only WRITE counts in them, as the
-   * spec says and QEMU does). The buffers themselves are checked as a split chain's are.
+   * spec says and QEMU does). The buffers themselves are checked as a split chain's are, by the
+   * same lines as in `readChain`: kept inline in both walks, where a shared helper would cost a
+   * call and a state object per descriptor on the hottest path.
    */
   private readPackedChain(start: number, elem: VirtQueueElement): string | null {
     const F_NEXT = VRING_DESC_F_NEXT;
