@@ -13,7 +13,8 @@ import { describe, expect, it } from 'vitest';
 import { GuestMemory } from '../../src/memory/guest-memory.js';
 import { VRING_PACKED_DESC_F_AVAIL, VRING_PACKED_DESC_F_USED } from '../../src/vring/constants.js';
 import type { VirtQueueElement } from '../../src/vring/element.js';
-import { VirtQueue, type VirtQueueOwner } from '../../src/vring/virtqueue.js';
+import { VirtQueue } from '../../src/vring/virtqueue.js';
+import { TestQueueOwner } from '../support/queue-owner.js';
 
 const RAM = 0x10000;
 const RING = 0x1000;
@@ -22,20 +23,6 @@ const DEVICE = 0x2010;
 const TABLES = 0x3000; // four tables, 0x100 apart
 const DATA = 0x8000; // 64 slots of 0x100
 
-class Owner implements VirtQueueOwner {
-  readonly name = 'prop';
-  readonly tracer = undefined;
-  broken = false;
-  readonly errors: string[] = [];
-  constructor(readonly memory: GuestMemory) {}
-  get processingStopped(): boolean {
-    return this.broken;
-  }
-  virtioError(m: string): void {
-    this.errors.push(m);
-    this.broken = true;
-  }
-}
 
 interface Desc {
   addr: number | bigint;
@@ -130,7 +117,7 @@ describe('property: random packed rings', () => {
         mem.write16(DRIVER + 2, s.driverEvent.flags);
         const before = bytes.slice();
 
-        const owner = new Owner(mem);
+        const owner = new TestQueueOwner(mem, 'prop');
         const vq = new VirtQueue(owner, 0, s.num);
         vq.applyFeatures(s.eventIdx, s.indirect, false, true, true);
         vq.setRings(RING, DRIVER, DEVICE);

@@ -11,7 +11,8 @@ import {
   VRING_PACKED_DESC_F_USED,
 } from '../../src/vring/constants.js';
 import type { VirtQueueElement } from '../../src/vring/element.js';
-import { VirtQueue, type VirtQueueOwner } from '../../src/vring/virtqueue.js';
+import { VirtQueue } from '../../src/vring/virtqueue.js';
+import { TestQueueOwner } from '../support/queue-owner.js';
 
 const DESC = 0x1000;
 const DRIVER = 0x2000;
@@ -23,20 +24,6 @@ const WRITE = VRING_DESC_F_WRITE;
 const AVAIL = VRING_PACKED_DESC_F_AVAIL;
 const USED = VRING_PACKED_DESC_F_USED;
 
-class Owner implements VirtQueueOwner {
-  readonly name = 'packed-test';
-  tracer: ((e: TraceEvent) => void) | undefined;
-  broken = false;
-  readonly errors: string[] = [];
-  constructor(readonly memory: GuestMemory) {}
-  get processingStopped(): boolean {
-    return this.broken;
-  }
-  virtioError(m: string): void {
-    this.errors.push(m);
-    this.broken = true;
-  }
-}
 
 interface Buf {
   addr: number;
@@ -142,7 +129,7 @@ class Driver {
 
 function rig(num = 8, o: { eventIdx?: boolean; indirect?: boolean } = {}) {
   const mem = GuestMemory.ofSize(0x40000);
-  const owner = new Owner(mem);
+  const owner = new TestQueueOwner(mem, 'packed-test');
   const vq = new VirtQueue(owner, 0, num);
   vq.applyFeatures(o.eventIdx ?? false, o.indirect ?? true, false, true, true);
   vq.setNum(num);
@@ -523,12 +510,12 @@ describe('packed virtqueue: hostile drivers', () => {
 
   it('a ring that does not fit in RAM, or a misaligned area, is not mapped', () => {
     const mem = GuestMemory.ofSize(0x40000);
-    const owner = new Owner(mem);
+    const owner = new TestQueueOwner(mem, 'packed-test');
     const vq = new VirtQueue(owner, 0, 512);
     vq.applyFeatures(false, true, false, true, true);
     vq.setRings(0x3_f000, DRIVER, DEVICE); // 8 KiB of descriptors, 4 KiB of RAM left
     expect(owner.errors).toEqual(['Cannot map desc (VQ 0)']);
-    const owner2 = new Owner(mem);
+    const owner2 = new TestQueueOwner(mem, 'packed-test');
     const vq2 = new VirtQueue(owner2, 0, 8);
     vq2.applyFeatures(false, true, false, true, true);
     vq2.setRings(DESC, DRIVER + 2, DEVICE);
