@@ -16,6 +16,7 @@ import { IO_APIC_DEFAULT_ADDRESS, IOAPIC_NUM_PINS, IOAPIC_WINDOW_SIZE, IoapicReg
 import { InputRouter } from '../devices/input/router.js';
 import { EventThrottle, wallClockTimers, type ThrottleTimers } from './event-throttle.js';
 import { NetStack } from './net-stack.js';
+import type { VirtioListEntry } from './virtio-introspect.js';
 
 /** QEMU's RunState names (qapi/run-state.json), as `query-status` reports them. */
 export const RUN_STATES = [
@@ -94,6 +95,8 @@ export abstract class ReferenceMachine implements QtestTarget, MigratableMachine
   balloon: BalloonHandler | undefined;
   /** The network clients: netdevs, hubs, NICs (QEMU's `net_clients`). */
   readonly net = new NetStack();
+  /** The virtio devices in realize order (QEMU's `virtio_list`), for QMP's `x-query-virtio*`. */
+  readonly virtioDevices: VirtioListEntry[] = [];
   /** Told about each step of an outgoing migration (QEMU's precopy notifiers). */
   readonly precopyNotifiers = new Set<(reason: PrecopyNotifyReason) => void>();
   /** Guest-triggerable events at most once a second, as QEMU's monitor sends them. */

@@ -430,6 +430,8 @@ function buildDevice(machine: ReferenceMachine, cl: QemuCommandLine, spec: Devic
     dtype.qom?.(device, { backend, proxy: qom }, ctxOf());
     const pc = machine as PcMachine;
     const at = pc.addPciFunction(proxy, { ...(devfn !== undefined ? { devfn } : {}), typeName: type, ...(spec.id !== undefined ? { id: spec.id } : {}), qom });
+    // virtio-serial-pci names the device's child bus after its own id (QEMU's `bus_name`).
+    machine.virtioDevices.push({ path: backend.path, device, busName: dtype.childBusType !== undefined && spec.id !== undefined ? `${spec.id}.0` : '' });
     addChildBus();
     return { spec, device, path: qom.path, pci: { proxy, addr: pc.addressOf(proxy) ?? String(at) } };
   }
@@ -443,6 +445,7 @@ function buildDevice(machine: ReferenceMachine, cl: QemuCommandLine, spec: Devic
   }
   dtype.qom?.(device, { backend: qom, proxy: undefined }, ctxOf());
   const slot = microvm.addDevice(device, { ...(index !== undefined ? { index } : {}), ...(spec.id !== undefined ? { id: spec.id } : {}), qom, typeName: type });
+  machine.virtioDevices.push({ path: qom.path, device, busName: '' });
   addChildBus();
   return { spec, device, path: qom.path, mmio: { index: slot.index, base: slot.base, gsi: slot.gsi, transport: slot.transport } };
 }

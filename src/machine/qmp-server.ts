@@ -1,9 +1,10 @@
 /**
  * QMP, the QEMU Machine Protocol, as QEMU 7.2 answers it (monitor/qmp.c, qapi/qmp-dispatch.c),
  * for the subset a qtest harness uses: the greeting, `qmp_capabilities`, `query-status`, `stop`,
- * `cont`, `quit`, `system_reset`, `qom-list`, `qom-get`, `query-version`, `query-commands`, and
+ * `cont`, `quit`, `system_reset`, `qom-list`, `qom-get`, `query-version`, `query-commands`,
  * migration (`migrate`, `migrate-incoming`, `query-migrate`, `migrate_cancel`, capabilities and
- * parameters; the state machines are in `migration.ts`).
+ * parameters; the state machines are in `migration.ts`), and the virtio introspection commands
+ * (`x-query-virtio*`, in `virtio-introspect.ts`).
  *
  * Input is a stream of JSON objects (QEMU's JSON parser also takes 'single-quoted' strings, which
  * libqtest uses); output lines are QEMU's compact-with-spaces JSON ending in `\r\n`, events carry
@@ -18,6 +19,7 @@ import { resolveQomPath } from './qom.js';
 import { NetQmpError } from './net-stack.js';
 import { asQdict } from './qdict.js';
 import { QapiError, runInputSendEvent, visitInputSendEvent } from './qmp-input.js';
+import { executeVirtioCommand, VIRTIO_QMP_COMMANDS, VirtioQueryError } from './virtio-introspect.js';
 
 export interface QemuVersion {
   major: number;
@@ -216,6 +218,7 @@ const MIGRATION_COMMANDS = new Set([
 const COMMANDS = [
   'qmp_capabilities', 'query-status', 'stop', 'cont', 'quit', 'system_reset', 'qom-list', 'qom-get', 'qom-set', 'query-version',
   'query-commands', 'balloon', 'query-balloon', 'input-send-event', 'set_link', 'query-rx-filter', 'announce-self', ...MIGRATION_COMMANDS,
+  ...VIRTIO_QMP_COMMANDS,
 ];
 
 /** Longest partial JSON value kept while waiting for its end. */
@@ -576,6 +579,14 @@ export class QmpServer {
         return COMMANDS.map((c) => ({ name: c }));
       default:
         if (MIGRATION_COMMANDS.has(name)) return this.executeMigration(name, args);
+        if (VIRTIO_QMP_COMMANDS.includes(name)) {
+          try {
+            return executeVirtioCommand(m.virtioDevices, name, args);
+          } catch (e) {
+            if (e instanceof VirtioQueryError) throw new QmpError(e.errorClass, e.message);
+            throw e;
+          }
+        }
         throw new QmpError('CommandNotFound', `The command ${name} has not been found`);
     }
   }
