@@ -66,7 +66,9 @@ function attach(emulator: V86Emulator, image: Uint8Array, warnings: string[]): M
   const memory = host.memory;
   const rng = new VirtIORng({ memory, entropy: deterministicEntropy(7), queueSize: 256 });
   const disk = new MemoryBlockBackend(image);
-  const blk = new VirtIOBlock({ memory, backend: new LaterBackend(disk), queueSize: 256 });
+  // Packed rings: the snapshot carries wrap counters and ring positions below the size, and
+  // elements with their ndescs (what a split ring's state does not exercise).
+  const blk = new VirtIOBlock({ memory, backend: new LaterBackend(disk), queueSize: 256, packed: true });
   host.attach(v86VirtioPci(rng), { slot: 13 });
   host.attach(v86VirtioPci(blk, { disableLegacy: true }), { slot: 14 });
   return { host, rng, blk, disk };
@@ -82,6 +84,7 @@ describe('v86 save_state / restore_state with our functions', () => {
     let state: ArrayBuffer | undefined;
     let diskAtSave: Uint8Array | undefined;
     let inFlightAtSave = 0;
+    let posAtSave: unknown[] = [];
     let sustainedDone = false;
 
     // Source: run until the sustained reads are under way, then snapshot with requests in flight.
@@ -106,6 +109,8 @@ describe('v86 save_state / restore_state with our functions', () => {
               return;
             }
             inFlightAtSave = src!.blk.requestsInFlight;
+            const q = src!.blk.vq[0]!;
+            posAtSave = [q.packed, q.lastAvailIdx, q.lastAvailWrapCounter, q.usedIdx, q.usedWrapCounter, q.inuse];
             // Shared storage, as for a QEMU migration: the destination sees the disk as it is now.
             diskAtSave = src!.disk.data.slice();
             emulator.save_state().then((s) => {
@@ -125,6 +130,7 @@ describe('v86 save_state / restore_state with our functions', () => {
     // Destination: same functions, the snapshot restored before the CPU runs.
     let dst: Machine | undefined;
     let carried = -1;
+    let posAfterRestore: unknown[] = [];
     const second = await bootGuest({
       tests: ['rng', 'blk'],
       cmdline,
@@ -133,10 +139,15 @@ describe('v86 save_state / restore_state with our functions', () => {
         dst = attach(emulator as unknown as V86Emulator, diskAtSave!, warnings);
         await emulator.restore_state(state!);
         carried = dst.blk.requestsInFlight;
+        const q = dst.blk.vq[0]!;
+        posAfterRestore = [q.packed, q.lastAvailIdx, q.lastAvailWrapCounter, q.usedIdx, q.usedWrapCounter, q.inuse];
       },
     });
     // The requests in flight at the snapshot were resubmitted on the destination.
     expect(carried).toBe(inFlightAtSave);
+    // On packed rings (Linux took them), positions and wrap counters as the source left them.
+    expect(posAtSave[0]).toBe(true);
+    expect(posAfterRestore).toEqual(posAtSave);
     // Init went on where it was: the sustained loop finished there, and the blk test passed.
     const report = emptyReport();
     for (const line of (first.serial + second.serial).split('\n')) addLine(report, line.replace(/\r/g, ''));
