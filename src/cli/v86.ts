@@ -40,6 +40,8 @@ options:
   --console ttyS0|hvc0
                       where the terminal's input goes (default ttyS0)
   --legacy            legacy virtio-pci only (default: transitional, Linux takes modern)
+  --packed            every device offers packed virtqueues (VIRTIO_F_RING_PACKED), which
+                      Linux takes on the modern interface (not with --legacy)
   --exit-on TEXT      quit (status 0) once the guest printed TEXT
   --timeout SECONDS   quit (status 1) after this long
   --save-state FILE   on quitting, write a v86 snapshot of the machine, our devices included
@@ -60,6 +62,7 @@ export interface V86CliOptions {
   append: string;
   console: 'ttyS0' | 'hvc0';
   legacy: boolean;
+  packed: boolean;
   exitOn: string | undefined;
   timeoutS: number | undefined;
   saveState: string | undefined;
@@ -69,7 +72,7 @@ export interface V86CliOptions {
 
 /** The options, or an error message. */
 export function parseV86Args(argv: readonly string[]): V86CliOptions | string {
-  const o: Partial<V86CliOptions> = { readOnly: false, memoryMiB: 256, append: 'console=ttyS0', console: 'ttyS0', legacy: false, quiet: false };
+  const o: Partial<V86CliOptions> = { readOnly: false, memoryMiB: 256, append: 'console=ttyS0', console: 'ttyS0', legacy: false, packed: false, quiet: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const value = (): string | undefined => {
@@ -94,6 +97,7 @@ export function parseV86Args(argv: readonly string[]): V86CliOptions | string {
         break;
       }
       case '--legacy': o.legacy = true; break;
+      case '--packed': o.packed = true; break;
       case '--quiet': o.quiet = true; break;
       case '--append': {
         const v = value();
@@ -130,6 +134,8 @@ export function parseV86Args(argv: readonly string[]): V86CliOptions | string {
     }
   }
   if (o.kernel === undefined) return '--kernel is required';
+  // Packed rings need VERSION_1: a legacy-only device could offer them to nobody.
+  if (o.packed && o.legacy) return '--packed needs the modern interface: not with --legacy';
   return o as V86CliOptions;
 }
 
@@ -165,29 +171,30 @@ export interface V86Devices {
  */
 export function attachDevices(
   host: V86PciHost,
-  opts: { disk?: NodeFileBlockBackend; netdev?: NetBackend; legacy: boolean; hvc0Output: (data: Uint8Array) => void },
+  opts: { disk?: NodeFileBlockBackend; netdev?: NetBackend; legacy: boolean; packed?: boolean; hvc0Output: (data: Uint8Array) => void },
 ): V86Devices {
   const memory = host.memory;
   const pci = { disableModern: opts.legacy };
-  const rng = new VirtIORng({ memory, queueSize: 256 });
+  const packed = opts.packed === true;
+  const rng = new VirtIORng({ memory, queueSize: 256, packed });
   host.attach(v86VirtioPci(rng, pci), { slot: 13 });
   let blk: VirtIOBlock | undefined;
   if (opts.disk) {
-    blk = new VirtIOBlock({ memory, backend: opts.disk, queueSize: 256 });
+    blk = new VirtIOBlock({ memory, backend: opts.disk, queueSize: 256, packed });
     host.attach(v86VirtioPci(blk, pci), { slot: 14 });
   }
-  const serial = new VirtIOSerial({ memory });
+  const serial = new VirtIOSerial({ memory, packed });
   const hvc0 = new CallbackChardev('hvc0', { output: (d) => opts.hvc0Output(d.slice()) });
   serial.addPort({ console: true, chardev: hvc0 });
   host.attach(v86VirtioPci(serial, pci), { slot: 15 });
   // virtio-input has no legacy interface (QEMU makes it modern-only): always modern.
-  const keyboard = new VirtIOKeyboard({ memory });
-  const tablet = new VirtIOTablet({ memory });
+  const keyboard = new VirtIOKeyboard({ memory, packed });
+  const tablet = new VirtIOTablet({ memory, packed });
   // Separate slots: a function 1 is found only behind a multi-function function 0.
   host.attach(v86VirtioPci(keyboard), { slot: 16 });
   host.attach(v86VirtioPci(tablet), { slot: 17 });
   // Slot 18 is v86's.
-  const net = new VirtIONet({ memory, ...(opts.netdev ? { netdev: opts.netdev } : {}) });
+  const net = new VirtIONet({ memory, packed, ...(opts.netdev ? { netdev: opts.netdev } : {}) });
   host.attach(v86VirtioPci(net, pci), { slot: 19 });
   return { rng, blk, serial, hvc0, keyboard, tablet, net };
 }
@@ -332,7 +339,7 @@ export async function runV86(argv: readonly string[], io: V86CliIo = { stdin: pr
     emulator.add_listener('emulator-loaded', () => {
       const start = async (): Promise<void> => {
         const host = v86Host(emulator, { onWarning: (w) => say(`warning: ${w}`) });
-        devices = attachDevices(host, { disk, ...(udp ? { netdev: udp } : {}), legacy: opts.legacy, hvc0Output });
+        devices = attachDevices(host, { disk, ...(udp ? { netdev: udp } : {}), legacy: opts.legacy, packed: opts.packed, hvc0Output });
         if (opts.restoreState !== undefined) {
           const b = readFileSync(opts.restoreState);
           try {

@@ -12,6 +12,7 @@ describe('virtio-ts v86 arguments', () => {
       append: 'console=ttyS0',
       console: 'ttyS0',
       legacy: false,
+      packed: false,
       quiet: false,
     });
   });
@@ -22,6 +23,7 @@ describe('virtio-ts v86 arguments', () => {
       '--append', 'console=ttyS0 quiet', '--console', 'hvc0', '--legacy', '--exit-on', 'login:', '--timeout', '30', '--quiet',
       '--save-state', 'out.state', '--restore-state', 'in.state',
     ]);
+    expect(parseV86Args(['--kernel', 'k', '--packed'])).toMatchObject({ packed: true, legacy: false });
     expect(o).toMatchObject({
       kernel: 'k', initrd: 'i', disk: 'd', readOnly: true, net: { localPort: 5555, remoteHost: '127.0.0.1', remotePort: 5556 }, bios: 'b', memoryMiB: 128, append: 'console=ttyS0 quiet',
       console: 'hvc0', legacy: true, exitOn: 'login:', timeoutS: 30, quiet: true, saveState: 'out.state', restoreState: 'in.state',
@@ -40,6 +42,7 @@ describe('virtio-ts v86 arguments', () => {
     expect(parseV86Args(['--kernel', 'k', '--net', 'udp:0:h:1'])).toMatch(/udp:LPORT/);
     expect(parseV86Args(['--kernel', 'k', '--save-state'])).toBe('--save-state needs a file');
     expect(parseV86Args(['--kernel', 'k', '--restore-state'])).toBe('--restore-state needs a file');
+    expect(parseV86Args(['--kernel', 'k', '--packed', '--legacy'])).toBe('--packed needs the modern interface: not with --legacy');
   });
 
   it('usage names every option it parses', () => {

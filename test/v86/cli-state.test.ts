@@ -33,7 +33,7 @@ describe('virtio-ts v86 snapshots from the command line', () => {
     const initrd = join(dir, 'initrd.cpio');
     writeFileSync(initrd, buildInitramfs({ inputs }).image);
     const state = join(dir, 'machine.v86state');
-    const common = ['--kernel', inputs.kernel, '--initrd', initrd, '--bios', inputs.bios, '--memory', '128', '--append', `${BASE_CMDLINE} vt.tests=rng`, '--timeout', '200'];
+    const common = ['--kernel', inputs.kernel, '--initrd', initrd, '--bios', inputs.bios, '--memory', '128', '--append', `${BASE_CMDLINE} vt.tests=rng`, '--timeout', '200', '--packed'];
 
     const first = await run([...common, '--exit-on', 'VT-RESULT boot ok', '--save-state', state]);
     expect(first.code, first.err).toBe(0);
@@ -48,6 +48,8 @@ describe('virtio-ts v86 snapshots from the command line', () => {
     // No second boot: the kernel's banner and init's first line do not come again.
     expect(second.out).not.toContain('VT-RESULT boot ok');
     expect(second.out).toMatch(/VT-RESULT rng ok/);
+    // --packed: Linux took the rng's packed ring (the guest's sysfs says so).
+    expect(second.out).toMatch(/VT-INFO virtio [^\n]*test=rng [^\n]*ring=packed/);
     expect(second.out).toContain('VT-DONE');
 
     // A damaged snapshot is refused, with v86's or our message, before the machine runs.

@@ -300,6 +300,8 @@ describe('Linux in v86 with our devices', () => {
     const byTest = new Map(run.report.info.filter((i) => i.topic === 'virtio').map((i) => [i.fields.test, i.fields]));
     expect(byTest.get('input')?.iface).toBe('modern');
     expect(byTest.get('blk')?.id).toBe('0x1af4:0x1042'); // modern-only virtio-blk
+    // The guest says so too (its negotiated features in sysfs): packed where offered, else split.
+    expect(['rng', 'blk', 'console', 'net', 'input'].map((t) => byTest.get(t)?.ring)).toEqual(['split', 'packed', 'split', 'packed', 'split']);
     const input = run.report.results.get('input');
     expect(input?.ok, input?.line).toBe(true);
     expect(input?.fields.events).toBe(`${EV_KEY}:${KEY_A}:1,0:0:0,${EV_KEY}:${KEY_A}:0,0:0:0`);
@@ -308,6 +310,9 @@ describe('Linux in v86 with our devices', () => {
   it('legacy interface (virtio_pci.force_legacy=1): rng, blk, console, net through the I/O BAR', async () => {
     const { run, rig } = await bootWithDevices(true);
     checkCommon(run, rig, 'legacy');
+    const rings = run.report.info.filter((i) => i.topic === 'virtio').map((i) => i.fields.ring);
+    expect(rings.length).toBeGreaterThan(0);
+    expect(rings.every((r) => r === 'split')).toBe(true);
     expect(rig.blk.vq[0]!.num).toBe(256);
   }, 300_000);
 });

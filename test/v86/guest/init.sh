@@ -84,6 +84,11 @@ test_of_id() {
 
 # Which interface virtio_pci took for a PCI function: its probe requests the BARs it uses under
 # the names virtio-pci-legacy (the I/O BAR) or virtio-pci-modern (the capability BARs).
+# The ring format the driver took: bit 34 (VIRTIO_F_RING_PACKED) of the negotiated features,
+# which sysfs prints as one character per bit.
+ring_of() {
+  if [ "$(cut -c35 "$1/features" 2>/dev/null)" = 1 ]; then echo packed; else echo split; fi
+}
 iface_of() {
   cat /proc/ioports /proc/iomem | grep -A1 ": $1\$" | grep -o 'virtio-pci-[a-z]*' | head -n 1 |
     sed 's/virtio-pci-//'
@@ -406,7 +411,7 @@ virtio_devices | while read -r t d; do
   [ -e "$d/driver" ] && drv=$(readlink -f "$d/driver")
   read -r vendor < "/sys/bus/pci/devices/$pci/vendor"
   read -r device < "/sys/bus/pci/devices/$pci/device"
-  info virtio "dev=${d##*/} test=$t pci=$pci id=$vendor:$device iface=$(iface_of "$pci") driver=${drv##*/}"
+  info virtio "dev=${d##*/} test=$t pci=$pci id=$vendor:$device iface=$(iface_of "$pci") driver=${drv##*/} ring=$(ring_of "$d")"
 done
 auto=$([ "$(arg tests auto)" = auto ] && echo 1)
 for t in $wanted; do
