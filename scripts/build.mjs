@@ -13,11 +13,13 @@
 // v86 itself is an optional peer dependency: never bundled (`external`), and the adapter's
 // bundles must not import it at all (checked below); only the CLI's `v86` command loads it.
 //   dist/types/            declarations from `tsc -p tsconfig.build.json`
+//   dist/learn/            the learning page: index.html and learn.js (src/learn/page.ts as one
+//                          classic script, not a module, so the page opens from the file system)
 //
 // Usage: node scripts/build.mjs [--quiet]
 //   --quiet  print nothing on success (errors are always printed)
 import { spawnSync } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { copyFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -89,10 +91,19 @@ const builds = [
     external: ['v86'],
     check: (metafile) => noV86Import(metafile, ['dist/browser/v86.js', 'dist/browser/index.js']),
   },
+  {
+    ...common,
+    platform: 'browser',
+    target: 'es2022',
+    format: 'iife',
+    entryPoints: { learn: 'src/learn/page.ts' },
+    outdir: 'dist/learn',
+    check: () => copyFileSync(join(root, 'src/learn/index.html'), join(root, 'dist/learn/index.html')),
+  },
 ];
 
 const started = performance.now();
-for (const dir of ['dist/node', 'dist/browser', 'dist/types']) {
+for (const dir of ['dist/node', 'dist/browser', 'dist/types', 'dist/learn']) {
   rmSync(join(root, dir), { recursive: true, force: true });
 }
 

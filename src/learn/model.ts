@@ -389,10 +389,24 @@ export class LearnMachine {
   }
 }
 
-/** Flatten a decoded field tree into rows, each with its bytes as hex (at most 32 shown). */
+/**
+ * Flatten a decoded field tree into rows, each with its bytes as hex (at most 32 shown). A list of
+ * more than 8 entries (`vq[0]`, `vq[1]`, …: the per-queue arrays have one for each of the 1024
+ * possible queues) shows its first 4 and one row for the rest.
+ */
 export function migrationView(blob: Uint8Array, fields: readonly DecodedField[], base = 0): MigrationView {
   const rows: MigrationView['rows'] = [];
-  const walk = (fs: readonly DecodedField[], depth: number): void => {
+  const walk = (all: readonly DecodedField[], depth: number): void => {
+    const isLongList = all.length > 8 && all.every((f) => f.name.endsWith(']'));
+    const fs = isLongList ? all.slice(0, 4) : all;
+    if (fs.length < all.length) {
+      const rest = all.slice(4);
+      const start = rest[0]!.offset;
+      const end = rest.at(-1)!.offset + rest.at(-1)!.size;
+      walk(fs, depth);
+      rows.push({ depth, name: `… ${rest.length} more (${rest[0]!.name} to ${rest.at(-1)!.name})`, offset: start, size: end - start, value: '', hex: '' });
+      return;
+    }
     for (const f of fs) {
       const bytes = blob.subarray(f.offset - base, f.offset - base + Math.min(f.size, 32));
       const hexBytes = Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join(' ') + (f.size > 32 ? ' …' : '');
