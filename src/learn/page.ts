@@ -39,6 +39,13 @@ function table(id: string, caption: string, head: string[], rows: (string | numb
   return t;
 }
 
+function note(text: string): HTMLElement {
+  const p = document.createElement('p');
+  p.className = 'note';
+  p.textContent = text;
+  return p;
+}
+
 function drawDevice(s: Snapshot): void {
   const d = s.device;
   const q = d.queue;
@@ -100,6 +107,7 @@ function drawPacked(r: PackedRingView): HTMLElement[] {
     table('packed-desc', `descriptor ring at ${hex(r.addrs.ring)} (16 bytes each; both sides write it)`,
       ['slot', 'addr', 'len', 'id', 'flags', 'AVAIL', 'USED', 'meaning'],
       r.desc.map((d) => [d.slot, hex(d.addr), d.len, d.id, `${hex(d.flags)} ${d.flagNames}`, bit(d.avail), bit(d.used), d.meaning])),
+    note('The device writes a used chain back as one descriptor, at the slot of its first; the slots after it keep the bytes the driver wrote, and both sides skip them.'),
     table('packed-events', 'event suppression areas', ['area', 'value'], [
       [`driver event at ${hex(r.addrs.driverEvent)}`, ev(r.driverEvent)],
       [`device event at ${hex(r.addrs.deviceEvent)}`, ev(r.deviceEvent)],
