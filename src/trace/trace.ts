@@ -15,9 +15,11 @@ export type TraceEvent =
   | { type: 'virtio_notify_suppressed'; device: string; queue: number }
   | { type: 'virtio_notify_config'; device: string; vector: number }
   | { type: 'virtqueue_set_rings'; device: string; queue: number; num: number; desc: number; avail: number; used: number }
-  | { type: 'virtqueue_pop'; device: string; queue: number; head: number; outNum: number; inNum: number; outBytes: number; inBytes: number }
-  | { type: 'virtqueue_fill'; device: string; queue: number; head: number; len: number; slot: number }
-  | { type: 'virtqueue_flush'; device: string; queue: number; count: number; usedIdx: number }
+  // On a packed ring `packed` is set: `head` is the buffer id, `slot` the ring slot (of the chain's
+  // first descriptor for a pop, of the used descriptor for a fill), `wrap` the wrap counter there.
+  | { type: 'virtqueue_pop'; device: string; queue: number; head: number; outNum: number; inNum: number; outBytes: number; inBytes: number; packed?: { slot: number; wrap: boolean; ndescs: number } }
+  | { type: 'virtqueue_fill'; device: string; queue: number; head: number; len: number; slot: number; packed?: { wrap: boolean } }
+  | { type: 'virtqueue_flush'; device: string; queue: number; count: number; usedIdx: number; packed?: { wrap: boolean; slots: number } }
   | { type: 'virtqueue_stale_element'; device: string; queue: number; head: number }
   | { type: 'virtio_config_read'; device: string; offset: number; size: number; value: number }
   | { type: 'virtio_config_write'; device: string; offset: number; size: number; value: number }
@@ -56,9 +58,15 @@ export function formatTraceEvent(e: TraceEvent): string {
     case 'virtio_notify_suppressed': return `${e.device}: interrupt for queue ${e.queue} suppressed by the driver`;
     case 'virtio_notify_config': return `${e.device}: configuration-change interrupt (vector ${hex(e.vector)})`;
     case 'virtqueue_set_rings': return `${e.device}: queue ${e.queue} size ${e.num} desc ${hex(e.desc)} avail ${hex(e.avail)} used ${hex(e.used)}`;
-    case 'virtqueue_pop': return `${e.device}: queue ${e.queue} pop head ${e.head}: ${e.outNum} readable (${e.outBytes} B), ${e.inNum} writable (${e.inBytes} B)`;
-    case 'virtqueue_fill': return `${e.device}: queue ${e.queue} used[${e.slot}] = {id ${e.head}, len ${e.len}}`;
-    case 'virtqueue_flush': return `${e.device}: queue ${e.queue} used.idx <- ${e.usedIdx} (+${e.count})`;
+    case 'virtqueue_pop':
+      if (e.packed) return `${e.device}: queue ${e.queue} pop id ${e.head} at slot ${e.packed.slot} (wrap ${e.packed.wrap ? 1 : 0}, ${e.packed.ndescs} slot${e.packed.ndescs === 1 ? '' : 's'}): ${e.outNum} readable (${e.outBytes} B), ${e.inNum} writable (${e.inBytes} B)`;
+      return `${e.device}: queue ${e.queue} pop head ${e.head}: ${e.outNum} readable (${e.outBytes} B), ${e.inNum} writable (${e.inBytes} B)`;
+    case 'virtqueue_fill':
+      if (e.packed) return `${e.device}: queue ${e.queue} used descriptor at slot ${e.slot} (wrap ${e.packed.wrap ? 1 : 0}) = {id ${e.head}, len ${e.len}}`;
+      return `${e.device}: queue ${e.queue} used[${e.slot}] = {id ${e.head}, len ${e.len}}`;
+    case 'virtqueue_flush':
+      if (e.packed) return `${e.device}: queue ${e.queue} device position <- ${e.usedIdx}, wrap ${e.packed.wrap ? 1 : 0} (+${e.count} chain${e.count === 1 ? '' : 's'}, ${e.packed.slots} slot${e.packed.slots === 1 ? '' : 's'})`;
+      return `${e.device}: queue ${e.queue} used.idx <- ${e.usedIdx} (+${e.count})`;
     case 'virtqueue_stale_element': return `${e.device}: queue ${e.queue} dropped completion of head ${e.head} from before a reset`;
     case 'virtio_config_read': return `${e.device}: config[${e.offset}:${e.size}] -> ${hex(e.value)}`;
     case 'virtio_config_write': return `${e.device}: config[${e.offset}:${e.size}] <- ${hex(e.value)}`;

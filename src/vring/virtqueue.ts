@@ -636,8 +636,8 @@ export class VirtQueue {
     this.pool[slot] = elem;
     return elem;
   }
-  private tracePop(tr: Tracer, elem: VirtQueueElement): void {
-    tr({ type: 'virtqueue_pop', device: this.owner.name, queue: this.index, head: elem.index, outNum: elem.outNum, inNum: elem.inNum, outBytes: elem.outBytes, inBytes: elem.inBytes });
+  private tracePop(tr: Tracer, elem: VirtQueueElement, packed?: { slot: number; wrap: boolean; ndescs: number }): void {
+    tr({ type: 'virtqueue_pop', device: this.owner.name, queue: this.index, head: elem.index, outNum: elem.outNum, inNum: elem.inNum, outBytes: elem.outBytes, inBytes: elem.inBytes, ...(packed ? { packed } : {}) });
   }
 
   /**
@@ -1045,11 +1045,12 @@ export class VirtQueue {
     }
     elem.inFlight = true;
     this.inuse += elem.ndescs;
+    const wrap = this.lastAvailWrapCounter;
     this.advanceAvail(elem.ndescs);
     pk.popIds[pk.popCount & (POP_HISTORY - 1)] = id;
     pk.popCount++;
     const tr = this.owner.tracer;
-    if (tr !== undefined) this.tracePop(tr, elem);
+    if (tr !== undefined) this.tracePop(tr, elem, { slot: start, wrap, ndescs: elem.ndescs });
     return elem;
   }
 
@@ -1205,7 +1206,17 @@ export class VirtQueue {
     const hook = this.mem.onWrite;
     if (hook !== undefined) noteInBuffers(hook, elem, n);
     const tr = this.owner.tracer;
-    if (tr) tr({ type: 'virtqueue_fill', device: this.owner.name, queue: this.index, head: elem.index, len: n, slot: idx });
+    if (tr) {
+      // Where flush will write it: after the slots of the completions filled before it.
+      let pos = this.usedIdx;
+      let wrap = this.usedWrapCounter;
+      for (let k = 0; k < idx; k++) pos += pk.pendNdescs[k]!;
+      while (pos >= this.num) {
+        pos -= this.num;
+        wrap = !wrap;
+      }
+      tr({ type: 'virtqueue_fill', device: this.owner.name, queue: this.index, head: elem.index, len: n, slot: pos, packed: { wrap } });
+    }
   }
 
   /**
@@ -1238,7 +1249,7 @@ export class VirtQueue {
     }
     this.usedIdx = u;
     const tr = this.owner.tracer;
-    if (tr) tr({ type: 'virtqueue_flush', device: this.owner.name, queue: this.index, count: n, usedIdx: u });
+    if (tr) tr({ type: 'virtqueue_flush', device: this.owner.name, queue: this.index, count: n, usedIdx: u, packed: { wrap: this.usedWrapCounter, slots: ndescs } });
   }
 
   /**
@@ -1325,6 +1336,8 @@ export class VirtQueue {
         id = view.getUint16(o + 12, this.le);
         ndescs++;
       }
+      const usedAt = this.usedIdx;
+      const usedWrap = this.usedWrapCounter;
       this.writeUsedPacked(id, 0, 0);
       let u = this.usedIdx + ndescs;
       while (u >= this.num) {
@@ -1335,7 +1348,7 @@ export class VirtQueue {
       this.usedIdx = u;
       this.advanceAvail(ndescs);
       const tr = this.owner.tracer;
-      if (tr) tr({ type: 'virtqueue_fill', device: this.owner.name, queue: this.index, head: id, len: 0, slot: 0 });
+      if (tr) tr({ type: 'virtqueue_fill', device: this.owner.name, queue: this.index, head: id, len: 0, slot: usedAt, packed: { wrap: usedWrap } });
       dropped++;
     }
     return dropped;

@@ -2,7 +2,7 @@
 // the test writes exactly the bytes the spec describes, so it does not lean on our driver library.
 import { describe, expect, it } from 'vitest';
 import { GuestMemory } from '../../src/memory/guest-memory.js';
-import type { TraceEvent } from '../../src/trace/trace.js';
+import { formatTraceEvent, type TraceEvent } from '../../src/trace/trace.js';
 import {
   VRING_DESC_F_INDIRECT,
   VRING_DESC_F_NEXT,
@@ -530,5 +530,20 @@ describe('packed virtqueue: hostile drivers', () => {
     const e: VirtQueueElement = vq.pop()!;
     vq.push(e, 4);
     expect(ev.map((x) => x.type)).toEqual(['virtqueue_pop', 'virtqueue_fill', 'virtqueue_flush']);
+    // In the packed ring's own terms: slots, wrap counters, the device's position.
+    drv.add([{ addr: BUF, len: 4 }, { addr: BUF, len: 8, write: true }], 5);
+    drv.add([{ addr: BUF, len: 8, write: true }], 6);
+    const a = vq.pop()!;
+    const b = vq.pop()!;
+    vq.fill(b, 8, 0);
+    vq.fill(a, 8, 1);
+    vq.flush(2);
+    expect(ev.slice(3).map(formatTraceEvent)).toEqual([
+      'packed-test: queue 0 pop id 5 at slot 1 (wrap 1, 2 slots): 1 readable (4 B), 1 writable (8 B)',
+      'packed-test: queue 0 pop id 6 at slot 3 (wrap 1, 1 slot): 0 readable (0 B), 1 writable (8 B)',
+      'packed-test: queue 0 used descriptor at slot 1 (wrap 1) = {id 6, len 8}',
+      'packed-test: queue 0 used descriptor at slot 2 (wrap 1) = {id 5, len 8}',
+      'packed-test: queue 0 device position <- 4, wrap 1 (+2 chains, 3 slots)',
+    ]);
   });
 });
