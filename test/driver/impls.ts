@@ -8,13 +8,13 @@
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { describe, it } from 'vitest';
 import { InProcessMachine } from '../../src/driver/inproc.js';
 import type { QmpLike } from '../../src/driver/machine.js';
 import type { QtestTarget } from '../../src/machine/qtest-target.js';
 import { commandAvailable, launchQemu } from '../../src/driver/qemu-launcher.js';
 import type { MachineImpl, MachineSpec } from '../scenarios/machine/suite.js';
 import { miniMicrovmFromArgs } from '../support/mini-microvm.js';
+import { requiredToolOrPolicy } from '../support/required-tool.js';
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -33,21 +33,7 @@ export function qemuInstalled(): boolean {
  * Returns true when QEMU is there and the caller should register its tests.
  */
 export function qemuOrPolicy(what: string): boolean {
-  if (qemuInstalled()) return true;
-  const msg = `${QEMU_COMMAND[0]} is not installed: the ${what} tests need QEMU 7.2 (apt-get install -y --no-install-recommends qemu-system-x86)`;
-  if (process.env['CI'] === 'true') {
-    describe(what, () => {
-      it('has qemu-system-x86_64 (required when CI=true)', () => {
-        throw new Error(msg);
-      });
-    });
-  } else {
-    console.warn(`\n${'!'.repeat(100)}\n!!! ${msg}.\n!!! SKIPPING them locally; they FAIL when CI=true.\n${'!'.repeat(100)}\n`);
-    describe.skip(what, () => {
-      it('needs qemu-system-x86_64', () => undefined);
-    });
-  }
-  return false;
+  return requiredToolOrPolicy(what, qemuInstalled(), QEMU_COMMAND[0]!, 'QEMU 7.2: apt-get install -y --no-install-recommends qemu-system-x86');
 }
 
 export const qemuImpl: MachineImpl = {

@@ -14,30 +14,14 @@ import { VirtIORng } from '../../src/devices/rng.js';
 import { MicrovmMachine } from '../../src/machine/microvm.js';
 import { QomObject } from '../../src/machine/qom.js';
 import { saveVm } from '../../src/migration/savevm.js';
+import { requiredToolOrPolicy } from '../support/required-tool.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const out = join(root, 'dist', 'learn');
 
-function chromiumOrPolicy(what: string): boolean {
-  if (existsSync(CHROMIUM)) return true;
-  const msg = `${CHROMIUM} is not installed: the ${what} tests need Debian's Chromium (apt-get install -y --no-install-recommends chromium)`;
-  if (process.env['CI'] === 'true') {
-    describe(what, () => {
-      it('has /usr/bin/chromium (required when CI=true)', () => {
-        throw new Error(msg);
-      });
-    });
-  } else {
-    console.warn(`\n${'!'.repeat(100)}\n!!! ${msg}.\n!!! SKIPPING them locally; they FAIL when CI=true.\n${'!'.repeat(100)}\n`);
-    describe.skip(what, () => {
-      it('needs /usr/bin/chromium', () => undefined);
-    });
-  }
-  return false;
-}
 
-if (chromiumOrPolicy('learning page in Chromium')) {
+if (requiredToolOrPolicy('learning page in Chromium', existsSync(CHROMIUM), CHROMIUM, "Debian's Chromium: apt-get install -y --no-install-recommends chromium")) {
   describe('learning page in Chromium', () => {
     let browser: BrowserContext;
     let page: Page;
