@@ -19,11 +19,6 @@ const SMALL_COPY = 32;
 export class VirtQueueElement {
   /** Head descriptor index (split) or buffer id (packed): the id the used ring reports back. */
   index = 0;
-  /**
-   * Where the queue keeps this element: the head for split rings; for packed rings, whose buffer
-   * ids are the driver's choice, a slot the queue hands out (at most one per element in flight).
-   */
-  slot = 0;
   /** Number of device-readable entries (they come first). */
   outNum = 0;
   /** Number of device-writable entries (after the readable ones). */

@@ -251,9 +251,11 @@ export class VirtQueue {
     this.notifyOnEmpty = notifyOnEmpty;
     this.le = le;
     if (packed !== this.packed) {
+      // Both formats keep elements by the id the used side reports (head or buffer id), so
+      // elements in flight (a load restores them before the features) stay where they are.
       this.packed = packed;
       if (packed) this.pk ??= new PackedScratch();
-      this.rehomePool();
+      if (this.pk) this.pk.popCount = 0;
     }
     if (remap && this.desc !== 0 && this.num !== 0) this.mapRings();
   }
@@ -359,16 +361,6 @@ export class VirtQueue {
     }
     this.dropPool();
     this.unmap();
-  }
-
-  /**
-   * The ring format changed (a load restores elements before the features that say packed):
-   * the elements in flight stay, the rest of the pool and the packed bookkeeping start afresh.
-   */
-  private rehomePool(): void {
-    const held = this.inFlightElements();
-    this.dropPool();
-    for (const e of held) this.pool[e.slot] = e;
   }
 
   /** Replace the element pool: elements still held elsewhere keep theirs (and are stale). */
@@ -629,11 +621,10 @@ export class VirtQueue {
   private headError(head: number, inUse: boolean): null {
     return this.popError(inUse ? `VQ ${this.index}: head ${head} made available again while in use` : `Guest says index ${head} is available`);
   }
-  private newElement(slot: number): VirtQueueElement {
+  private newElement(head: number): VirtQueueElement {
     const elem = new VirtQueueElement(this.owner.memory);
     elem.generation = this.generation;
-    elem.slot = slot;
-    this.pool[slot] = elem;
+    this.pool[head] = elem;
     return elem;
   }
   private tracePop(tr: Tracer, elem: VirtQueueElement, packed?: { slot: number; wrap: boolean; ndescs: number }): void {
@@ -905,7 +896,7 @@ export class VirtQueue {
       // Back by the chain's slots (QEMU goes back one slot, wrong for a chain of several).
       this.retreatAvail(elem.ndescs);
       this.inuse = Math.max(0, this.inuse - elem.ndescs);
-      this.pk!.popCount--;
+      if (this.pk!.popCount > 0) this.pk!.popCount--;
       return;
     }
     this.lastAvailIdx = (this.lastAvailIdx - 1) & 0xffff;
@@ -927,7 +918,7 @@ export class VirtQueue {
 
   /** Mark an element no longer in flight; false (and a trace) if it is stale or not in flight. */
   private release(elem: VirtQueueElement): boolean {
-    if (elem.generation !== this.generation || !elem.inFlight || this.pool[elem.slot] !== elem) {
+    if (elem.generation !== this.generation || !elem.inFlight || this.pool[elem.index] !== elem) {
       this.dropStale(elem);
       return false;
     }
@@ -1319,18 +1310,20 @@ export class VirtQueue {
 
   /**
    * QEMU's `virtqueue_packed_drop_all`: notifications off, then every available chain returned
-   * with length 0 without mapping it (only the flags are walked, at most one lap per chain).
+   * with length 0 without mapping it (only the flags are walked). At most one lap of slots per
+   * call, as no driver can have more available; QEMU has no bound (row 79).
    */
   private dropAllPacked(): number {
     this.setNotification(false);
     let dropped = 0;
-    while (this.mapped && !this.owner.processingStopped && this.inuse < this.num && this.packedNextAvail()) {
+    let slots = 0;
+    while (slots < this.num && this.mapped && !this.owner.processingStopped && this.inuse < this.num && this.packedNextAvail()) {
       const view = this.descView;
       let i = this.lastAvailIdx;
       let o = this.descOff + i * VRING_DESC_SIZE;
       let id = view.getUint16(o + 12, this.le);
       let ndescs = 1;
-      while (view.getUint16(o + 14, this.le) & VRING_DESC_F_NEXT && ndescs < this.num) {
+      while (view.getUint16(o + 14, this.le) & VRING_DESC_F_NEXT && slots + ndescs < this.num) {
         if (++i === this.num) i = 0;
         o = this.descOff + i * VRING_DESC_SIZE;
         id = view.getUint16(o + 12, this.le);
@@ -1347,6 +1340,7 @@ export class VirtQueue {
       }
       this.usedIdx = u;
       this.advanceAvail(ndescs);
+      slots += ndescs;
       const tr = this.owner.tracer;
       if (tr) tr({ type: 'virtqueue_fill', device: this.owner.name, queue: this.index, head: id, len: 0, slot: usedAt, packed: { wrap: usedWrap } });
       dropped++;

@@ -342,6 +342,14 @@ describe('packed virtqueue: give back, rewind, drop', () => {
     expect([vq.lastAvailIdx, vq.usedIdx, vq.inuse]).toEqual([3, 3, 0]);
   });
 
+  it('dropAll over descriptors that all say NEXT stops after one lap (QEMU loops forever, row 79)', () => {
+    const { vq, drv } = rig(4);
+    for (let k = 0; k < 4; k++) drv.writeDesc(k, BUF, 4, 0, NEXT | AVAIL);
+    expect(vq.dropAll()).toBe(1);
+    expect([vq.lastAvailIdx, vq.lastAvailWrapCounter, vq.usedIdx, vq.usedWrapCounter]).toEqual([0, false, 0, false]);
+    expect(drv.takeUsed().map((u) => [u.id, u.len, u.slot])).toEqual([[0, 0, 0]]);
+  });
+
   it('reset puts both wrap counters back to 1', () => {
     const { vq, drv } = rig(2);
     drv.add([{ addr: BUF, len: 4 }, { addr: BUF, len: 4 }], 0);
